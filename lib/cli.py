@@ -1,0 +1,63 @@
+"""The one command-line entry point: `python -m lib <command> ...` (installed as `medqa`).
+
+Each command lives in the module named below, which provides `add_arguments(parser)` and
+`run(args)`. Modules are imported only when their command runs, so `--help` stays fast and a
+command that needs no torch never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lib.errors import UserError
+
+COMMANDS = {
+    "config": ("lib.config_cli", "print the resolved configuration of a run as YAML"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
+    """The options that select a configuration: profile, method, variants, overrides."""
+    parser.add_argument("--profile", default="paper", help="experiments/profiles/<profile>.yaml (default: paper)")
+    if method:
+        parser.add_argument("--method", default=None, help="experiments/<method>.yaml, e.g. lora or qlora")
+    parser.add_argument("--variant", action="append", default=[], help="experiments/variants/<name>.yaml (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config field (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from lib.config import load_config
+
+    return load_config(args.profile, getattr(args, "method", None), tuple(args.variant), args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints usage (and exits) for --help or an unknown command
+        return
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m lib {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        module.run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)

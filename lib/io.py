@@ -1,0 +1,143 @@
+"""Files: atomic writes, JSON Lines, checksums, and the provenance every result carries.
+
+Every stage writes through `atomic_write` (a temporary file in the same folder, then a rename),
+so an interrupted run never leaves a half-written file that make could take for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from lib.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shown(path: str | Path) -> str:
+    """A path as the user should read it: relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+# The libraries whose versions decide the numbers of a run.
+TRACKED_PACKAGES = (
+    "torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes",
+    "datasets", "tokenizers", "numpy", "jieba", "rouge-chinese", "sacrebleu",
+)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w"):
+    """Open a temporary file beside `path`; on success rename it over `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_write(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def read_json(path: str | Path):
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records one JSON object a line (UTF-8, unescaped Chinese); return the count."""
+    count = 0
+    with atomic_write(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, sort_keys=False))
+            handle.write("\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Read a JSON Lines file that this project wrote; a bad line is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> dict:
+    """The commit of the working tree and whether it had uncommitted changes."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def hardware() -> dict:
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    torch = sys.modules.get("torch")  # only describe GPUs when torch is already loaded
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def provenance(config: dict | None = None, seed: int | None = None) -> dict:
+    """What a result needs to be reproduced: resolved config, commit, versions, seed, machine."""
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "versions": library_versions(),
+        "hardware": hardware(),
+        "seed": seed,
+        "config": config,
+    }
