@@ -1,0 +1,644 @@
+"""From runs to results: one table of every run, the data-scaling fits, qualitative examples.
+
+    python -m lib summarize --runs results/demo/runs --out results/demo --profile demo
+    python -m lib summarize --runs results/paper/runs --out results/paper --profile paper \\
+        --methods lora qlora --sizes 10k 20k --seeds 42
+
+The expected grid is base + methods x sizes x seeds (default: experiments/grid.yaml for the
+profile; runs of its first seed are named without -s<seed>, lib.config.run_name); run
+directories found beyond it are listed too. Missing and unfinished runs are rows
+with a status, never an error. Files written to --out, summary.csv last (its presence means the
+step finished; it is the Makefile's target):
+
+examples.json   {"best_run": "lora-60k" | null, "examples": [{"id", "question", "reference",
+                 "base": <base answer> | null, "best": <best run's answer>}, ...], "provenance"}
+                best run = lowest test_loss among finished trained runs; examples = the test items
+                first in sha256(id) order, preferring questions of at most 80 characters.
+scaling.json    {"loss_fits": {method: {"status": "ok" | "too_few_points" | "fit_failed",
+                   "E", "A", "alpha": {"value", "ci_low", "ci_high"}, "points": [[D, loss], ...],
+                   "holdout": {"status", "size", "observed", "predicted", "abs_error", "rel_error"},
+                   "bootstrap": {"resampled": "test items" | null, "samples", "failed"}}},
+                 "trends": {"rougeL" | "mcq_accuracy": {method: {"status", "points",
+                   "slope_per_doubling": {"value", "ci_low", "ci_high"}}}},
+                 "lora_vs_qlora": [{"size", "examples", "lora_run", "qlora_run",
+                   "rougeL_diff" | "loss_diff": {"difference", "ci_low", "ci_high", "p_value", "n"},
+                   "time_ratio", "memory_ratio", "throughput_ratio"}, ...],
+                 "notes": [one line each: a fit whose loss does not fall or whose E or alpha sits
+                   on a bound, a run whose predictions.jsonl does not reproduce its eval.json
+                   test_loss or rougeL, a fit without per-item losses], "provenance"}
+summary.md      the table in Markdown (values with 95% intervals), then the scaling analysis.
+summary.csv     one row per run: run, method, size, examples, seed, status, then <metric>,
+                <metric>_ci_low, <metric>_ci_high for every metric of eval.json (mcq_accuracy from
+                its mcq.overall), then the training cost columns (COST_COLUMNS). Empty = unknown.
+
+Status: done (eval.json present), missing (no directory), training (no train.done),
+not_evaluated (trained, no eval.json). `base` (the untuned model: method base, 0 examples) has
+no training, so it is done or not_evaluated.
+
+The statistics, and why:
+- Loss fit: L(D) = E + A * D^(-alpha), D = training examples, L = test loss in nats per
+  reference token, fitted by scipy's curve_fit (E >= 0, A > 0, 0 < alpha <= 3). Points are
+  averaged over seeds where a size has several. Its interval resamples the *test items*: each
+  bootstrap sample draws the same items (with replacement) for every run, since all runs share
+  one test set, recomputes each run's loss from predictions.jsonl and refits. Resampling
+  residuals instead would have nothing to resample: 4 sizes and 3 parameters leave one degree
+  of freedom. The interval therefore covers test-set noise, not training-seed noise (which only
+  several seeds per size can show) nor the choice of the curve.
+  A run's loss from its items is sum(loss_i * ref_tokens_i) / sum(ref_tokens_i) (each item's
+  `scores.loss` is a mean over its own reference tokens), which must equal eval.json's test_loss;
+  ROUGE-L is the mean of the items' `scores.rougeL`, on eval.json's scale (F1 x 100).
+- Extrapolation check: the fit without the largest size predicts it (needs 4 sizes).
+- Trends of ROUGE-L and MCQ accuracy: the least-squares slope of metric vs log2(D), i.e. the
+  change per doubling of data; descriptive, no power law claimed. Its interval redraws each
+  point from a normal with the standard error implied by the run's 95% bootstrap interval
+  (half-width / 1.96) and refits; this treats the runs' errors as independent, which is
+  conservative since runs share the test items.
+- LoRA vs QLoRA: differences are QLoRA minus LoRA (the cost or gain of quantising the base) at
+  the default seed, by paired bootstrap over the shared test items (lib.stats.paired_bootstrap);
+  ratios are QLoRA / LoRA (time_ratio 1.3 = QLoRA takes 30% longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize, stats
+from tqdm import tqdm
+
+from lib.cli import add_config_arguments, config_from_args
+from lib.config import Grid, load_grid, parse_count, parse_run_name, run_name
+from lib.errors import UserError
+from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
+from lib.stats import CONFIDENCE, paired_bootstrap, resample_indices
+
+# Metrics of eval.json in the order the table shows them; others found there follow, sorted.
+METRICS = (
+    "test_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu4_char", "bleu4_word",
+    "distinct1", "distinct2", "answer_chars", "empty_rate", "truncated_rate", "mcq_accuracy",
+)
+COST_COLUMNS = (
+    "wall_time_s", "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params",
+    "train_tokens", "steps", "final_train_loss", "best_dev_loss",
+)
+ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status")
+COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
+BASE = "base"
+TREND_METRICS = ("rougeL", "mcq_accuracy")
+COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
+
+FIT_PARAMETERS = ("E", "A", "alpha")
+# Published data-scaling exponents of language models lie around 0.1-0.5 (Kaplan et al. 2020;
+# Hoffmann et al. 2022): 3 only stops a runaway fit of a few points, it does not shape the fit.
+ALPHA_MAX = 3.0
+ALPHA_MIN = 1e-6  # alpha > 0: a loss that falls with data
+ALPHA_START = 0.5
+BOOTSTRAP_SEED = 0
+# Where a run's loss or ROUGE-L recomputed from predictions.jsonl differs from its eval.json value
+# by more than this share, the items do not describe the reported number: say so.
+ITEM_MISMATCH_TOLERANCE = 0.01
+EXAMPLE_COUNT = 3
+EXAMPLE_MAX_QUESTION_CHARS = 80  # a question that fits in a few lines of the examples figure
+
+
+# --- the table of runs -------------------------------------------------------------------------
+
+
+def expected_runs(grid: Grid, default_seed: int) -> list[dict]:
+    """base, then one identity per method x size x seed of the grid, in that order (runs of the
+    study's default seed have no -s<seed> in their name)."""
+    runs = [{"run": BASE, "method": BASE, "size": "0", "examples": 0, "seed": None}]
+    for method in grid.methods:
+        for size in grid.sizes:
+            for seed in grid.seeds:
+                runs.append({"run": run_name(method, size, seed, default_seed), "method": method,
+                             "size": size, "examples": parse_count(size), "seed": seed})
+    return runs
+
+
+def found_run_identity(run_dir: Path, default_seed: int) -> dict:
+    """Identity of a run directory outside the grid: from its config.json, else from its name."""
+    if (run_dir / "config.json").is_file():
+        run = read_json(run_dir / "config.json").get("run", {})
+        size = run.get("size")
+        return {"run": run_dir.name, "method": run.get("method"), "size": size,
+                "examples": run.get("examples", parse_count(size) if size else None), "seed": run.get("seed")}
+    try:
+        method, size, seed = parse_run_name(run_dir.name, default_seed)
+    except UserError:
+        return {"run": run_dir.name, "method": None, "size": None, "examples": None, "seed": None}
+    return {"run": run_dir.name, "method": method, "size": size, "examples": parse_count(size), "seed": seed}
+
+
+def run_status(run_dir: Path, is_base: bool) -> str:
+    if not run_dir.is_dir():
+        return "missing"
+    if not is_base and not (run_dir / "train.done").is_file():
+        return "training"
+    return "done" if (run_dir / "eval.json").is_file() else "not_evaluated"
+
+
+def metric_columns(eval_result: dict) -> dict:
+    """{name: value, name_ci_low: .., name_ci_high: ..} for every metric, mcq_accuracy included."""
+    metrics = dict(eval_result.get("metrics", {}))
+    overall = (eval_result.get("mcq") or {}).get("overall")
+    if overall:
+        metrics["mcq_accuracy"] = overall
+    columns = {}
+    for name, stat in metrics.items():
+        columns[name] = stat.get("value")
+        columns[f"{name}_ci_low"] = stat.get("ci_low")
+        columns[f"{name}_ci_high"] = stat.get("ci_high")
+    return columns
+
+
+def read_run(run_dir: Path, identity: dict) -> dict:
+    """One row of the summary: identity, status, metrics and cost of whatever files exist."""
+    row = {**identity, "status": run_status(run_dir, identity["method"] == BASE)}
+    if (run_dir / "eval.json").is_file():
+        row.update(metric_columns(read_json(run_dir / "eval.json")))
+    if (run_dir / "train_metrics.json").is_file():
+        train_metrics = read_json(run_dir / "train_metrics.json")
+        row.update({name: train_metrics.get(name) for name in COST_COLUMNS})
+    return row
+
+
+def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
+    """Rows for base, every run of the grid, and any other run directory found."""
+    if not runs_dir.is_dir():
+        raise UserError(f"{shown(runs_dir)}: no such folder of runs (train or evaluate a run first)")
+    expected = expected_runs(grid, default_seed)
+    names = {run["run"] for run in expected}
+    extra = [found_run_identity(path, default_seed) for path in sorted(runs_dir.iterdir())
+             if path.is_dir() and not path.name.startswith(".") and path.name not in names]
+    return [read_run(runs_dir / identity["run"], identity) for identity in expected + extra]
+
+
+def summary_columns(rows: list[dict]) -> list[str]:
+    """ID columns, every metric (known ones in METRICS order, then others), cost columns."""
+    found = {key for row in rows for key in row}
+    extra_metrics = sorted(key for key in found - set(ID_COLUMNS) - set(COST_COLUMNS)
+                           if not key.endswith(("_ci_low", "_ci_high")) and key not in METRICS)
+    metric_fields = [f"{name}{suffix}" for name in (*METRICS, *extra_metrics)
+                       for suffix in ("", "_ci_low", "_ci_high")]
+    return [*ID_COLUMNS, *metric_fields, *COST_COLUMNS]
+
+
+def write_summary_csv(path: Path, rows: list[dict]) -> None:
+    columns = summary_columns(rows)
+    with atomic_write(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: "" if is_missing(row.get(column)) else row[column] for column in columns})
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# --- per-item scores from predictions.jsonl ----------------------------------------------------
+
+
+def read_item_scores(run_dir: Path) -> dict[str, dict] | None:
+    """{item id: scores} of a run's predictions.jsonl, or None where the file is absent."""
+    path = run_dir / "predictions.jsonl"
+    if not path.is_file():
+        return None
+    return {item_id(record, path): record.get("scores") or {} for record in read_jsonl(path)}
+
+
+def item_id(record: dict, path: Path) -> str:
+    if "id" not in record:
+        raise UserError(f"{shown(path)}: a record without \"id\" ({str(record)[:60]}...)")
+    return str(record["id"])
+
+
+def item_values(scores: dict, metric: str):
+    """One item's value for a statistic: (loss, reference tokens) for test_loss, else the score."""
+    if metric == "test_loss":
+        loss = scores.get("loss")
+        return None if loss is None else (loss, scores.get("ref_tokens") or 1)
+    return scores.get(metric)
+
+
+def loss_per_token(rows: np.ndarray) -> float:
+    """Test loss of a set of items in nats per reference token.
+
+    Each item's `loss` is the mean NLL over its own reference tokens, so loss_i * tokens_i is its
+    total NLL and the set's loss is sum(loss_i * tokens_i) / sum(tokens_i).
+    """
+    return float(np.sum(rows[:, 0] * rows[:, 1]) / np.sum(rows[:, 1]))
+
+
+def item_mean(values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
+STATISTICS = {"test_loss": loss_per_token, "rougeL": item_mean}
+
+
+def aligned_items(score_maps: list[dict], metric: str) -> list[np.ndarray]:
+    """The metric's per-item values of several runs, restricted to the items all runs scored,
+    in one order (so row i of every array is the same test item)."""
+    common = set.intersection(*({item for item, scores in runs.items() if item_values(scores, metric) is not None}
+                                for runs in score_maps))
+    order = sorted(common)
+    return [np.array([item_values(runs[item], metric) for item in order], dtype=float) for runs in score_maps]
+
+
+# --- scaling of the test loss ------------------------------------------------------------------
+
+
+def power_law(examples, E: float, A: float, alpha: float):
+    return E + A * np.power(examples, -alpha)
+
+
+def fit_power_law(examples, losses) -> dict:
+    """Least-squares E, A, alpha of L(D) = E + A * D^(-alpha); RuntimeError if it does not converge.
+
+    D is measured in units of the smallest size while fitting, so that the amplitude
+    A_ref = A * D_min^(-alpha) (the excess loss at D_min) is of order one like E and alpha;
+    A = A_ref * D_min^alpha converts it back. Starting values put alpha at ALPHA_START and the
+    curve through the first and last points: A_ref = (L_first - L_last) / (1 - (D_last/D_min)^-alpha).
+    """
+    sizes, losses = np.asarray(examples, dtype=float), np.asarray(losses, dtype=float)
+    d_min = sizes.min()
+    relative = sizes / d_min
+    drop = max(losses[0] - losses[-1], 1e-3 * losses.max())
+    a_ref_start = drop / (1 - relative[-1] ** -ALPHA_START)
+    e_start = min(max(losses[0] - a_ref_start, 0.0), 0.99 * losses.min())
+    bounds = ([0.0, 1e-12, ALPHA_MIN], [losses.max(), np.inf, ALPHA_MAX])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optimize.OptimizeWarning)  # no covariance from 3 points: not used
+        (e, a_ref, alpha), _ = optimize.curve_fit(
+            power_law, relative, losses, p0=[e_start, max(losses[0] - e_start, 1e-6), ALPHA_START],
+            bounds=bounds, method="trf", maxfev=10_000,
+        )
+    return {"E": float(e), "A": float(a_ref * d_min**alpha), "alpha": float(alpha)}
+
+
+def points_by_size(rows: list[dict], method: str, metric: str) -> list[dict]:
+    """{"examples", "value", "ci_low", "ci_high", "runs"} per size of a method's finished runs,
+    averaged over seeds, smallest size first."""
+    groups = defaultdict(list)
+    for row in rows:
+        if (row["method"] == method and row["status"] == "done" and not is_missing(row["examples"])
+                and not is_missing(row.get(metric))):
+            groups[int(row["examples"])].append(row)
+    points = []
+    for examples, group in sorted(groups.items()):
+        points.append({"examples": examples, "runs": [row["run"] for row in group]} | {
+            key: mean_or_none([row.get(f"{metric}{suffix}") for row in group])
+            for key, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
+        })
+    return points
+
+
+def mean_or_none(values: list) -> float | None:
+    return None if any(is_missing(v) for v in values) else float(np.mean(values))
+
+
+def interval(value: float, estimates: list[float]) -> dict:
+    """{"value", "ci_low", "ci_high"}: a point estimate and the 95% percentile interval of its
+    bootstrap estimates (no interval from no estimates)."""
+    if not estimates:
+        return {"value": value, "ci_low": None, "ci_high": None}
+    low, high = np.percentile(estimates, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+
+
+def bootstrap_loss_fits(points: list[dict], item_losses: dict[str, np.ndarray], n_samples: int,
+                        label: str) -> tuple[list[dict], int]:
+    """Refit on n_samples resamples of the test items (the same items for every run); the fits
+    and the number of resamples whose fit did not converge."""
+    n_items = len(next(iter(item_losses.values())))
+    fits, failed = [], 0
+    draws = resample_indices(n_items, n_samples, BOOTSTRAP_SEED)
+    for rows in tqdm(draws, desc=f"bootstrap {label}", leave=False):
+        losses = [np.mean([loss_per_token(item_losses[run][rows]) for run in point["runs"]]) for point in points]
+        try:
+            fits.append(fit_power_law([p["examples"] for p in points], losses))
+        except RuntimeError:
+            failed += 1
+    return fits, failed
+
+
+def fit_warnings(method: str, points: list[dict], fit: dict) -> list[str]:
+    """What a reader of the fit must know: the loss does not fall, or a parameter sits on a bound."""
+    if points[-1]["value"] >= points[0]["value"]:
+        return [f"loss fit {method}: the test loss does not fall from the smallest to the largest size; "
+                "a falling power law does not describe it"]
+    # E on its bound 0: the points show no curvature on log-log axes, so the floor is not identified;
+    # alpha on its upper bound: the points drop and then flatten too sharply for any power law.
+    at_bound = (["E"] if fit["E"] < 1e-9 else []) + (["alpha"] if fit["alpha"] > 0.99 * ALPHA_MAX else [])
+    return [f"loss fit {method}: {' and '.join(at_bound)} at the bound of the fit (E = {fit['E']:.3g} >= 0, "
+            f"alpha = {fit['alpha']:.3g} <= {ALPHA_MAX:g}); the points do not determine it"] if at_bound else []
+
+
+def holdout_check(points: list[dict]) -> dict:
+    """Fit without the largest size and predict it: how well the curve extrapolates."""
+    held_out = points[-1]
+    result = {"size": held_out["examples"], "observed": held_out["value"]}
+    if len(points) - 1 < len(FIT_PARAMETERS):
+        return {"status": "too_few_points"} | result
+    try:
+        fit = fit_power_law([p["examples"] for p in points[:-1]], [p["value"] for p in points[:-1]])
+    except RuntimeError:
+        return {"status": "fit_failed"} | result
+    predicted = float(power_law(held_out["examples"], **fit))
+    error = abs(predicted - held_out["value"])
+    return {"status": "ok"} | result | {"predicted": predicted, "abs_error": error,
+                                        "rel_error": error / held_out["value"]}
+
+
+def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict | None], n_samples: int,
+             notes: list[str]) -> dict:
+    """The power-law fit of one method's test loss over data size, with bootstrap intervals."""
+    points = points_by_size(rows, method, "test_loss")
+    result = {"points": [[p["examples"], p["value"]] for p in points]}
+    if len(points) < len(FIT_PARAMETERS):
+        return {"status": "too_few_points"} | result
+    try:
+        fit = fit_power_law([p["examples"] for p in points], [p["value"] for p in points])
+    except RuntimeError as err:
+        return {"status": "fit_failed", "reason": str(err)} | result
+    notes += fit_warnings(method, points, fit)
+    runs = [run for point in points for run in point["runs"]]
+    item_losses = {}
+    if all(item_scores.get(run) for run in runs):
+        item_losses = dict(zip(runs, aligned_items([item_scores[run] for run in runs], "test_loss")))
+    bootstrap_fits, failed, resampled = [], 0, None
+    if item_losses and len(item_losses[runs[0]]):
+        bootstrap_fits, failed = bootstrap_loss_fits(points, item_losses, n_samples, method)
+        resampled = "test items"
+    else:
+        notes.append(f"loss fit {method}: no interval, no per-item losses shared by {', '.join(runs)}")
+    return {"status": "ok"} | {
+        name: interval(fit[name], [f[name] for f in bootstrap_fits]) for name in FIT_PARAMETERS
+    } | result | {
+        "holdout": holdout_check(points),
+        "bootstrap": {"resampled": resampled, "samples": n_samples if resampled else 0, "failed": failed},
+    }
+
+
+def check_item_scores(rows: list[dict], item_scores: dict[str, dict | None], notes: list[str]) -> None:
+    """Note every run whose per-item losses or ROUGE-L do not reproduce its eval.json value:
+    intervals computed from those items would then not describe the reported number."""
+    for row in rows:
+        scores = item_scores.get(row["run"])
+        for metric, statistic in STATISTICS.items():
+            if not scores or is_missing(row.get(metric)):
+                continue
+            values = aligned_items([scores], metric)[0]
+            recomputed = statistic(values) if len(values) else math.nan
+            if not abs(recomputed - row[metric]) <= ITEM_MISMATCH_TOLERANCE * abs(row[metric]):
+                notes.append(f"{row['run']}: {metric} from predictions.jsonl is {recomputed:.4g}, "
+                             f"eval.json says {row[metric]:.4g}")
+
+
+# --- descriptive trends ------------------------------------------------------------------------
+
+
+def slope_per_doubling(points: list[dict], n_samples: int) -> dict:
+    """Least-squares slope of the metric against log2(examples), with a 95% interval from
+    redrawing each point within its own standard error (95% half-width / 1.96)."""
+    doublings = np.log2([p["examples"] for p in points])
+    values = np.array([p["value"] for p in points])
+    slope = float(np.polyfit(doublings, values, 1)[0])
+    if any(p["ci_low"] is None or p["ci_high"] is None for p in points):
+        return {"value": slope, "ci_low": None, "ci_high": None}
+    z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
+    standard_errors = np.array([(p["ci_high"] - p["ci_low"]) / (2 * z) for p in points])
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = values + rng.standard_normal((n_samples, len(points))) * standard_errors
+    slopes = np.polyfit(doublings, draws.T, 1)[0]
+    return interval(slope, list(slopes))
+
+
+def trend(rows: list[dict], method: str, metric: str, n_samples: int) -> dict:
+    points = points_by_size(rows, method, metric)
+    result = {"points": [[p["examples"], p["value"]] for p in points]}
+    if len(points) < 2:
+        return {"status": "too_few_points"} | result
+    return {"status": "ok", "slope_per_doubling": slope_per_doubling(points, n_samples)} | result
+
+
+# --- LoRA vs QLoRA -----------------------------------------------------------------------------
+
+
+def ratio(numerator, denominator) -> float | None:
+    if is_missing(numerator) or is_missing(denominator) or denominator == 0:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def paired_difference(scores_a: dict | None, scores_b: dict | None, metric: str, n_samples: int) -> dict | None:
+    """statistic(a) - statistic(b) over the items both runs scored, by paired bootstrap."""
+    if not scores_a or not scores_b:
+        return None
+    values_a, values_b = aligned_items([scores_a, scores_b], metric)
+    return paired_bootstrap(values_a, values_b, STATISTICS[metric], n_samples, BOOTSTRAP_SEED)
+
+
+def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores: dict[str, dict | None],
+                    n_samples: int) -> list[dict]:
+    """QLoRA against LoRA at every size where both default-seed runs are done."""
+    by_run = {row["run"]: row for row in rows}
+    comparisons = []
+    for size in grid.sizes:
+        lora, qlora = (by_run.get(run_name(method, size, default_seed, default_seed)) for method in COMPARED)
+        if not lora or not qlora or lora["status"] != "done" or qlora["status"] != "done":
+            continue
+        qlora_items, lora_items = item_scores.get(qlora["run"]), item_scores.get(lora["run"])
+        comparisons.append({
+            "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
+            "rougeL_diff": paired_difference(qlora_items, lora_items, "rougeL", n_samples),
+            "loss_diff": paired_difference(qlora_items, lora_items, "test_loss", n_samples),
+            "time_ratio": ratio(qlora.get("wall_time_s"), lora.get("wall_time_s")),
+            "memory_ratio": ratio(qlora.get("peak_memory_gb"), lora.get("peak_memory_gb")),
+            "throughput_ratio": ratio(qlora.get("tokens_per_s"), lora.get("tokens_per_s")),
+        })
+    return comparisons
+
+
+def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, runs_dir: Path, n_samples: int) -> dict:
+    """The content of scaling.json (see the module docstring), without provenance."""
+    done = [row["run"] for row in rows if row["status"] == "done"]
+    item_scores = {run: read_item_scores(runs_dir / run) for run in done}
+    notes: list[str] = []
+    check_item_scores(rows, item_scores, notes)
+    methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE)]
+    return {
+        "loss_fits": {method: loss_fit(rows, method, item_scores, n_samples, notes) for method in methods},
+        "trends": {metric: {method: trend(rows, method, metric, n_samples) for method in methods}
+                   for metric in TREND_METRICS},
+        "lora_vs_qlora": compare_methods(rows, grid, default_seed, item_scores, n_samples),
+        "notes": notes,
+    }
+
+
+# --- qualitative examples ----------------------------------------------------------------------
+
+
+def read_predictions(run_dir: Path) -> dict[str, dict]:
+    path = run_dir / "predictions.jsonl"
+    return {item_id(record, path): record for record in read_jsonl(path)} if path.is_file() else {}
+
+
+def choose_examples(rows: list[dict], runs_dir: Path, count: int = EXAMPLE_COUNT) -> dict:
+    """A few test items with the base model's and the best run's answers.
+
+    The best run has the lowest test loss among finished trained runs. Items are taken in the
+    order of sha256(id), which is fixed but unrelated to how well any run did on them,
+    preferring questions short enough to read in the figure.
+    """
+    trained = [row for row in rows
+               if row["method"] != BASE and row["status"] == "done" and not is_missing(row.get("test_loss"))]
+    if not trained:
+        return {"best_run": None, "examples": []}
+    best_run = min(trained, key=lambda row: (row["test_loss"], row["run"]))["run"]
+    best = read_predictions(runs_dir / best_run)
+    base = read_predictions(runs_dir / BASE)
+    candidates = [item for item in best if not base or item in base]
+    candidates.sort(key=lambda item: (len(best[item].get("question") or "") > EXAMPLE_MAX_QUESTION_CHARS,
+                                      hashlib.sha256(item.encode()).hexdigest()))
+    examples = [{
+        "id": item, "question": best[item].get("question"), "reference": best[item].get("reference"),
+        "base": base[item].get("prediction") if base else None, "best": best[item].get("prediction"),
+    } for item in candidates[:count]]
+    return {"best_run": best_run, "examples": examples}
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+
+
+def number(value, count: bool = False) -> str:
+    """A number for reading: counts and values from 100 up as integers with separators, else 2-3
+    significant decimals."""
+    if is_missing(value):
+        return ""
+    value = float(value)
+    if count or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def with_interval(row: dict, name: str) -> str:
+    value = number(row.get(name))
+    low, high = number(row.get(f"{name}_ci_low")), number(row.get(f"{name}_ci_high"))
+    return f"{value} [{low}, {high}]" if value and low and high else value
+
+
+def markdown_table(header: list[str], lines: list[list[str]]) -> str:
+    if not lines:
+        return "(none yet)"
+    rows = [header, ["---"] * len(header), *lines]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+
+
+def interval_text(stat: dict | None) -> str:
+    if not stat:
+        return ""
+    value = number(stat.get("value", stat.get("difference")))
+    if stat.get("ci_low") is None:
+        return value
+    return f"{value} [{number(stat['ci_low'])}, {number(stat['ci_high'])}]"
+
+
+def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
+    """summary.md: the runs (quality, then cost) and the scaling analysis, as Markdown tables."""
+    columns = set(summary_columns(rows))
+    metrics = [m for m in METRICS if m in columns and any(not is_missing(r.get(m)) for r in rows)]
+    costs = [c for c in COST_COLUMNS if any(not is_missing(r.get(c)) for r in rows)]
+    status_counts = ", ".join(f"{s}: {sum(r['status'] == s for r in rows)}"
+                              for s in ("done", "training", "not_evaluated", "missing"))
+    parts = [
+        f"# Results: profile {profile}",
+        f"Runs: {status_counts}. Values with 95% bootstrap intervals over test items.",
+        "## Quality",
+        markdown_table(["run", "status", "examples", *metrics],
+                       [[r["run"], r["status"], number(r["examples"], count=True), *(with_interval(r, m) for m in metrics)]
+                        for r in rows]),
+        "## Training cost",
+        markdown_table(["run", *costs], [[r["run"], *(number(r.get(c), count=c in COUNT_COLUMNS) for c in costs)]
+                        for r in rows if r["method"] != BASE]),
+        scaling_markdown(scaling),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def scaling_markdown(scaling: dict) -> str:
+    fits = [[method, fit["status"], *(interval_text(fit.get(name)) for name in FIT_PARAMETERS),
+             holdout_text(fit.get("holdout"))] for method, fit in scaling["loss_fits"].items()]
+    trends = [[metric, method, item["status"], interval_text(item.get("slope_per_doubling"))]
+              for metric, by_method in scaling["trends"].items() for method, item in by_method.items()]
+    comparisons = [[c["size"], interval_text(c["rougeL_diff"]), interval_text(c["loss_diff"]),
+                    number(c["time_ratio"]), number(c["memory_ratio"]), number(c["throughput_ratio"])]
+                   for c in scaling["lora_vs_qlora"]]
+    parts = [
+        "## Scaling of the test loss: L(D) = E + A * D^(-alpha)",
+        markdown_table(["method", "status", "E", "A", "alpha", "holdout: largest size predicted vs observed"], fits),
+        "## Trends (change per doubling of the data, least squares on log2 D)",
+        markdown_table(["metric", "method", "status", "slope per doubling"], trends),
+        "## QLoRA vs LoRA (differences QLoRA - LoRA, paired bootstrap; ratios QLoRA / LoRA)",
+        markdown_table(["size", "ROUGE-L diff", "loss diff", "time ratio", "memory ratio", "throughput ratio"], comparisons),
+    ]
+    if scaling["notes"]:
+        parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in scaling["notes"]))
+    return "\n\n".join(parts)
+
+
+def holdout_text(holdout: dict | None) -> str:
+    if not holdout or holdout["status"] != "ok":
+        return holdout["status"] if holdout else ""
+    return (f"D={holdout['size']:,}: {number(holdout['predicted'])} vs {number(holdout['observed'])} "
+            f"({100 * holdout['rel_error']:.1f}% off)")
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, method=False)
+    parser.add_argument("--runs", required=True, type=Path, help="folder of run directories, e.g. results/demo/runs")
+    parser.add_argument("--out", required=True, type=Path, help="where summary.csv, summary.md, scaling.json go")
+    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
+    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
+
+
+def grid_from_args(args: argparse.Namespace) -> tuple[Grid, int]:
+    """The expected grid (the profile's, narrowed by --methods/--sizes/--seeds) and the study's
+    default seed, which stays experiments/grid.yaml's first seed whatever seeds are asked for
+    (the Makefile names runs by it)."""
+    grid = load_grid(args.profile)
+    for size in args.sizes or ():
+        parse_count(size)  # a bad size label is an error here, naming it
+    requested = Grid(methods=tuple(args.methods or grid.methods), sizes=tuple(args.sizes or grid.sizes),
+                     seeds=tuple(args.seeds or grid.seeds))
+    return requested, grid.default_seed
+
+
+def run(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    grid, default_seed = grid_from_args(args)
+    rows = collect_runs(args.runs, grid, default_seed)
+    scaling = scaling_analysis(rows, grid, default_seed, args.runs, config.eval.bootstrap_samples)
+    record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
+    write_json(args.out / "examples.json", choose_examples(rows, args.runs) | {"provenance": record})
+    write_json(args.out / "scaling.json", scaling | {"provenance": record})
+    with atomic_write(args.out / "summary.md") as handle:
+        handle.write(summary_markdown(args.profile, rows, scaling))
+    write_summary_csv(args.out / "summary.csv", rows)
+    done = sum(row["status"] == "done" for row in rows)
+    for note in scaling["notes"]:
+        print(f"note: {note}")
+    print(f"summarize: {done} of {len(rows)} runs done -> {shown(args.out / 'summary.csv')}")

@@ -1,0 +1,273 @@
+"""lib/analysis.py: the table of runs, the power-law fit, trends, LoRA vs QLoRA, examples.
+
+Run directories are built in tmp_path by `write_run`, following the schemas of the run files
+(config.json, train_metrics.json, train.done, predictions.jsonl, eval.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lib.analysis import (
+    COST_COLUMNS, choose_examples, collect_runs, fit_power_law, fit_warnings, loss_per_token, power_law,
+    scaling_analysis, slope_per_doubling, summary_columns,
+)
+from lib.cli import main
+from lib.config import Grid, load_grid
+from lib.errors import UserError
+from lib.io import write_json, write_jsonl
+from lib.stats import bootstrap
+
+SEED = 42
+GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SEED,))
+
+
+def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
+              cost=None, mcq=None, tokens=None, log_history=None):
+    """One run directory; eval.json's metrics are computed from the per-item scores given;
+    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}})."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    method, _, size = name.partition("-")
+    if name != "base":
+        write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
+    if trained and name != "base":
+        write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
+        (run_dir / "train.done").write_text("")
+    if not evaluated or item_losses is None:
+        return run_dir
+    n = len(item_losses)
+    tokens = tokens if tokens is not None else [10] * n
+    rouge = rouge if rouge is not None else [20.0] * n
+    write_jsonl(run_dir / "predictions.jsonl", [
+        {"id": f"t{i}", "question": f"问题{i}", "reference": f"参考{i}", "prediction": f"{name}回答{i}",
+         "scores": {"rougeL": rouge[i], "loss": item_losses[i], "ref_tokens": tokens[i]}}
+        for i in range(n)
+    ])
+    rows = np.column_stack([item_losses, tokens])
+    metrics = {"test_loss": bootstrap(rows, loss_per_token, 200), "rougeL": bootstrap(rouge, n_samples=200)}
+    result = {"run": name, "n_items": n, "metrics": metrics}
+    if mcq is not None:
+        result["mcq"] = mcq
+    write_json(run_dir / "eval.json", result)
+    return run_dir
+
+
+def read_csv(path):
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def test_statuses_columns_and_empty_cells(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [2.0, 4.0])
+    write_run(runs, "lora-1k", [1.0, 2.0], cost={"wall_time_s": 100.0, "peak_memory_gb": 8.0},
+              mcq={"overall": {"value": 55.0, "ci_low": 50.0, "ci_high": 60.0, "n": 100}, "per_source": {}})
+    write_run(runs, "lora-2k", trained=False)                 # still training
+    write_run(runs, "qlora-1k", [1.0, 1.0], evaluated=False)  # trained, not evaluated
+    write_run(runs, "lora-500", [1.5, 1.5])                   # outside the grid: listed as extra
+
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
+          "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", "42"])
+    rows = {row["run"]: row for row in read_csv(tmp_path / "summary.csv")}
+
+    assert list(rows) == ["base", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k", "lora-500"]
+    assert {run: row["status"] for run, row in rows.items()} == {
+        "base": "done", "lora-1k": "done", "lora-2k": "training", "qlora-1k": "not_evaluated",
+        "qlora-2k": "missing", "lora-500": "done"}
+    assert (rows["base"]["method"], rows["base"]["examples"]) == ("base", "0")
+    assert (rows["lora-1k"]["examples"], rows["lora-500"]["examples"]) == ("1000", "500")
+    assert float(rows["base"]["test_loss"]) == pytest.approx(3.0)  # (2 + 4) * 10 tokens / 20 tokens
+    assert float(rows["lora-1k"]["mcq_accuracy"]) == 55.0 and float(rows["lora-1k"]["mcq_accuracy_ci_low"]) == 50.0
+    assert float(rows["lora-1k"]["wall_time_s"]) == 100.0
+    # unknown values are empty cells, never zeros
+    assert rows["qlora-2k"]["test_loss"] == "" and rows["qlora-1k"]["test_loss"] == ""
+    assert rows["lora-1k"]["tokens_per_s"] == "" and rows["base"]["steps"] == ""
+    header = list(next(iter(rows.values())))
+    assert header[:6] == ["run", "method", "size", "examples", "seed", "status"]
+    assert header[6:9] == ["test_loss", "test_loss_ci_low", "test_loss_ci_high"]
+    assert header[-len(COST_COLUMNS):] == list(COST_COLUMNS)
+    assert "| lora-2k | training |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
+    assert scaling["loss_fits"]["lora"]["status"] == "too_few_points"
+    assert scaling["loss_fits"]["lora"]["points"] == [[500, 1.5], [1000, 1.5]]
+
+
+def test_other_seeds_are_named_against_the_study_default_seed(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # experiments/grid.yaml's first seed names runs without a suffix, whatever --seeds asks for
+    other_seed = load_grid("demo").default_seed + 1
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
+          "--methods", "lora", "--sizes", "1k", "--seeds", str(other_seed)])
+    assert [row["run"] for row in read_csv(tmp_path / "summary.csv")] == ["base", f"lora-1k-s{other_seed}"]
+
+
+def test_extra_metrics_get_columns_after_the_known_ones():
+    rows = [{"run": "a", "test_loss": 1.0, "judge_score": 7.0, "judge_score_ci_low": 6.0, "judge_score_ci_high": 8.0}]
+    columns = summary_columns(rows)
+    assert columns.index("judge_score") == columns.index("mcq_accuracy_ci_high") + 1
+
+
+def test_missing_runs_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        collect_runs(tmp_path / "nowhere", GRID, SEED)
+
+
+# --- the power law -----------------------------------------------------------------------------
+
+
+def test_loss_per_token_weights_items_by_their_reference_tokens():
+    # item 1: mean NLL 1.0 over 10 tokens; item 2: 4.0 over 30 tokens -> (10 + 120) / 40 = 3.25
+    assert loss_per_token(np.array([[1.0, 10], [4.0, 30]])) == pytest.approx(3.25)
+
+
+def test_fit_recovers_exact_power_law():
+    sizes = np.array([1_000, 2_000, 4_000, 8_000, 16_000])
+    fit = fit_power_law(sizes, power_law(sizes, E=1.2, A=30.0, alpha=0.4))
+    assert fit == pytest.approx({"E": 1.2, "A": 30.0, "alpha": 0.4}, rel=1e-4)
+
+
+def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0):
+    """Runs whose per-item losses are L(D) = 1.2 + 30 D^-alpha, plus an item difficulty shared by
+    every run (sd 0.5) and independent noise (sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 0.5, n_items)
+    runs = tmp_path / "runs"
+    for size in GRID.sizes:
+        examples = int(size[:-1]) * 1_000
+        for method, offset in (("lora", 0.0), ("qlora", 0.05)):
+            losses = power_law(examples, 1.2 + offset, 30.0, alpha) + difficulty + rng.normal(0, 0.3, n_items)
+            rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + rng.normal(0, 5, n_items)
+            write_run(runs, f"{method}-{size}", losses, rouge,
+                      cost={"wall_time_s": 100.0 * (1 + offset * 10), "peak_memory_gb": 10.0 - 100 * offset,
+                            "tokens_per_s": 1000.0})
+    return runs
+
+
+def test_fit_on_noisy_items_recovers_alpha_within_its_interval(tmp_path):
+    runs = synthetic_study(tmp_path)
+    rows = collect_runs(runs, GRID, SEED)
+    scaling = scaling_analysis(rows, GRID, SEED, runs, n_samples=300)
+    fit = scaling["loss_fits"]["lora"]
+    assert fit["status"] == "ok" and fit["bootstrap"]["resampled"] == "test items"
+    assert fit["alpha"]["ci_low"] < 0.4 < fit["alpha"]["ci_high"]
+    assert fit["alpha"]["value"] == pytest.approx(0.4, abs=0.15)
+    assert fit["alpha"]["ci_high"] - fit["alpha"]["ci_low"] < 0.6  # an interval that says something
+    assert fit["E"]["ci_low"] <= fit["E"]["value"] <= fit["E"]["ci_high"]
+    holdout = fit["holdout"]
+    assert holdout["status"] == "ok" and holdout["size"] == 8_000
+    assert holdout["abs_error"] == pytest.approx(abs(holdout["predicted"] - holdout["observed"]))
+    assert holdout["rel_error"] < 0.05
+    assert scaling["notes"] == []  # items reproduce every eval.json value
+
+
+def test_lora_vs_qlora_differences_and_cost_ratios(tmp_path):
+    runs = synthetic_study(tmp_path)
+    scaling = scaling_analysis(collect_runs(runs, GRID, SEED), GRID, SEED, runs, n_samples=100)
+    comparisons = scaling["lora_vs_qlora"]
+    assert [c["size"] for c in comparisons] == list(GRID.sizes)
+    first = comparisons[0]
+    assert (first["lora_run"], first["qlora_run"], first["examples"]) == ("lora-1k", "qlora-1k", 1000)
+    assert first["time_ratio"] == pytest.approx(1.5)        # 150 s / 100 s
+    assert first["memory_ratio"] == pytest.approx(0.5)      # 5 GB / 10 GB
+    assert first["throughput_ratio"] == pytest.approx(1.0)
+    # QLoRA's items were made 0.05 nats worse, and 0.5 ROUGE-L points lower, plus noise
+    loss = first["loss_diff"]
+    assert loss["ci_low"] <= loss["difference"] <= loss["ci_high"] and loss["n"] == 300
+    assert loss["difference"] == pytest.approx(0.05, abs=0.1)
+    assert scaling["trends"]["rougeL"]["lora"]["slope_per_doubling"]["value"] == pytest.approx(3.0, abs=0.5)
+
+
+def test_paired_difference_of_a_constant_shift_is_exact(tmp_path):
+    runs = tmp_path / "runs"
+    items = [1.0, 2.0, 3.0, 4.0]
+    for size in ("1k", "2k"):
+        write_run(runs, f"lora-{size}", items, [10.0, 20.0, 30.0, 40.0], cost={"wall_time_s": 10.0})
+        write_run(runs, f"qlora-{size}", [x + 0.5 for x in items], [12.0, 22.0, 32.0, 42.0], cost={"wall_time_s": 13.0})
+    grid = Grid(methods=("lora", "qlora"), sizes=("1k", "2k"), seeds=(42,))
+    comparison = scaling_analysis(collect_runs(runs, grid, SEED), grid, SEED, runs, n_samples=100)["lora_vs_qlora"][0]
+    assert comparison["rougeL_diff"]["difference"] == pytest.approx(2.0)
+    assert comparison["rougeL_diff"]["ci_low"] == pytest.approx(2.0) == comparison["rougeL_diff"]["ci_high"]
+    assert comparison["loss_diff"]["difference"] == pytest.approx(0.5)
+    assert comparison["time_ratio"] == pytest.approx(1.3)
+    assert comparison["memory_ratio"] is None  # unknown memory is no ratio, not 0
+
+
+def test_three_sizes_fit_but_cannot_check_extrapolation(tmp_path):
+    runs = tmp_path / "runs"
+    for size, examples in (("1k", 1000), ("2k", 2000), ("4k", 4000)):
+        write_run(runs, f"lora-{size}", [float(power_law(examples, 1.0, 20.0, 0.5))] * 5)
+    grid = Grid(methods=("lora",), sizes=("1k", "2k", "4k"), seeds=(42,))
+    fit = scaling_analysis(collect_runs(runs, grid, SEED), grid, SEED, runs, n_samples=50)["loss_fits"]["lora"]
+    assert fit["status"] == "ok"
+    assert fit["alpha"]["value"] == pytest.approx(0.5, rel=1e-3)
+    assert fit["holdout"]["status"] == "too_few_points"
+
+
+@pytest.mark.parametrize(("losses", "note"), [
+    ([2.0, 2.1, 2.2, 2.3], "the test loss does not fall"),
+    ([2.0, 1.9, 1.8, 1.7], "E at the bound"),        # straight on log-log axes: no floor seen
+    ([2.0, 1.5, 1.45, 1.44], "alpha at the bound"),  # drops, then flat: sharper than a power law
+    ([6.0, 5.0, 4.2, 3.6], None),                    # a clean power law (alpha ~0.36)
+])
+def test_fits_the_points_cannot_support_are_flagged(losses, note):
+    points = [{"value": loss} for loss in losses]
+    notes = fit_warnings("lora", points, fit_power_law([1000, 2000, 4000, 8000], losses))
+    assert (note in notes[0]) if note else notes == []
+
+
+def test_mismatch_between_items_and_eval_json_is_noted(tmp_path):
+    runs = tmp_path / "runs"
+    run_dir = write_run(runs, "lora-1k", [1.0, 2.0])
+    eval_result = json.loads((run_dir / "eval.json").read_text())
+    eval_result["metrics"]["test_loss"]["value"] = 9.0
+    write_json(run_dir / "eval.json", eval_result)
+    scaling = scaling_analysis(collect_runs(runs, GRID, SEED), GRID, SEED, runs, n_samples=10)
+    assert scaling["notes"] == ["lora-1k: test_loss from predictions.jsonl is 1.5, eval.json says 9"]
+
+
+# --- trends ------------------------------------------------------------------------------------
+
+
+def test_slope_per_doubling_of_a_log_linear_metric():
+    # metric = 10 + 2 log2(D): exactly 2 points per doubling, whatever the noise level of the points
+    points = [{"examples": d, "value": 10 + 2 * np.log2(d), "ci_low": 10 + 2 * np.log2(d) - 1.96,
+               "ci_high": 10 + 2 * np.log2(d) + 1.96} for d in (1_000, 2_000, 4_000, 8_000)]
+    slope = slope_per_doubling(points, n_samples=2_000)
+    assert slope["value"] == pytest.approx(2.0)
+    # standard error 1 per point -> slope standard error 1 / sqrt(sum((x - mean x)^2)) = 1 / sqrt(5)
+    assert slope["ci_high"] - slope["ci_low"] == pytest.approx(2 * 1.96 / np.sqrt(5), rel=0.1)
+
+
+# --- examples ----------------------------------------------------------------------------------
+
+
+def test_examples_come_from_the_best_run_and_the_base_model(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [3.0] * 5)
+    write_run(runs, "lora-1k", [2.0] * 5)
+    write_run(runs, "lora-2k", [1.0] * 5)
+    write_run(runs, "qlora-1k", [0.5] * 5, evaluated=False)  # not evaluated: cannot be the best
+    rows = collect_runs(runs, GRID, SEED)
+    chosen = choose_examples(rows, runs, count=2)
+    assert chosen["best_run"] == "lora-2k"
+    assert len(chosen["examples"]) == 2
+    first = chosen["examples"][0]
+    number = first["id"][1:]
+    assert first == {"id": f"t{number}", "question": f"问题{number}", "reference": f"参考{number}",
+                     "base": f"base回答{number}", "best": f"lora-2k回答{number}"}
+    assert choose_examples(rows, runs, count=2) == chosen  # deterministic
+
+
+def test_no_finished_run_gives_no_examples(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [3.0] * 5)
+    assert choose_examples(collect_runs(runs, GRID, SEED), runs) == {"best_run": None, "examples": []}

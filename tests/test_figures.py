@@ -1,0 +1,160 @@
+"""lib/figures.py and lib/fonts.py: Chinese renders, partial results draw what they can.
+
+Run directories come from tests/test_analysis.py's `write_run` (the schemas of the run files).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+
+import pytest
+from pypdf import PdfReader
+from test_analysis import write_run
+
+from lib import fonts
+from lib.analysis import power_law
+from lib.cli import main
+from lib.figures import (
+    FIGURES, Inputs, NothingToDraw, compact_count, examples, read_summary, save, set_style, wrap_text,
+)
+
+CHINESE = "测试集损失"
+
+
+def rendering_problems(caplog, draw) -> list[str]:
+    """Warnings and log records about fonts while `draw()` runs (missing glyphs, unknown fonts)."""
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="matplotlib"):
+        warnings.simplefilter("always")
+        draw()
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    return [m for m in messages if "missing from font" in m or "findfont" in m]
+
+
+def figure_with_chinese(text: str):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_title(f"{text} test loss")
+    ax.plot([1, 2], [-1, 1])  # a negative tick label: the minus sign must render too
+    return fig
+
+
+@pytest.fixture
+def cjk_font():
+    family = set_style()
+    if family is None:
+        pytest.skip("no Chinese font installed (apt-get install fonts-wqy-microhei, or `make setup-tex`)")
+    return family
+
+
+def test_chinese_renders_with_the_cjk_font_and_embeds_as_truetype(tmp_path, caplog, cjk_font):
+    import matplotlib
+
+    problems = rendering_problems(caplog, lambda: save(figure_with_chinese(CHINESE), "chinese", tmp_path, tmp_path))
+    assert problems == []
+    assert (tmp_path / "chinese.png").stat().st_size > 1_000
+    page = PdfReader(tmp_path / "chinese.pdf").pages[0]
+    assert CHINESE in page.extract_text()
+    subtypes = {font.get_object()["/Subtype"] for font in page["/Resources"]["/Font"].values()}
+    assert subtypes == {"/Type0"}  # TrueType (pdf.fonttype 42) CID fonts; Type 3 would mean bitmaps
+
+    # the check can fail: with matplotlib's default font the same figure has missing glyphs
+    with matplotlib.rc_context({"font.sans-serif": ["DejaVu Sans"]}):
+        problems = rendering_problems(caplog, lambda: figure_with_chinese(CHINESE).savefig(io.BytesIO(), format="png"))
+    assert any("missing from font" in message for message in problems)
+
+
+def test_without_a_cjk_font_labels_are_english_and_examples_are_skipped(monkeypatch, tmp_path):
+    monkeypatch.setattr(fonts, "find_cjk_font", lambda: None)
+    fonts.register_cjk_font.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no Chinese font found"):
+            assert set_style() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert set_style() is None  # warned once, not again
+    finally:
+        fonts.register_cjk_font.cache_clear()  # the next set_style() looks for the font again
+    inputs = Inputs(summary=None, scaling=None, examples={"best_run": "lora-1k", "examples": [{"id": "1"}]},
+                    runs_dir=tmp_path, cjk_font=None)
+    assert inputs.label("test_loss") == "test loss (nats/token)"
+    assert Inputs(None, None, None, tmp_path, "WenQuanYi Micro Hei").label("test_loss") == "测试集损失\ntest loss (nats/token)"
+    with pytest.raises(NothingToDraw, match="no Chinese font"):
+        examples(inputs)
+
+
+def study(tmp_path, sizes_done):
+    """base + lora runs at `sizes_done` (with training logs), qlora-1k trained but not evaluated."""
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [3.0] * 20)
+    log = [{"step": 10, "loss": 2.5}, {"step": 20, "loss": 2.0}, {"step": 20, "eval_loss": 2.2}]
+    for size in sizes_done:
+        examples_ = int(size[:-1]) * 1_000
+        write_run(runs, f"lora-{size}", [float(power_law(examples_, 1.0, 20.0, 0.4))] * 20,
+                  cost={"wall_time_s": 90.0, "peak_memory_gb": 2.0, "tokens_per_s": 500.0}, log_history=log)
+    write_run(runs, "qlora-1k", evaluated=False, cost={"wall_time_s": 120.0, "peak_memory_gb": 1.0}, log_history=log)
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
+          "--sizes", "1k", "2k", "4k", "8k"])
+    return runs
+
+
+def test_figures_from_a_partial_summary(tmp_path, cjk_font):
+    runs = study(tmp_path, ["1k", "2k"])
+    png, pdf = tmp_path / "png", tmp_path / "pdf"
+    pdf.mkdir()
+    (pdf / "knowledge.pdf").write_text("stale")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["figures", "--summary", str(tmp_path), "--runs", str(runs), "--png", str(png), "--pdf", str(pdf)])
+    assert [str(warning.message) for warning in caught] == []  # no missing glyph, no degenerate axis
+
+    manifest = json.loads((png / "figures.json").read_text(encoding="utf-8"))
+    assert manifest["made"] == ["metrics_vs_size", "loss_fit", "cost", "loss_curves", "examples"]
+    assert manifest["skipped"] == {"knowledge": "no run has MCQ results"}
+    assert manifest["cjk_font"] == cjk_font
+    assert json.loads((pdf / "figures.json").read_text(encoding="utf-8"))["made"] == manifest["made"]
+    for stem in manifest["made"]:
+        assert (png / f"{stem}.png").stat().st_size > 1_000
+        assert PdfReader(pdf / f"{stem}.pdf").pages
+    assert not (pdf / "knowledge.pdf").exists()  # a figure the data no longer supports is removed
+    # the loss figure shows the points but says there is no fit yet (2 sizes < 3 parameters)
+    assert "no fit yet" in PdfReader(pdf / "loss_fit.pdf").pages[0].extract_text()
+    assert "lora-2k" in PdfReader(pdf / "examples.pdf").pages[0].extract_text()  # best run's column
+
+
+def test_nothing_finished_skips_every_figure_without_failing(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo"])
+    inputs = Inputs(read_summary(tmp_path), None, None, runs, cjk_font=None)
+    for draw in FIGURES.values():
+        with pytest.raises(NothingToDraw):
+            draw(inputs)
+
+
+def test_wrap_text_counts_chinese_characters_double():
+    assert wrap_text("一二三四五", width=4) == ["一二", "三四", "五"]
+    assert wrap_text("abcdefgh", width=4) == ["abcd", "efgh"]
+    assert wrap_text("ab一c", width=3) == ["ab", "一c"]  # 一 would make the first line 4 wide
+    assert wrap_text("一二三四五六", width=4, max_lines=2) == ["一二", "三…"]
+    assert wrap_text(None) == ["—"]
+
+
+def test_compact_count_matches_the_grid_labels():
+    assert [compact_count(n) for n in (250, 1_000, 1_500, 10_000, 60_000, 2_000_000)] == \
+        ["250", "1k", "1.5k", "10k", "60k", "2M"]
+
+
+def test_a_single_size_draws_without_degenerate_axes(tmp_path, cjk_font):
+    runs = study(tmp_path, ["1k"])
+    inputs = Inputs(read_summary(tmp_path), json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8")),
+                    None, runs, cjk_font)
+    for draw in (FIGURES["metrics_vs_size"], FIGURES["loss_fit"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            draw(inputs).savefig(io.BytesIO(), format="png")
+        assert [str(warning.message) for warning in caught] == []
