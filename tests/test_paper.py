@@ -1,0 +1,103 @@
+"""The PDF of the report (paper/report.tex built by `python -m lib paper`, lib/tex.py) from the
+small study of tests/test_report.py: the generated numbers and a Chinese example are in the PDF's
+text, a partial study says what is missing, the demo disclaimer is there for demo only.
+
+Building needs TeX (xelatex, latexmk, bibtex: `make setup-tex`); those tests skip without it.
+Two builds of ~15 s each on 2 cores.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lib import cli
+from lib.config import load_grid, run_name
+from lib.errors import UserError
+from lib.report import load_study, write_report
+from lib.tex import build_pdf, tex_tools_missing
+from test_report import QUESTION, read_macros, write_study
+
+pypdf = pytest.importorskip("pypdf")
+needs_tex = pytest.mark.skipif(
+    bool(tex_tools_missing()),
+    reason=f"no TeX here ({', '.join(tex_tools_missing())} missing): `make setup-tex` installs it")
+DEMO_DISCLAIMER = "say nothing about medicine"
+
+
+def build(tmp_path: Path, profile: str, unfinished: dict[str, str] | None = None) -> tuple[str, dict, Path]:
+    """Write the study, generate its LaTeX, build the PDF: (PDF text without whitespace, macros, log)."""
+    paths = write_study(tmp_path / "study", profile, unfinished)
+    generated = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile), generated)
+    pdf = build_pdf(generated, tmp_path / "build", profile)
+    text = "".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+    return re.sub(r"\s+", "", text), read_macros(generated), pdf.with_suffix(".log")
+
+
+def visible(macro_body: str) -> str:
+    """The text a number macro prints (\\NA{} prints an en dash)."""
+    return macro_body.replace(r"\NA{}", "–").replace(" ", "")
+
+
+@needs_tex
+def test_pdf_quotes_the_generated_numbers(tmp_path):
+    text, macros, log = build(tmp_path, "demo")
+    for name in ("BestRougeL", "BaseTestLoss", "BestGainRougeL", "LoraFitAlpha", "QloraMemoryRatio",
+                 "QloraRougeLDiff", "CleanRecords", "TestSize", "LoraAlpha", "GitCommit", "LoraHoldoutPercent"):
+        assert visible(macros[name]) in text, f"\\{name} = {macros[name]!r} not in the PDF"
+    assert QUESTION in text  # a Chinese example, extractable (fonts with ToUnicode maps)
+    assert DEMO_DISCLAIMER.replace(" ", "") in text and "演示配置" in text
+    assert "本报告不完整" not in text
+    log_text = log.read_text(encoding="utf-8", errors="replace")
+    assert "Missing character" not in log_text  # no glyph printed as a box or nothing
+    assert not re.search(r"(Citation|Reference) `[^']+' .*undefined", log_text)
+
+
+@needs_tex
+def test_partial_study_builds_a_report_that_names_what_is_missing(tmp_path):
+    grid = load_grid("paper")
+    seed = grid.default_seed
+    missing = run_name("qlora", grid.sizes[-1], seed, seed)
+    training = run_name("qlora", grid.sizes[-2], seed, seed)
+    text, macros, _ = build(tmp_path, "paper", unfinished={missing: "missing", training: "training"})
+    assert "本报告不完整" in text
+    assert missing in text and training in text and "训练未完成" in text
+    assert visible(macros["BestRougeL"]) in text
+    assert DEMO_DISCLAIMER.replace(" ", "") not in text and "演示配置" not in text
+
+
+def test_without_tex_the_build_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    paths = write_study(tmp_path / "study")
+    generated = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], "demo"), generated)
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["paper", "--profile", "demo", "--generated", str(generated), "--out", str(tmp_path / "build")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "make setup-tex" in message and "xelatex" in message
+
+
+def test_generated_folder_of_another_profile_is_refused(tmp_path):
+    paths = write_study(tmp_path / "study")
+    generated = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], "demo"), generated)
+    with pytest.raises(UserError, match="made for profile 'demo', not 'paper'"):
+        build_pdf(generated, tmp_path / "build", "paper")
+    with pytest.raises(UserError, match="no such file"):
+        build_pdf(tmp_path / "nothing", tmp_path / "build", "demo")
+
+
+@needs_tex
+def test_a_tex_error_is_one_line_naming_the_log(tmp_path):
+    paths = write_study(tmp_path / "study")
+    generated = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], "demo"), generated)
+    with (generated / "macros.tex").open("a", encoding="utf-8") as handle:
+        handle.write("\\newcommand{\\BestRougeL}{again}\n")  # defined twice: LaTeX stops
+    with pytest.raises(UserError, match=r"report.log: .*macros.tex:\d+: LaTeX Error: Command \\BestRougeL already defined"):
+        build_pdf(generated, tmp_path / "build", "demo")
