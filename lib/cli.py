@@ -15,6 +15,18 @@ from lib.errors import UserError
 
 COMMANDS = {
     "config": ("lib.config_cli", "print the resolved configuration of a run as YAML"),
+    "data": ("lib.data.prepare", "get the raw data (hub, generated or a file), clean it, write test/dev and nested train splits"),
+    "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
+    "mcq-data": ("lib.data.mcq", "get the knowledge track's multiple-choice items (hub, generated or a file) into mcq.jsonl"),
+    "tiny-model": ("lib.tiny_model", "build the demo's tiny random-init Qwen2 model and its tokenizer"),
+    "model": ("lib.model", "fetch the base model into models/ and check that it loads"),
+    "train": ("lib.train", "train one run (LoRA or QLoRA on one train subset) with TRL's SFTTrainer"),
+    "evaluate": ("lib.evaluate.run", "evaluate a run or the base model: test loss, generated answers, metrics, MCQ"),
+    "chat": ("lib.chat", "chat with a run (or the base model) in the terminal, streaming the answer"),
+    "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
+    "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
+    "report": ("lib.report", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
+    "paper": ("lib.tex", "compile paper/report.tex against one generated folder into a PDF (latexmk + xelatex)"),
 }
 
 

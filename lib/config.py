@@ -56,7 +56,8 @@ class CleaningConfig:
     max_answer_chars: int = 2_000
     max_example_tokens: int | None = None  # with a tokenizer at hand; None = no token limit
     min_chinese_ratio: float = 0.3  # share of CJK characters among letters and CJK characters
-    near_duplicate_threshold: float = 0.8  # estimated Jaccard similarity of question shingles
+    near_duplicate_threshold: float = 0.8  # Jaccard similarity of the questions' character shingles
+    shingle_chars: int = 3  # a question is compared as the set of its character n-grams of this length
     minhash_permutations: int = 128
 
 
@@ -100,6 +101,7 @@ class TrainConfig:
     save_steps: int = 200
     logging_steps: int = 10
     report_to: list[str] | str = "tensorboard"
+    require_gpu: bool = True  # refuse to start on a machine without a GPU (the 3B study)
 
 
 @dataclass
@@ -108,11 +110,14 @@ class EvalConfig:
     batch_size: int = 16
     max_new_tokens: int = 512
     bootstrap_samples: int = 1_000
-    mcq_source: str = "hub"  # "hub", "synthetic", or the path of a local file
+    # The knowledge track (python -m lib mcq-data -> mcq.jsonl, see lib/data/mcq.py)
+    mcq_source: str = "hub"  # "hub", "synthetic", or a local file (CMB, CMExam, MedQA, CMMLU or Apollo shape)
     mcq_hub_repo: str = "FreedomIntelligence/CMB"
-    mcq_hub_file: str = "CMB-Exam/CMB-val/CMB-val-merge.json"
+    mcq_hub_file: str = "CMB-Exam/CMB-train/CMB-train-merge.json"
     mcq_hub_revision: str = "main"
-    judge: bool = False  # LLM judge through an OpenAI-compatible endpoint (see README)
+    mcq_size: int = 1_000  # single-answer items sampled from the source (seeded by data.seed)
+    judge: bool = False  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
+    judge_concurrency: int = 4  # judge requests in flight at once
 
 
 @dataclass

@@ -38,3 +38,35 @@ def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
     lines = (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records)
     path.write_text("".join(line + "\n" for line in lines), encoding=encoding)
     return path
+
+
+# --- a tiny model and demo data, built once per test session -------------------------------------
+
+TINY_TEST_SPEC_RECORDS = 3_000  # a smaller tokenizer corpus than the demo's: builds in seconds
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The demo's tiny Qwen2 (random init, project-trained tokenizer), built into a temp folder."""
+    from lib.tiny_model import TinySpec, build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-qwen2", TinySpec(corpus_records=TINY_TEST_SPEC_RECORDS))
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """Processed demo splits, small: test 32, dev 32, train 64 and 128 (nested)."""
+    from lib.config import load_config
+    from lib.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("data")
+    config = load_config("demo", overrides=["data.synthetic_size=1500", "data.test_size=32", "data.dev_size=32"])
+    prepare(config, root / "raw", root / "processed", ["64", "128"])
+    return root / "processed"
+
+
+def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
+    """Settings that make a demo-profile run take seconds in a test."""
+    return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
+            "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
+            "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]

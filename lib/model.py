@@ -1,0 +1,220 @@
+"""The base model and tokenizer, loaded one way for training, evaluation and chat.
+
+    python -m lib model --profile paper --out models/Qwen--Qwen2.5-3B-Instruct    (make model)
+
+`make model` fetches the base model ahead of training into models/<org>--<name> (from the
+Hugging Face hub, honouring HF_ENDPOINT, or from ModelScope with MODEL_SOURCE=modelscope) and
+checks that it loads. Afterwards every stage finds that local copy by the hub id in the config,
+so nothing is downloaded in the middle of a run. Models load from safetensors only and never
+run code shipped with the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from lib.errors import UserError
+from lib.io import REPO_ROOT, shown
+
+MODELS_DIR = REPO_ROOT / "models"
+READY_MARKER = ".ready"
+
+
+def local_copy(name_or_path: str) -> Path:
+    """Where the model lies on disk: the path itself, or models/<org>--<name> for a hub id."""
+    path = Path(name_or_path)
+    if path.is_absolute() or path.parts[0] in (".", "..", "models") or path.is_dir():
+        return path
+    return MODELS_DIR / name_or_path.replace("/", "--")
+
+
+def model_location(name_or_path: str) -> str:
+    """The local copy when there is one, else the hub id (from_pretrained then uses the HF cache)."""
+    path = local_copy(name_or_path)
+    return str(path) if path.is_dir() else name_or_path
+
+
+# --- precision and placement -------------------------------------------------------------------
+
+
+def compute_dtype(setting: str):
+    """bf16 where the GPU has it (Ampere+), fp16 on older GPUs (T4, P100, V100), fp32 on CPU."""
+    import torch
+
+    if setting != "auto":
+        return getattr(torch, setting)
+    if not torch.cuda.is_available():
+        return torch.float32  # CPUs have no fast half-precision matrix units; fp32 is faster there
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def process_state():
+    """This process's place among the launched ones (torchrun / accelerate launch set it up).
+
+    On a CPU accelerate counts the processes only when asked with cpu=True, as the Trainer asks
+    with use_cpu=True; asking otherwise first would fix the shared state at one process."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def device_map_for_this_process():
+    """Each process loads its model onto its own device: data parallelism needs a full copy per
+    rank, which device_map="auto" (spreading one model over all GPUs) would break."""
+    import torch
+
+    return {"": process_state().local_process_index if torch.cuda.is_available() else "cpu"}
+
+
+def quantization_config(config, dtype):
+    """NF4 + double quantisation with matrix products in the training dtype (QLoRA), or None."""
+    if not config.quantization.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.quantization.quant_type,
+        bnb_4bit_use_double_quant=config.quantization.double_quant,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_tokenizer(config):
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, config)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config, dtype, device_map=None):
+    """The base model in `dtype`, quantised to 4 bits when the method asks for it."""
+    from transformers import AutoModelForCausalLM
+
+    quantization = quantization_config(config, dtype)
+    if quantization is not None and device_map is None:
+        device_map = device_map_for_this_process()  # bitsandbytes quantises while placing
+    return _from_pretrained(
+        AutoModelForCausalLM,
+        config,
+        dtype=dtype,
+        attn_implementation=config.model.attn_implementation,
+        quantization_config=quantization,
+        device_map=device_map,
+        use_safetensors=True,
+    )
+
+
+def load_for_inference(config, adapter_dir: Path | None = None):
+    """(tokenizer, model) for evaluation and chat: the base the run was trained on (4-bit for
+    QLoRA) with its adapter attached, never merged (merging into a 4-bit base loses quality)."""
+    import torch
+
+    dtype = compute_dtype(config.model.dtype)
+    tokenizer = load_tokenizer(config)
+    model = load_model(config, dtype, device_map={"": 0} if torch.cuda.is_available() else None)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        check_adapter_base(adapter_dir, config.model.name_or_path)
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    return tokenizer, model
+
+
+def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
+    """An adapter only makes sense on the base model it was trained on."""
+    from lib.io import read_json
+
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        raise UserError(f"{shown(adapter_dir)}: no adapter here (adapter_config.json missing); train the run first")
+    trained_on = read_json(config_file).get("base_model_name_or_path")
+    if trained_on and local_copy(trained_on).resolve() != local_copy(model_location(name_or_path)).resolve():
+        raise UserError(f"{shown(config_file)}: the adapter was trained on {trained_on}, "
+                        f"but the configured base model is {name_or_path}")
+
+
+def _from_pretrained(auto_class, config, **kwargs):
+    name = config.model.name_or_path
+    location = model_location(name)
+    local = Path(location).is_dir()
+    try:
+        return auto_class.from_pretrained(
+            location, revision=None if local else config.model.revision, trust_remote_code=False, **kwargs
+        )
+    except OSError as err:
+        raise UserError(_unavailable(name, str(err).splitlines()[0])) from None
+
+
+def _unavailable(name: str, reason: str) -> str:
+    return (f"model {name}: cannot be loaded ({reason}); fetch it where there is network with "
+            f"`make model` (it goes to {shown(local_copy(name))}), or use PROFILE=demo for the offline CPU demo")
+
+
+# --- make model ---------------------------------------------------------------------------------
+
+# Weights as safetensors and the files needed to load them; no pickled .bin weights.
+WANTED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def fetch(name: str, revision: str, out: Path, source: str = "huggingface") -> Path:
+    """Download a model repository into `out` (resumable: a second call reuses what is there)."""
+    try:
+        if source == "modelscope":
+            try:
+                from modelscope import snapshot_download as modelscope_download
+            except ImportError:
+                raise UserError("MODEL_SOURCE=modelscope needs the modelscope package: "
+                                "pip install -e '.[modelscope]'") from None
+            modelscope_download(name, revision=revision if revision != "main" else None,
+                                local_dir=str(out), allow_patterns=WANTED_FILES)
+        else:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(name, revision=revision, local_dir=out, allow_patterns=WANTED_FILES)
+    except (OSError, ConnectionError) as err:  # requests/httpx connection errors derive from OSError
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise UserError(f"model {name}: could not download from {source} ({endpoint if source == 'huggingface' else 'modelscope'}: "
+                        f"{type(err).__name__}); check the network, or set HF_ENDPOINT to a mirror, "
+                        f"or use PROFILE=demo for the offline CPU demo") from None
+    return out
+
+
+def verify(out: Path) -> dict:
+    """Load the tokenizer and the model from `out` once, so that a broken download fails here."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype="auto", trust_remote_code=False, use_safetensors=True)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
+            "chat_template": tokenizer.chat_template is not None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lib.cli import add_config_arguments
+
+    add_config_arguments(parser, method=False)
+    parser.add_argument("--out", type=Path, required=True, help="the local folder, models/<org>--<name>")
+    parser.add_argument("--source", choices=["huggingface", "modelscope"], default="huggingface")
+
+
+def run(args: argparse.Namespace) -> None:
+    from lib.cli import config_from_args
+    from lib.io import atomic_write
+
+    config = config_from_args(args)
+    name = config.model.name_or_path
+    fetch(name, config.model.revision, args.out, args.source)
+    info = verify(args.out)
+    with atomic_write(args.out / READY_MARKER) as handle:
+        handle.write(f"{name} {config.model.revision}\n")
+    print(f"model: {name} is ready in {shown(args.out)} ({info['parameters'] / 1e9:.2f}B parameters)")

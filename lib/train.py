@@ -1,0 +1,360 @@
+"""Train one cell of the grid: LoRA or QLoRA on one nested train subset, with TRL's SFTTrainer.
+
+    python -m lib train --profile demo --method qlora --size 1k \\
+        --data data/processed/demo --out results/demo/runs/qlora-1k        (make exp-qlora-1k PROFILE=demo)
+
+Several GPUs or nodes run the same command under a launcher (make ... LAUNCH=accelerate or
+LAUNCH=torchrun): each process loads its own copy of the model and the batch arithmetic keeps
+the effective batch, so a run on 1 GPU and on 4 takes the same optimizer steps.
+
+What happens, in order:
+  1. the configuration is resolved and checked before anything heavy is loaded;
+  2. the tokenizer and base model load (4-bit NF4 for QLoRA), LoRA adapters go on top;
+  3. SFTTrainer renders each example's `messages` with the model's own chat template and trains
+     on the assistant tokens only (<|im_end|> included, so the model learns to stop);
+  4. the dev loss is measured every eval_steps; a checkpoint is kept every save_steps, and a run
+     that was interrupted resumes from the last complete one with its optimizer, scheduler,
+     data order and step;
+  5. the adapter, config.json and train_metrics.json are written, and train.done last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lib.config import Config, parse_count
+from lib.errors import UserError
+from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
+
+DONE_MARKER = "train.done"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Which cell of the grid a run is."""
+    name: str
+    profile: str
+    method: str
+    size: str
+    examples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """per_device x accumulation x processes = effective batch (examples per optimizer step)."""
+    per_device: int
+    accumulation: int
+    processes: int
+
+    @property
+    def effective(self) -> int:
+        return self.per_device * self.accumulation * self.processes
+
+
+def plan_batches(effective: int, per_device: int, processes: int) -> BatchPlan:
+    """E.g. effective 16 with 8 per device on 1 GPU -> accumulate 2; on 2 GPUs -> 1."""
+    per_step = per_device * processes
+    if effective % per_step:
+        raise UserError(f"train.effective_batch_size={effective} is not a multiple of train.per_device_batch_size="
+                        f"{per_device} x {processes} processes; choose sizes that divide it")
+    return BatchPlan(per_device, effective // per_step, processes)
+
+
+# --- checks before loading anything ---------------------------------------------------------------
+
+
+def check_hardware(config: Config) -> None:
+    import torch
+
+    if config.train.require_gpu and not torch.cuda.is_available():
+        raise UserError(f"this profile trains {config.model.name_or_path} and needs a GPU, but none is visible; "
+                        "use PROFILE=demo for the CPU demo (or set train.require_gpu=false to try anyway)")
+
+
+def split_path(data_dir: Path, name: str) -> Path:
+    path = data_dir / name
+    if not path.is_file():
+        sizes = sorted(p.stem.removeprefix("train-") for p in data_dir.glob("train-*.jsonl"))
+        have = f" (train sizes there: {', '.join(sizes)})" if sizes else ""
+        raise UserError(f"{shown(path)}: no such split{have}; `make data` writes it "
+                        f"(with SIZES=\"...\" listing the size you need)")
+    return path
+
+
+def load_messages(path: Path):
+    """A split as a datasets.Dataset with the one column the trainer needs."""
+    from datasets import Dataset
+
+    rows = [{"messages": record["messages"]} for record in read_jsonl(path)]
+    if not rows or "messages" not in rows[0]:
+        raise UserError(f"{shown(path)}: no records with `messages`")
+    return Dataset.from_list(rows)
+
+
+# --- wall-clock time across interruptions -------------------------------------------------------
+
+
+def make_wall_clock(resumed_seconds: float):
+    """A callback that carries the training time of earlier sessions through checkpoints.
+
+    Its state is saved inside the checkpoint's trainer_state.json (the file the Trainer writes
+    last), so a resumed run reports the time of all sessions, not just the last one.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class WallClock(TrainerCallback, ExportableState):
+        def __init__(self):
+            self.earlier = resumed_seconds
+            self.started = None
+            self.session_start_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.session_start_tokens = state.num_input_tokens_seen
+
+        @property
+        def session_seconds(self) -> float:
+            return 0.0 if self.started is None else time.perf_counter() - self.started
+
+        @property
+        def total_seconds(self) -> float:
+            return self.earlier + self.session_seconds
+
+        def state(self) -> dict:
+            return {"args": {}, "attributes": {"seconds": self.total_seconds}}
+
+    return WallClock()
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that has trainer_state.json, which the Trainer writes last."""
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def resumed_seconds(checkpoint: Path | None) -> float:
+    if checkpoint is None:
+        return 0.0
+    callbacks = read_json(checkpoint / "trainer_state.json").get("stateful_callbacks", {})
+    return float(callbacks.get("WallClock", {}).get("attributes", {}).get("seconds", 0.0))
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+
+def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path):
+    import torch
+    from trl import SFTConfig
+
+    train = config.train
+    return SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        seed=spec.seed,
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=batch.per_device,
+        per_device_eval_batch_size=batch.per_device,
+        gradient_accumulation_steps=batch.accumulation,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        max_length=train.max_length,
+        packing=train.packing,
+        assistant_only_loss=True,
+        activation_checkpointing=train.gradient_checkpointing,  # transformers' newer name for it
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="steps",
+        eval_steps=train.eval_steps,
+        eval_on_start=True,  # the dev loss of the untrained adapter anchors the loss curve
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=1,
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        report_to=train.report_to,
+        run_name=spec.name,
+        include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def lora_config(config: Config):
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batch: BatchPlan):
+    import torch
+    from trl import SFTTrainer
+
+    from lib.model import compute_dtype, load_model, load_tokenizer
+
+    dtype = compute_dtype(config.model.dtype)
+    tokenizer = load_tokenizer(config)
+    model = load_model(config, dtype)
+    keep_4bit_layers_trainable_after_eval(model)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(config, spec, batch, dtype, out),
+        train_dataset=load_messages(split_path(data_dir, f"train-{spec.size}.jsonl")),
+        eval_dataset=load_messages(split_path(data_dir, "dev.jsonl")),
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+    )
+    if config.quantization.load_in_4bit and dtype != torch.bfloat16:
+        # TRL stores QLoRA adapters in bf16 (the paper's choice on bf16 hardware). On fp16 GPUs
+        # (T4) and CPUs bf16 has no fast path and fp16 adapters cannot be unscaled by the AMP
+        # grad scaler, so the adapters stay in fp32 there, as PEFT keeps them for plain LoRA.
+        for parameter in trainer.model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+    return trainer, dtype
+
+
+def keep_4bit_layers_trainable_after_eval(model) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for faster inference the first
+    time a layer runs in eval mode, and does not unpack them when training resumes; the next
+    training step then fails in the biased q/k/v projections ("a view of a leaf Variable that
+    requires grad is being used in an in-place operation"). The dev-loss evaluations inside
+    training would trigger it, so training keeps the training layout throughout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+# --- accounting ----------------------------------------------------------------------------------
+
+
+def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, config_dict: dict) -> dict:
+    import torch
+
+    from lib.hardware import MFU_FORMULA, mfu, peak_memory
+
+    state = trainer.state
+    model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(_stored_parameter_count(p) for p in model.parameters())
+    session_tokens = state.num_input_tokens_seen - clock.session_start_tokens
+    tokens_per_s = session_tokens / clock.session_seconds if clock.session_seconds > 0 else None
+    dev_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+    train_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    dtype_name = str(dtype).removeprefix("torch.")
+    device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "run": spec.name,
+        "examples": spec.examples,
+        "epochs": state.num_train_epochs,
+        "steps": state.global_step,
+        "effective_batch_size": batch.effective,
+        "train_tokens": state.num_input_tokens_seen,  # real tokens, padding excluded, all processes
+        "wall_time_s": clock.total_seconds,
+        "tokens_per_s": tokens_per_s,
+        **peak_memory(),
+        "trainable_params": trainable,
+        "total_params": total,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "best_dev_loss": min(dev_losses) if dev_losses else None,
+        "device": device_name,
+        "dtype": dtype_name,
+        "processes": batch.processes,
+        "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_name)
+        if torch.cuda.is_available() and tokens_per_s else None,
+        "mfu_formula": MFU_FORMULA,
+        "log_history": state.log_history,
+        "provenance": provenance(config_dict, spec.seed),
+    }
+
+
+def _stored_parameter_count(parameter) -> int:
+    """Parameters of the model, counting a 4-bit packed tensor (two weights per byte) as its weights."""
+    quant_state = getattr(parameter, "quant_state", None)
+    return math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
+
+
+def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> dict:
+    return {
+        "run": asdict(spec),
+        **config.to_dict(),
+        "resolved": {
+            "dtype": str(dtype).removeprefix("torch."),
+            "processes": batch.processes,
+            "gradient_accumulation_steps": batch.accumulation,
+        },
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | None:
+    """Train (or resume) one run; returns its metrics on the main process, None elsewhere."""
+    from lib.model import process_state
+
+    check_hardware(config)
+    split_path(data_dir, f"train-{spec.size}.jsonl")  # fail before loading a model
+    batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size,
+                         process_state().num_processes)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+
+    trainer, dtype = build_trainer(config, spec, data_dir, out, batch)
+    checkpoint = last_complete_checkpoint(out / "checkpoints")
+    clock = make_wall_clock(resumed_seconds(checkpoint))
+    trainer.add_callback(clock)
+    if checkpoint is not None and trainer.is_world_process_zero():
+        print(f"train: resuming {spec.name} from {shown(checkpoint)}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    if not trainer.is_world_process_zero():
+        return None
+    config_dict = resolved_config(config, spec, batch, dtype)
+    trainer.save_model(str(out / "adapter"))
+    write_json(out / "config.json", {**config_dict, "provenance": provenance(None, spec.seed)})
+    metrics = train_metrics(trainer, spec, clock, batch, dtype, config_dict)
+    write_json(out / "train_metrics.json", metrics)
+    with atomic_write(out / DONE_MARKER) as handle:
+        handle.write(f"{metrics['steps']} steps\n")
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lib.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--size", required=True, help="train subset label, e.g. 10k (data/.../train-10k.jsonl)")
+    parser.add_argument("--seed", type=int, required=True, help="training seed (data order, adapter init, dropout)")
+    parser.add_argument("--data", type=Path, required=True, help="folder of the processed splits")
+    parser.add_argument("--out", type=Path, required=True, help="the run folder, results/<profile>/runs/<run>")
+
+
+def run(args: argparse.Namespace) -> None:
+    from lib.cli import config_from_args
+
+    if args.method is None:
+        raise UserError("train needs --method (lora or qlora)")
+    config = config_from_args(args)
+    spec = RunSpec(name=args.out.name, profile=args.profile, method=args.method, size=args.size,
+                   examples=parse_count(args.size), seed=args.seed)
+    metrics = train(config, spec, args.data, args.out)
+    if metrics is not None:
+        print(f"train: {spec.name} done: {metrics['steps']} steps, {metrics['train_tokens']:,} tokens, "
+              f"{metrics['wall_time_s']:.0f} s, best dev loss {metrics['best_dev_loss']:.4f}")

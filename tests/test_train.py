@@ -1,0 +1,180 @@
+"""Training: the loss mask, learning, saving and reloading, resuming, and two processes.
+
+Everything runs the real code path (lib.train with TRL's SFTTrainer) on the tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, demo_overrides
+from lib.config import load_config, parse_count
+from lib.errors import UserError
+from lib.io import read_json
+from lib.prompts import assistant_tokens, loss_template
+from lib.train import RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, train
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = [
+    {"role": "system", "content": "你是医学助手。"},
+    {"role": "user", "content": "头痛怎么办？"},
+    {"role": "assistant", "content": "建议休息，必要时就医。"},
+    {"role": "user", "content": "还需要检查吗？"},
+    {"role": "assistant", "content": "反复发作应做头颅MRI。"},
+]
+
+
+def config_for(tiny_model: Path, method: str = "lora", *extra: str):
+    return load_config("demo", method, overrides=demo_overrides(tiny_model, *extra))
+
+
+def spec_for(size: str = "64", method: str = "lora", seed: int = 42) -> RunSpec:
+    return RunSpec(name=f"{method}-{size}", profile="demo", method=method, size=size, examples=parse_count(size), seed=seed)
+
+
+def masked_text(tokenizer, ids, mask) -> str:
+    return tokenizer.decode([token for token, keep in zip(ids, mask) if keep])
+
+
+@pytest.fixture(params=["tiny", "qwen2.5"])
+def tokenizer_with_template(request, tiny_model):
+    """The tiny model's tokenizer with its own template (it has generation markers), and with the
+    stock Qwen2.5-Instruct template, which has none and for which TRL swaps in its training copy."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    if request.param == "qwen2.5":
+        tokenizer.chat_template = qwen2_5_chat_template
+    return tokenizer
+
+
+def test_loss_mask_is_the_assistant_turns_with_their_end_of_turn(tokenizer_with_template, tiny_model, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = tokenizer_with_template
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list([{"messages": EXAMPLE}]),
+                         args=SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, report_to="none",
+                                        use_cpu=True, bf16=False, activation_checkpointing=False))
+    row = trainer.train_dataset[0]
+    trainer_mask = [int(label != -100) for label in row["labels"]]
+    trained = masked_text(tokenizer, row["input_ids"], trainer_mask)
+    # both answers, each with the <|im_end|> that ends the turn (the token the model must learn to
+    # emit to stop), and nothing of the system prompt or the questions
+    assert trained == "\n建议休息，必要时就医。<|im_end|>\n\n反复发作应做头颅MRI。<|im_end|>\n"
+
+    # the test loss uses the same tokens and the same mask
+    ids, mask = assistant_tokens(tokenizer, EXAMPLE, None, loss_template(tokenizer))
+    assert ids == list(row["input_ids"]) and mask == trainer_mask
+
+
+def test_batch_plan_keeps_the_effective_batch():
+    assert plan_batches(16, 8, 1).accumulation == 2
+    assert plan_batches(16, 8, 2).accumulation == 1
+    assert plan_batches(16, 4, 2).effective == 16
+    with pytest.raises(UserError, match="effective_batch_size=16"):
+        plan_batches(16, 6, 1)
+
+
+def test_paper_profile_refuses_a_machine_without_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="needs a GPU.*PROFILE=demo"):
+        train(load_config("paper", "qlora"), spec_for(), tmp_path, tmp_path / "run")
+
+
+def test_missing_split_names_make_data(tiny_model, demo_data, tmp_path):
+    with pytest.raises(UserError, match=r"train-9k.jsonl: no such split \(train sizes there: 128, 64\).*make data"):
+        train(config_for(tiny_model), spec_for("9k"), demo_data, tmp_path / "run")
+
+
+def test_a_short_run_learns(tiny_model, demo_data, tmp_path):
+    out = tmp_path / "lora-128"
+    metrics = train(config_for(tiny_model, "lora", "train.learning_rate=5e-3"), spec_for("128"), demo_data, out)
+
+    for name in ("adapter/adapter_model.safetensors", "config.json", "train_metrics.json", "train.done"):
+        assert (out / name).is_file(), name
+    dev_losses = [entry["eval_loss"] for entry in metrics["log_history"] if "eval_loss" in entry]
+    assert dev_losses[0] - metrics["best_dev_loss"] > 0.5  # the untrained adapter's dev loss comes first
+    assert metrics["steps"] == 16  # 128 examples / 8 per step, 1 epoch
+    assert metrics["train_tokens"] > 128 * 20  # real tokens, no padding
+    assert metrics["trainable_params"] < metrics["total_params"] / 5
+    assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_the_saved_adapter_reloads_to_the_trained_logits(method, tiny_model, demo_data, tmp_path):
+    from lib.model import load_for_inference
+
+    config = config_for(tiny_model, method, "train.learning_rate=5e-3", "train.epochs=0.5")
+    trainer, _ = build_trainer(config, spec_for("64", method), demo_data, tmp_path, plan_batches(8, 8, 1))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+
+    tokenizer, reloaded = load_for_inference(config, tmp_path / "adapter")
+    # the same 4-bit kernels as in training (bitsandbytes' bf16 CPU inference layout differs by ~0.05)
+    keep_4bit_layers_trainable_after_eval(reloaded)
+    inputs = tokenizer("头痛怎么办", return_tensors="pt")
+    with torch.inference_mode():
+        trained = trainer.model.eval()(**inputs).logits
+        again = reloaded(**inputs).logits
+    assert torch.allclose(trained, again, atol=1e-4)
+    with reloaded.disable_adapter(), torch.inference_mode():
+        assert not torch.allclose(reloaded(**inputs).logits, again, atol=1e-3)  # the adapter does something
+
+
+def run_train_process(tiny_model, demo_data, out, *launcher, extra=()):
+    command = [*launcher, "-m", "lib", "train", "--profile", "demo", "--method", "lora", "--size", "128",
+               "--seed", "42", "--data", str(demo_data), "--out", str(out)]
+    for override in demo_overrides(tiny_model, "train.learning_rate=5e-3", *extra):
+        command += ["--set", override]
+    return command
+
+
+def test_resume_after_a_kill_finishes_at_the_same_step(tiny_model, demo_data, tmp_path):
+    out = tmp_path / "lora-128"
+    command = run_train_process(tiny_model, demo_data, out, sys.executable)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoints" / "checkpoint-8" / "trainer_state.json"
+    deadline = time.time() + 180
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.kill()  # as a crash or an out-of-memory kill would
+    process.wait()
+    assert checkpoint.exists(), "the run never reached its step-8 checkpoint"
+    assert not (out / "train.done").exists()
+
+    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming lora-128" in resumed.stdout
+    metrics = read_json(out / "train_metrics.json")
+    assert metrics["steps"] == 16  # as an uninterrupted run (test above)
+    logged_steps = [entry["step"] for entry in metrics["log_history"] if "loss" in entry]
+    assert logged_steps == sorted(set(logged_steps))  # no step trained twice in the history
+
+
+def test_two_cpu_processes_train_one_adapter(tiny_model, demo_data, tmp_path):
+    out = tmp_path / "lora-128"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    command = run_train_process(tiny_model, demo_data, out, *torchrun, extra=["train.per_device_batch_size=4"])
+    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    metrics = read_json(out / "train_metrics.json")
+    assert metrics["processes"] == 2
+    assert metrics["steps"] == 16  # 4 per process x 2 processes = the same 8 examples per step
+    assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert len(list(out.glob("adapter*"))) == 1
