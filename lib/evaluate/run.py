@@ -1,0 +1,206 @@
+"""Evaluate one run (or the untuned base model) on the whole test set and the knowledge track.
+
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-1k \\
+        --data data/processed/demo                                  (make eval-qlora-1k PROFILE=demo)
+    python -m lib evaluate --profile demo --run-dir results/demo/runs/base --data data/processed/demo
+                                                                    (make eval-base PROFILE=demo)
+
+The base model is evaluated exactly like a run, as its own row `base` (0 training examples).
+A QLoRA run is evaluated on the 4-bit base it was trained against, with its adapter attached.
+
+Writes into the run folder:
+  predictions.jsonl  one line per test item: id, question, reference, prediction, new_tokens,
+                     hit_length_limit, scores (rouge1/2/L, loss, ref_tokens)
+  eval.json          every metric with its 95% bootstrap interval over test items, the
+                     knowledge track, generation settings and provenance (written last)
+
+Generation is the slow part; finished batches are kept in predictions.partial.jsonl, so an
+interrupted evaluation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lib.errors import UserError
+from lib.io import provenance, read_jsonl, shown, write_json, write_jsonl
+from lib.prompts import prompt_messages, question_of, render_prompt
+
+BASE_RUN = "base"
+PARTIAL = "predictions.partial.jsonl"
+
+
+def load_test_set(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{shown(path)}: no such split; `make data` writes it")
+    records = list(read_jsonl(path))
+    for line_number, record in enumerate(records, start=1):
+        if not isinstance(record.get("messages"), list):
+            raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
+    return records
+
+
+# --- test loss ----------------------------------------------------------------------------------
+
+
+def token_weighted_loss(rows: np.ndarray) -> float:
+    """rows: (items, 2) of [summed NLL, tokens]; the mean NLL per token over those items."""
+    return float(rows[:, 0].sum() / rows[:, 1].sum())
+
+
+def loss_metrics(losses, n_samples: int) -> dict:
+    from lib.stats import bootstrap
+
+    rows = np.array([[item.nll_sum, item.tokens] for item in losses if item.tokens], dtype=float)
+    loss = bootstrap(rows, token_weighted_loss, n_samples=n_samples)
+    perplexity = {key: math.exp(value) if key in ("value", "ci_low", "ci_high") and value is not None else value
+                  for key, value in loss.items()}
+    return {"test_loss": loss, "perplexity": perplexity}
+
+
+# --- generation, resumable ------------------------------------------------------------------------
+
+
+def generation_key(run_dir: Path, settings: dict) -> str:
+    """Identifies the model and settings that wrote a partial file; another key starts afresh."""
+    adapter = run_dir / "adapter" / "adapter_model.safetensors"
+    weights = adapter.stat().st_mtime_ns if adapter.exists() else None
+    return hashlib.sha256(json.dumps([settings, weights], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: Path) -> list:
+    from lib.evaluate.generate import Answer
+
+    partial = run_dir / PARTIAL
+    key = generation_key(run_dir, settings)
+    done: dict[int, Answer] = {}
+    if partial.is_file():
+        lines = list(read_jsonl(partial))
+        if lines and lines[0].get("key") == key:
+            done = {line["index"]: Answer(line["text"], line["new_tokens"], line["hit_length_limit"])
+                    for line in lines[1:]}
+            print(f"evaluate: {len(done)} of {len(prompts)} answers kept from an interrupted run")
+    todo = [i for i in range(len(prompts)) if i not in done]
+    if todo:
+        with partial.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key}) + "\n")
+            for index, answer in done.items():
+                handle.write(json.dumps({"index": index, **answer.__dict__}, ensure_ascii=False) + "\n")
+
+            def keep(batch, answers):
+                for position, answer in zip(batch, answers):
+                    handle.write(json.dumps({"index": todo[position], **answer.__dict__}, ensure_ascii=False) + "\n")
+                handle.flush()
+
+            fresh = generator.generate([prompts[i] for i in todo], settings["max_new_tokens"],
+                                       settings["batch_size"], on_batch=keep)
+        done.update(zip(todo, fresh))
+    return [done[i] for i in range(len(prompts))]
+
+
+def make_generator(config, backend: str, model, tokenizer, run_dir: Path, adapter_dir: Path | None):
+    from lib.evaluate.generate import TransformersGenerator, VllmGenerator
+    from lib.model import compute_dtype, model_location
+    from lib.prompts import end_of_turn_ids
+
+    stop_ids = end_of_turn_ids(tokenizer, model)
+    if backend == "vllm":
+        return VllmGenerator(model_location(config.model.name_or_path), str(adapter_dir) if adapter_dir else None,
+                             stop_ids, str(compute_dtype(config.model.dtype)).removeprefix("torch."),
+                             config.quantization.load_in_4bit)
+    return TransformersGenerator(model, tokenizer, stop_ids)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
+    from lib.evaluate.generate import choose_backend
+    from lib.evaluate.likelihood import item_losses
+    from lib.evaluate.metrics import corpus_metrics, item_scores
+    from lib.model import load_for_inference
+
+    name = run_dir.name
+    adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
+    if adapter_dir is not None and not (run_dir / "train.done").is_file():
+        raise UserError(f"{shown(run_dir)}: the run has not finished training (no train.done); "
+                        f"train it first with make exp-{name}")
+    test = load_test_set(data_dir / "test.jsonl")
+    backend = choose_backend(config.eval.backend)
+    tokenizer, model = load_for_inference(config, adapter_dir)
+    n_samples = config.eval.bootstrap_samples
+
+    losses = item_losses(model, tokenizer, [r["messages"] for r in test], config.train.max_length,
+                         config.eval.batch_size)
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    settings = {"backend": backend, "max_new_tokens": config.eval.max_new_tokens,
+                "batch_size": config.eval.batch_size}
+    started = time.perf_counter()
+    generator = make_generator(config, backend, model, tokenizer, run_dir, adapter_dir)
+    answers = generate_resumably(generator, prompts, settings, run_dir)
+    settings["seconds"] = time.perf_counter() - started
+
+    references = [r["messages"][-1]["content"] for r in test]
+    predictions = []
+    for record, reference, answer, loss in zip(test, references, answers, losses):
+        scores = {**item_scores(answer.text, reference), "loss": loss.loss, "ref_tokens": loss.tokens}
+        predictions.append({"id": record["id"], "question": question_of(record["messages"]), "reference": reference,
+                            "prediction": answer.text, "new_tokens": answer.new_tokens,
+                            "hit_length_limit": answer.hit_length_limit, "scores": scores})
+
+    metrics = {**loss_metrics(losses, n_samples),
+               **corpus_metrics([a.text for a in answers], references, [a.hit_length_limit for a in answers],
+                                n_samples=n_samples)}
+    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings}
+    result.update(knowledge_track(config, model, tokenizer, data_dir, n_samples))
+    if config.eval.judge:
+        from lib.evaluate.judge import judge_predictions
+
+        result["judge"] = judge_predictions(predictions, run_dir / "judge_cache.jsonl", n_samples=n_samples, seed=0)
+    result["provenance"] = provenance(config.to_dict(), seed=0)
+
+    write_jsonl(run_dir / "predictions.jsonl", predictions)
+    write_json(run_dir / "eval.json", result)
+    (run_dir / PARTIAL).unlink(missing_ok=True)
+    return result
+
+
+def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) -> dict:
+    """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set."""
+    from lib.evaluate.mcq import mcq_summary, score_mcq
+
+    path = data_dir / "mcq.jsonl"
+    if not path.is_file():
+        print(f"evaluate: {shown(path)} not found, the knowledge track is skipped (make data writes it)")
+        return {}
+    per_item = score_mcq(model, tokenizer, list(read_jsonl(path)), config.data.system_prompt, config.eval.batch_size)
+    return {"mcq": mcq_summary(per_item, n_samples=n_samples, seed=0)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lib.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--run-dir", type=Path, required=True,
+                        help="the run folder, results/<profile>/runs/<run> (.../base for the untuned model)")
+    parser.add_argument("--data", type=Path, required=True, help="folder of the processed splits")
+
+
+def run(args: argparse.Namespace) -> None:
+    from lib.cli import config_from_args
+
+    if args.run_dir.name != BASE_RUN and args.method is None:
+        raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")
+    if args.run_dir.name == BASE_RUN:
+        args.run_dir.mkdir(parents=True, exist_ok=True)  # the base model's row has no training to make it
+    result = evaluate(config_from_args(args), args.run_dir, args.data)
+    shown_metrics = ", ".join(f"{key} {result['metrics'][key]['value']:.3f}"
+                              for key in ("test_loss", "rougeL") if key in result["metrics"])
+    print(f"evaluate: {result['run']} on {result['n_items']} items: {shown_metrics}")

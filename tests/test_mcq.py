@@ -1,0 +1,286 @@
+"""The knowledge track: reading multiple-choice files (lib/data/mcq.py) and scoring them by the
+option letter's log-probability (lib/evaluate/mcq.py) on a real tiny Qwen2 model."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import huggingface_hub
+import pytest
+from huggingface_hub import errors
+
+from conftest import write_jsonl
+from lib.config import load_config
+from lib.data import mcq as mcq_data
+from lib.data.synthetic import generate_mcq
+from lib.errors import UserError
+from lib.evaluate.mcq import letter_token_ids, mcq_summary, render, score_mcq, user_turn
+from lib.io import read_json, read_jsonl
+
+SYSTEM_PROMPT = "你是一名专业、严谨的医学助手。"
+
+# --- reading the shapes of the field --------------------------------------------------------------
+
+CMB = {"exam_type": "医师考试", "exam_class": "执业医师", "exam_subject": "口腔执业医师",
+       "question": "此男孩可能患", "answer": "D", "question_type": "单项选择题",
+       "option": {"A": "小叶型肺炎", "B": "浸润性肺结核", "C": "继发性肺结核", "D": "原发性肺结核", "E": ""}}
+CMEXAM = {"Question": "治疗肺结核的首选药物是", "Options": "A 异烟肼\nB 青霉素\nC 阿莫西林\nD 甲硝唑",
+          "Answer": "A"}
+MEDQA = {"question": "最可能的诊断是", "options": {"A": "肺炎", "B": "哮喘", "C": "肺结核", "D": "气胸"},
+         "answer": "肺结核", "answer_idx": "C", "meta_info": "卫生部"}
+APOLLO = {"question": "钙的生理功能有", "answer": "(C)", "source": "cmmlu-medical",
+          "options": "(A) 抗氧化.\n(B) 维持视觉.\n(C) 与骨骼牙齿发育有关.\n(D) 促进食欲."}
+
+
+def item_of(record, source="file"):
+    return mcq_data.to_item(record, source, "file", 1)
+
+
+def test_each_shape_becomes_one_normalised_item():
+    assert item_of(CMB) == {"id": "file-1", "source": "file/医师考试", "question": "此男孩可能患",
+                            "options": {"A": "小叶型肺炎", "B": "浸润性肺结核", "C": "继发性肺结核", "D": "原发性肺结核"},
+                            "answer": "D"}  # CMB's empty option E is padding, dropped
+    assert item_of(CMEXAM)["options"] == {"A": "异烟肼", "B": "青霉素", "C": "阿莫西林", "D": "甲硝唑"}
+    assert item_of(CMEXAM)["answer"] == "A" and item_of(CMEXAM)["source"] == "file"
+    assert item_of(MEDQA)["answer"] == "C"  # answer_idx, not the option text in `answer`
+    apollo = item_of(APOLLO)
+    assert apollo["options"]["C"] == "与骨骼牙齿发育有关" and apollo["answer"] == "C"  # Apollo's "." removed
+    assert apollo["source"] == "cmmlu-medical"
+
+
+@pytest.mark.parametrize("record, reason", [
+    ({**CMEXAM, "Answer": "F"}, "answer 'F' is not among the options ABCD"),
+    ({**MEDQA, "answer_idx": None, "answer": "肺结核"}, "is not an option letter"),
+    ({**CMEXAM, "Options": "A 异烟肼"}, "1 option(s), a question needs at least two"),
+    ({**CMEXAM, "Options": "甲 异烟肼\n乙 青霉素"}, "does not start with option A"),
+    ({**MEDQA, "options": {"A": "肺炎", "C": "肺结核"}}, "option letters AC do not run A, B, C"),
+    ({**MEDQA, "question": ""}, "no question text"),
+])
+def test_malformed_records_say_why(record, reason):
+    with pytest.raises(mcq_data.Malformed, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        item_of(record)
+
+
+def test_several_correct_letters_are_skipped_not_malformed():
+    with pytest.raises(mcq_data.MultipleAnswer):
+        item_of({**APOLLO, "answer": "(ACE)"})
+
+
+def test_a_gbk_cmmlu_csv_with_line_numbers(tmp_path):
+    path = tmp_path / "cmmlu_anatomy.csv"
+    with path.open("w", encoding="gbk", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", "Question", "A", "B", "C", "D", "Answer"])
+        writer.writerow(["0", "人体最大的器官是", "皮肤", "肝脏", "肺", "心脏", "A"])
+        writer.writerow(["1", "成人骨骼共有", "206块", "186块", "226块", "306块", "A"])
+    read = mcq_data.read_items(path, "cmmlu_anatomy", max_bad_fraction=0.0)
+    assert read.encoding == "gb18030" and read.multiple_answer == 0
+    assert read.examples[1] == {"id": "cmmlu-anatomy-3", "source": "cmmlu_anatomy", "question": "成人骨骼共有",
+                             "options": {"A": "206块", "B": "186块", "C": "226块", "D": "306块"}, "answer": "A"}
+
+
+def test_a_bad_answer_is_counted_with_its_line_and_fatal_above_the_threshold(tmp_path):
+    records = [CMEXAM] * 9 + [{**CMEXAM, "Answer": "F"}]
+    path = write_jsonl(tmp_path / "cmexam.jsonl", records)
+    read = mcq_data.read_items(path, "cmexam", max_bad_fraction=0.1)
+    assert len(read.examples) == 9 and read.malformed == [(10, "answer 'F' is not among the options ABCD")]
+    with pytest.raises(UserError, match=r"1 of 10 records are malformed .*first at line 10: answer 'F'"):
+        mcq_data.read_items(path, "cmexam", max_bad_fraction=0.05)
+
+
+def test_a_question_answer_file_is_one_error(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"instruction": "头痛怎么办", "input": "", "output": "多休息"}])
+    with pytest.raises(UserError, match=r"qa.jsonl:1: not multiple-choice items \(fields: instruction, input, output\)"):
+        mcq_data.read_items(path, "qa", max_bad_fraction=0.01)
+
+
+def test_the_command_samples_and_writes_the_report_first(tmp_path, run_cli):
+    path = tmp_path / "apollo.json"
+    records = [{**APOLLO, "question": f"第{i}题：钙的生理功能有"} for i in range(30)] + [{**APOLLO, "answer": "(AB)"}]
+    path.write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
+    out = tmp_path / "processed" / "mcq.jsonl"
+    done = run_cli("mcq-data", "--profile", "paper", "--set", f"eval.mcq_source={path}", "--set", "eval.mcq_size=10",
+                   "--out", out)
+    assert done.returncode == 0, done.stderr
+    items = list(read_jsonl(out))
+    lines = [int(item["id"].rsplit("-", 1)[1]) for item in items]
+    assert len(items) == 10 and lines == sorted(lines)  # a sample, kept in file order
+    report = read_json(out.with_name("mcq_report.json"))
+    assert report["single_answer_items"] == 30 and report["multiple_answer_skipped"] == 1
+    assert report["sampled"] == 10 and report["per_source"] == {"cmmlu-medical": 10}
+    assert "10 of 30 single-answer items (1 multiple-answer and 0 malformed skipped)" in done.stdout
+    again = run_cli("mcq-data", "--profile", "paper", "--set", f"eval.mcq_source={path}", "--set", "eval.mcq_size=10",
+                    "--out", tmp_path / "again.jsonl")
+    assert again.returncode == 0 and (tmp_path / "again.jsonl").read_bytes() == out.read_bytes()  # seeded
+
+
+def test_the_demo_uses_the_generated_items(tmp_path):
+    config = load_config("demo")
+    report = mcq_data.prepare(config, tmp_path / "mcq.jsonl")
+    assert list(read_jsonl(tmp_path / "mcq.jsonl")) == generate_mcq(config.eval.mcq_size, config.data.seed)
+    assert report["source"]["type"] == "synthetic" and report["sampled"] == config.eval.mcq_size
+
+
+def test_the_hub_file_is_downloaded_and_read(tmp_path, monkeypatch):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    config = load_config("paper", overrides=["eval.mcq_size=2"])
+    cached = tmp_path / "snapshots" / commit / config.eval.mcq_hub_file
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps([CMB, {**CMB, "answer": "ABD", "question_type": "多项选择题"}, CMB, CMB],
+                                 ensure_ascii=False, indent=4), encoding="utf-8")
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
+        return str(cached)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    report = mcq_data.prepare(config, tmp_path / "mcq.jsonl")
+    assert calls == [{"repo_id": "FreedomIntelligence/CMB", "filename": "CMB-Exam/CMB-train/CMB-train-merge.json",
+                      "repo_type": "dataset", "revision": "main"}]  # no endpoint passed: HF_ENDPOINT decides
+    assert report["source"]["commit"] == commit and report["multiple_answer_skipped"] == 1
+    items = list(read_jsonl(tmp_path / "mcq.jsonl"))
+    assert [item["source"] for item in items] == ["CMB/医师考试"] * 2 and items[0]["id"].startswith("cmb-")
+
+
+def test_no_network_is_one_line_that_names_the_local_file_option(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise errors.LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(UserError) as raised:
+        mcq_data.prepare(load_config("paper"), tmp_path / "mcq.jsonl")
+    message = str(raised.value)
+    assert message.startswith("could not reach the Hugging Face hub") and "\n" not in message
+    assert "make data MCQ_SOURCE=path" in message and "HF_ENDPOINT" in message
+    assert not (tmp_path / "mcq.jsonl").exists()
+
+
+def test_the_development_file_reads_as_a_new_user_would(shared_data, tmp_path):
+    read = mcq_data.read_items(shared_data / "apollo_zh_dev.mcq.json", "apollo_zh_dev", max_bad_fraction=0.01)
+    assert not read.malformed and len(read.examples) + read.multiple_answer == 437
+    assert {item["source"] for item in read.examples} == {"cmb-single", "cmexam", "medqa-mcmle", "cmmlu-medical"}
+    assert all(item["answer"] in item["options"] and not item["options"]["A"].endswith(".") for item in read.examples)
+
+
+# --- scoring on a real tiny model -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model runs on one thread: a 1.6M-parameter model gains nothing from a second, and
+    on a busy 2-core machine two OpenMP threads wait on each other (measured: a training step of
+    the `taught` fixture took 0.09 s on one thread and 1.6 s on two while another job ran)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The demo's tiny Qwen2 and its tokenizer, built small (tokenizer on 500 generated records)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lib.tiny_model import TinySpec, build
+
+    folder = build(tmp_path_factory.mktemp("tiny"), TinySpec(corpus_records=500))
+    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+
+
+ITEMS = generate_mcq(8, seed=0)  # answers A, B, B, C, A, D, D, C: every letter twice
+
+
+@pytest.fixture(scope="module")
+def taught(tiny):
+    """A copy of the tiny model taught to answer ITEMS: the cross-entropy of the answer letter's
+    token after each prompt, in a right-padded batch (padding after the prompts, so positions and
+    logits of real tokens are those of one-by-one; independent of the scorer's left padding)."""
+    import torch
+
+    tokenizer, model = tiny
+    model = copy.deepcopy(model)
+    prompts = [render(tokenizer, item, SYSTEM_PROMPT) for item in ITEMS]
+    token_of = letter_token_ids(tokenizer, prompts[0], list("ABCD"))
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    last = batch["attention_mask"].sum(dim=1) - 1  # each prompt's last real token
+    targets = torch.tensor([token_of[item["answer"]] for item in ITEMS])
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(15):  # the loss falls from ~80 to ~0.05 in 15 steps
+        logits = model(**batch).logits[torch.arange(len(ITEMS)), last]
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return tokenizer, model
+
+
+def test_the_prompt_is_the_chat_template_with_lettered_options(tiny):
+    tokenizer, _ = tiny
+    item = {"id": "x", "source": "s", "question": "钙的生理功能有", "options": {"A": "抗氧化", "B": "维持视觉"},
+            "answer": "B"}
+    assert user_turn(item) == "钙的生理功能有\nA. 抗氧化\nB. 维持视觉\n请只回答选项字母。"
+    assert render(tokenizer, item, SYSTEM_PROMPT) == (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{user_turn(item)}<|im_end|>\n"
+        "<|im_start|>assistant\n")
+
+
+def test_each_letter_is_one_token_after_the_prompt(tiny):
+    tokenizer, _ = tiny
+    prompt = render(tokenizer, ITEMS[0], SYSTEM_PROMPT)
+    token_of = letter_token_ids(tokenizer, prompt, list("ABCDE"))
+    assert [tokenizer.decode([token_of[letter]]) for letter in "ABCDE"] == list("ABCDE")
+    with pytest.raises(UserError, match="is not one token after the chat prompt"):
+        letter_token_ids(tokenizer, prompt, ["ꙮꙮ"])  # a rare character: several byte tokens
+
+
+def test_the_scorer_picks_the_letter_the_model_was_taught(taught):
+    tokenizer, model = taught
+    scored = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=8, progress=False)
+    assert [s["predicted"] for s in scored] == [item["answer"] for item in ITEMS] == list("ABBCADDC")
+    assert all(s["correct"] for s in scored) and [s["id"] for s in scored] == [item["id"] for item in ITEMS]
+    first = scored[0]["letter_logprobs"]
+    assert set(first) == set("ABCD") and first["A"] > -0.5 > max(first["B"], first["C"], first["D"])
+
+
+def test_batches_with_padding_give_the_answers_of_one_by_one(tiny, taught):
+    for tokenizer, model in (tiny, taught):  # the random model too: its letters are close calls
+        together = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=8, progress=False)
+        alone = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=1, progress=False)
+        assert [s["predicted"] for s in together] == [s["predicted"] for s in alone]
+        for a, b in zip(together, alone):
+            assert a["letter_logprobs"] == pytest.approx(b["letter_logprobs"], abs=1e-4)
+
+
+def test_only_the_items_own_letters_compete(taught):
+    tokenizer, model = taught
+    # ITEMS[3] was taught "C"; with its options cut to A and B, the prediction must be A or B
+    cut = {**ITEMS[3], "options": {k: ITEMS[3]["options"][k] for k in "AB"}, "answer": "A"}
+    scored = score_mcq(model, tokenizer, [cut], SYSTEM_PROMPT, batch_size=1, progress=False)[0]
+    assert set(scored["letter_logprobs"]) == {"A", "B"} and scored["predicted"] in ("A", "B")
+
+
+def test_a_peft_model_is_scored_the_same_way(taught):
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer, model = taught
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules="all-linear"))
+    scored = score_mcq(wrapped, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=4, progress=False)
+    assert [s["predicted"] for s in scored] == list("ABBCADDC")  # a fresh adapter changes nothing
+
+
+def test_summary_is_accuracy_in_percent_overall_and_per_source():
+    per_item = [{"source": "cmexam", "correct": c} for c in (True, True, False, True)] + \
+               [{"source": "cmb", "correct": c} for c in (False, True)]
+    summary = mcq_summary(per_item, n_samples=200, seed=0)
+    assert summary["overall"]["value"] == pytest.approx(400 / 6) and summary["overall"]["n"] == 6
+    assert list(summary["per_source"]) == ["cmb", "cmexam"]
+    assert summary["per_source"]["cmexam"]["value"] == 75.0 and summary["per_source"]["cmb"]["value"] == 50.0
+    assert 0 <= summary["overall"]["ci_low"] < summary["overall"]["ci_high"] <= 100
