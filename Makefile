@@ -6,28 +6,54 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
+.SECONDARY:  # keep every intermediate file (train.done of a run evaluated in the same make)
 .SECONDEXPANSION:
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
-# --- what to run (override any of these: make exp-lora-10k PROFILE=demo SET="train.epochs=1") ---
-PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data) or demo (tiny model, generated data, CPU)
-# The grid comes from experiments/grid.yaml (tests/test_config.py checks this reading of it).
+# --- what to run (override any of these: make exp-lora-10k PROFILE=demo SET="train.epochs=1") ----
+PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data, GPU) or demo (tiny model, generated data, CPU)
+# The grid comes from experiments/grid.yaml (tests/test_makefile.py checks this reading of it).
 grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
 SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
 DEFAULT_SEED = $(firstword $(call grid_list,seeds))
+MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/profiles/$(PROFILE).yaml)
 VARIANT ?=#                 experiments/variants/<name>.yaml, e.g. seed-study
 SET ?=#                     config overrides, section.key=value separated by spaces
-SOURCE ?=#                  a local data file instead of the profile's source
+SOURCE ?=#                  a local QA file instead of the profile's data source
+MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
 TEST_SIZE ?=
 DEV_SIZE ?=
-SEED ?=#                    the data seed (splits and the train shuffle)
+SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
+MODEL_SOURCE ?= huggingface# or modelscope (make model)
+EXP ?=#                     the run to chat with (make chat EXP=lora-10k, or EXP=base)
+
+# --- how to launch training: python (one process), accelerate or torchrun (several GPUs / nodes) -
+LAUNCH ?= python
+ACCELERATE_CONFIG ?= multi-gpu#  experiments/accelerate/<name>.yaml
+NPROC ?= $(or $(shell nvidia-smi -L 2>/dev/null | wc -l | sed 's/^0$$//'),1)
+LAUNCH_ARGS ?=#             extra launcher arguments, e.g. --machine_rank 1 --main_process_ip 10.0.0.1
+LAUNCHER_python = $(PY)
+LAUNCHER_accelerate = $(VENV)/bin/accelerate launch --config_file experiments/accelerate/$(ACCELERATE_CONFIG).yaml \
+	--num_processes $(NPROC) $(LAUNCH_ARGS)
+LAUNCHER_torchrun = $(VENV)/bin/torchrun --nproc_per_node $(NPROC) $(LAUNCH_ARGS)
+LAUNCHER = $(or $(LAUNCHER_$(LAUNCH)),$(error LAUNCH=$(LAUNCH): expected python, accelerate or torchrun))
 
 # --- where things go ----------------------------------------------------------------------------
 DATA_DIR ?= data
 RAW_DIR = $(DATA_DIR)/raw
 PROCESSED = $(DATA_DIR)/processed/$(PROFILE)
+RESULTS_DIR ?= results
+RESULTS = $(RESULTS_DIR)/$(PROFILE)
+RUNS = $(RESULTS)/runs
+BENCH = $(RESULTS_DIR)/bench
+GENERATED_DIR ?= paper/generated
+BUILD_DIR ?= paper/build
+GENERATED = $(GENERATED_DIR)/$(PROFILE)
+PDF = $(BUILD_DIR)/$(PROFILE)/report.pdf
+# A hub id is kept in models/<org>--<name>; a path (the demo's models/tiny-qwen2) is itself.
+MODEL_DIR = $(if $(filter models/% /% ./% ../%,$(MODEL)),$(MODEL),models/$(subst /,--,$(MODEL)))
 
 # --- the environment ----------------------------------------------------------------------------
 PYTHON ?= python3
@@ -37,24 +63,37 @@ CLI = $(PY) -m lib
 SETUP = $(VENV)/.installed
 TORCH_VERSION := $(shell sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml)
 TORCH_INDEX ?=#             e.g. https://download.pytorch.org/whl/cpu for a CPU-only machine elsewhere
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
-OVERRIDES = $(SET) \
+OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(SOURCE),data.source=$(SOURCE)) \
+	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
 	$(if $(SEED),data.seed=$(SEED))
 CONFIG_ARGS = --profile $(PROFILE) $(foreach v,$(VARIANT),--variant $(v)) $(foreach o,$(strip $(OVERRIDES)),--set $(o))
 
-.PHONY: help setup test data vars clean-data
+# A run is <method>-<size>[-s<seed>]: lora-10k, qlora-60k-s7 (no suffix for the default seed).
+run_name = $(1)-$(2)$(if $(filter $(3),$(DEFAULT_SEED)),,-s$(3))
+RUN_NAMES = $(foreach m,$(METHODS),$(foreach s,$(SIZES),$(foreach seed,$(SEEDS),$(call run_name,$(m),$(s),$(seed)))))
+method_of = $(word 1,$(subst -, ,$(1)))
+size_of = $(word 2,$(subst -, ,$(1)))
+seed_of = $(patsubst s%,%,$(or $(word 3,$(subst -, ,$(1))),s$(DEFAULT_SEED)))
+
+.PHONY: help vars setup setup-tex tex test data model tiny-model all-experiments summary figures report \
+	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
+	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
-	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "variables: PROFILE METHODS SIZES SEEDS VARIANT SET SOURCE DATA_DIR TEST_SIZE DEV_SIZE SEED TORCH_INDEX"
+	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]   (README.md explains each)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
+	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
 
-vars: ## print the grid and paths this invocation would use
+vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
-	@echo "PROCESSED=$(PROCESSED)"
+	@echo "MODEL=$(MODEL)"; echo "MODEL_DIR=$(MODEL_DIR)"; echo "PROCESSED=$(PROCESSED)"; echo "RUNS=$(RUNS)"
+	@echo "RUN_NAMES=$(RUN_NAMES)"
 
 # --- set-up -------------------------------------------------------------------------------------
 setup: $(SETUP) ## one-time: create .venv with the pinned dependencies (torch first, see TORCH_INDEX)
@@ -68,11 +107,22 @@ $(SETUP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	@touch $@
 
-test: $(SETUP) ## run the test suite (offline, CPU)
+setup-tex: ## TeX Live + Chinese fonts for the report and figures (Debian/Ubuntu, apt; ~2 min, 600 MB)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		texlive-xetex texlive-lang-chinese latexmk poppler-utils fonts-wqy-microhei >/dev/null
+
+# The report needs TeX: installed here where we may (root on Debian/Ubuntu), else one line saying how.
+tex:
+	@command -v latexmk >/dev/null && command -v xelatex >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then $(MAKE) setup-tex; \
+	else echo "error: the report needs TeX (xelatex, latexmk): run make setup-tex on Debian/Ubuntu, or install TeX Live with texlive-lang-chinese" >&2; exit 1; fi
+
+test: $(SETUP) ## run the test suite (offline, CPU; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # --- data ---------------------------------------------------------------------------------------
-data: $(PROCESSED)/manifest.json ## download (or generate, or read SOURCE=), clean and split the data
+data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
 
 # One command writes every split; it leaves unchanged files untouched, so a new size does not
 # make the runs of the existing sizes out of date.
@@ -81,14 +131,109 @@ $(PROCESSED)/manifest.json: $(SETUP) experiments/base.yaml experiments/profiles/
 		$(wildcard $(SOURCE)) $(PROCESSED)/.args
 	$(CLI) data $(DATA_ARGS)
 
-# Remembers the data step's arguments, so that other sizes or settings rerun it.
+$(PROCESSED)/mcq.jsonl: $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(wildcard $(MCQ_SOURCE))
+	$(CLI) mcq-data $(CONFIG_ARGS) --out $@
+
+# Remembers the data step's arguments, so that other sizes or settings rerun it (decided when make
+# reads this file, so that make -n shows the true plan).
+ifneq ($(file < $(PROCESSED)/.args),$(DATA_ARGS))
 $(PROCESSED)/.args: FORCE
-	@mkdir -p $(@D); echo '$(DATA_ARGS)' | cmp -s - $@ || echo '$(DATA_ARGS)' > $@
+endif
+$(PROCESSED)/.args:
+	@mkdir -p $(@D); echo '$(DATA_ARGS)' > $@
 
 $(PROCESSED)/%.jsonl: $(PROCESSED)/manifest.json ;
 
+# --- the base model -----------------------------------------------------------------------------
+model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)
+tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny random-init Qwen2 and its tokenizer
+
+# (for models/tiny-qwen2 the shorter stem makes this rule win over the hub rule below)
+%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py
+	$(CLI) tiny-model --out $(@D)
+
+models/%/.ready: $(SETUP)
+	$(CLI) model $(CONFIG_ARGS) --source $(MODEL_SOURCE) --out $(@D)
+
+# --- training and evaluation: one pattern over the grid ------------------------------------------
+exp-%: $(RUNS)/%/eval.json ## train, then evaluate one run: make exp-qlora-60k (exp-lora-1k-s7: seed 7)
+	@echo "$(RUNS)/$*: done"
+train-%: $(RUNS)/%/train.done ## train one run only
+	@true
+eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model
+	@true
+
+all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## the grid METHODS x SIZES x SEEDS, plus the base model
+	@echo "all-experiments: $(words $(RUN_NAMES)) runs and base are evaluated in $(RUNS)"
+
+$(RUNS)/%/train.done: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl $(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
+	$(LAUNCHER) -m lib train $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) \
+		--seed $(call seed_of,$*) --data $(PROCESSED) --out $(@D)
+
+$(RUNS)/%/eval.json: $(RUNS)/%/train.done $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+	$(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
+
+$(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+	$(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
+
+chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model)
+	@test -n "$(EXP)" || { echo "error: say which run: make chat EXP=<method>-<size> (or EXP=base)" >&2; exit 2; }
+	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(call method_of,$(EXP))) --run-dir $(RUNS)/$(EXP)
+
+# --- from runs to the report --------------------------------------------------------------------
+# The summary reads whatever runs exist: missing ones are rows with a status, not an error.
+summary: $(RESULTS)/summary.csv ## one table of every run and the base model, and the scaling fits
+figures: $(RESULTS)/figures/figures.json ## the figures: PNG in results/<profile>/figures, PDF for the paper
+report: $(GENERATED)/report.done ## the report's generated LaTeX: tables and every quoted number as a macro
+paper: $(PDF) ## build the LaTeX report -> paper/build/<profile>/report.pdf (needs TeX: make setup-tex)
+	@echo "$(PDF)"
+
+$(RESULTS)/summary.csv: $(SETUP) $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done)
+	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --out $(RESULTS) --methods $(METHODS) --sizes $(SIZES) --seeds $(SEEDS)
+
+$(RESULTS)/figures/figures.json: $(RESULTS)/summary.csv
+	$(CLI) figures --summary $(RESULTS) --runs $(RUNS) --png $(RESULTS)/figures --pdf $(GENERATED)/figures
+
+$(GENERATED)/report.done: $(RESULTS)/summary.csv $(RESULTS)/figures/figures.json $(PROCESSED)/manifest.json
+	$(CLI) report --results $(RESULTS) --runs $(RUNS) --data $(PROCESSED) --profile $(PROFILE) --out $(GENERATED)
+
+# the `paper` target prints the PDF's path, also when it was already built
+$(PDF): $(GENERATED)/report.done paper/report.tex paper/references.bib | tex
+	$(CLI) paper --profile $(PROFILE) --generated $(GENERATED) --out $(@D) >/dev/null
+
+demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/report.pdf
+	$(MAKE) PROFILE=demo all-experiments
+	$(MAKE) PROFILE=demo tex
+	$(MAKE) PROFILE=demo paper
+
+# --- benchmarks ---------------------------------------------------------------------------------
+bench: bench-data bench-collation bench-generation bench-demo ## the CPU benchmarks side by side -> results/bench/README.md
+	$(CLI) bench-summary --dir $(BENCH)
+
+bench-data: $(SETUP) ## data preparation speed on 100k generated records
+	$(CLI) bench-data --out $(BENCH)
+
+bench-collation: $(SETUP) models/tiny-qwen2/.ready ## training tokens/s: our collation vs padding every example to 512
+	$(CLI) bench-collation --model models/tiny-qwen2 --out $(BENCH)
+
+bench-generation: $(SETUP) models/tiny-qwen2/.ready ## batched vs one-by-one generation, seconds per 1,000 test items
+	$(CLI) bench-generation --model models/tiny-qwen2 --out $(BENCH)
+
+bench-demo: $(SETUP) ## time every stage of `make demo` from scratch, in a scratch folder
+	$(CLI) bench-demo --out $(BENCH)
+
+bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU
+	$(CLI) bench-gpu $(CONFIG_ARGS) --out $(BENCH)
+
+plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
+	$(CLI) plan $(CONFIG_ARGS)
+
+# --- cleaning -----------------------------------------------------------------------------------
 clean-data: ## delete the processed splits of PROFILE (raw downloads are kept)
 	rm -rf $(PROCESSED)
+
+clean-runs: ## delete every run, summary and figure of PROFILE (asks nothing: think first)
+	rm -rf $(RESULTS) $(GENERATED) $(BUILD_DIR)/$(PROFILE)
 
 .PHONY: FORCE
 FORCE:

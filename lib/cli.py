@@ -16,7 +16,6 @@ from lib.errors import UserError
 COMMANDS = {
     "config": ("lib.config_cli", "print the resolved configuration of a run as YAML"),
     "data": ("lib.data.prepare", "get the raw data (hub, generated or a file), clean it, write test/dev and nested train splits"),
-    "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
     "mcq-data": ("lib.data.mcq", "get the knowledge track's multiple-choice items (hub, generated or a file) into mcq.jsonl"),
     "tiny-model": ("lib.tiny_model", "build the demo's tiny random-init Qwen2 model and its tokenizer"),
     "model": ("lib.model", "fetch the base model into models/ and check that it loads"),
@@ -27,6 +26,13 @@ COMMANDS = {
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
     "report": ("lib.report", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
     "paper": ("lib.tex", "compile paper/report.tex against one generated folder into a PDF (latexmk + xelatex)"),
+    "plan": ("lib.plan", "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
+    "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
+    "bench-collation": ("lib.bench.collation", "training tokens/s of this project's collation vs padding every example to 512"),
+    "bench-generation": ("lib.bench.generation", "batched vs one-by-one greedy generation on the tiny model"),
+    "bench-demo": ("lib.bench.demo", "time every stage of make demo from scratch"),
+    "bench-gpu": ("lib.bench.gpu", "time LoRA/QLoRA training steps of the 3B architecture on a GPU: tokens/s, peak memory, MFU"),
+    "bench-summary": ("lib.bench.summary", "gather the benchmarks' headlines into results/bench/README.md"),
 }
 
 

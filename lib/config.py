@@ -52,7 +52,7 @@ class DataConfig:
 class CleaningConfig:
     min_question_chars: int = 4
     max_question_chars: int = 500
-    min_answer_chars: int = 8
+    min_answer_chars: int = 5  # "心源性肝硬化。" (7) answers; "多喝水。" (4) says nothing to learn
     max_answer_chars: int = 2_000
     max_example_tokens: int | None = None  # with a tokenizer at hand; None = no token limit
     min_chinese_ratio: float = 0.3  # share of CJK characters among letters and CJK characters
@@ -95,6 +95,9 @@ class TrainConfig:
     effective_batch_size: int = 16  # per_device_batch_size x accumulation x processes
     per_device_batch_size: int = 8
     max_length: int = 1024
+    # None pads each batch to its longest example; the seed study padded every example to 512
+    # (make bench-collation measures what that costs)
+    pad_to_multiple_of: int | None = None
     packing: bool = False
     gradient_checkpointing: bool = True
     eval_steps: int = 200

@@ -12,7 +12,6 @@ run code shipped with the weights.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from lib.errors import UserError
@@ -168,24 +167,26 @@ WANTED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tik
 
 def fetch(name: str, revision: str, out: Path, source: str = "huggingface") -> Path:
     """Download a model repository into `out` (resumable: a second call reuses what is there)."""
-    try:
-        if source == "modelscope":
-            try:
-                from modelscope import snapshot_download as modelscope_download
-            except ImportError:
-                raise UserError("MODEL_SOURCE=modelscope needs the modelscope package: "
-                                "pip install -e '.[modelscope]'") from None
-            modelscope_download(name, revision=revision if revision != "main" else None,
+    offline_hint = "fetch it on a machine with network and copy models/ over, or use PROFILE=demo"
+    if source == "modelscope":
+        try:
+            from modelscope import snapshot_download as modelscope_download
+        except ImportError:
+            raise UserError("MODEL_SOURCE=modelscope needs the modelscope package: "
+                            "pip install -e '.[modelscope]'") from None
+        try:
+            modelscope_download(name, revision=None if revision == "main" else revision,
                                 local_dir=str(out), allow_patterns=WANTED_FILES)
-        else:
-            from huggingface_hub import snapshot_download
+        except (OSError, ConnectionError) as err:  # requests' network errors derive from OSError
+            raise UserError(f"model {name}: could not download from ModelScope ({type(err).__name__}); "
+                            f"{offline_hint}") from None
+        return out
+    from huggingface_hub import snapshot_download
 
-            snapshot_download(name, revision=revision, local_dir=out, allow_patterns=WANTED_FILES)
-    except (OSError, ConnectionError) as err:  # requests/httpx connection errors derive from OSError
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        raise UserError(f"model {name}: could not download from {source} ({endpoint if source == 'huggingface' else 'modelscope'}: "
-                        f"{type(err).__name__}); check the network, or set HF_ENDPOINT to a mirror, "
-                        f"or use PROFILE=demo for the offline CPU demo") from None
+    from lib.data.hub import hub_errors
+
+    with hub_errors(f"model {name}@{revision}", "model.name_or_path (MODEL=) and model.revision", offline_hint):
+        snapshot_download(name, revision=revision, local_dir=out, allow_patterns=WANTED_FILES)
     return out
 
 

@@ -149,12 +149,13 @@ def resumed_seconds(checkpoint: Path | None) -> float:
 # --- the trainer ---------------------------------------------------------------------------------
 
 
-def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path):
+def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path, **overrides):
+    """The study's SFTConfig; `overrides` replace single settings (bench-gpu: fixed steps, no evaluation)."""
     import torch
     from trl import SFTConfig
 
     train = config.train
-    return SFTConfig(
+    settings = dict(
         output_dir=str(out / "checkpoints"),
         seed=spec.seed,
         num_train_epochs=train.epochs,
@@ -167,6 +168,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         max_length=train.max_length,
+        pad_to_multiple_of=train.pad_to_multiple_of,
         packing=train.packing,
         assistant_only_loss=True,
         activation_checkpointing=train.gradient_checkpointing,  # transformers' newer name for it
@@ -188,6 +190,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+    return SFTConfig(**(settings | overrides))
 
 
 def lora_config(config: Config):
@@ -204,7 +207,6 @@ def lora_config(config: Config):
 
 
 def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batch: BatchPlan):
-    import torch
     from trl import SFTTrainer
 
     from lib.model import compute_dtype, load_model, load_tokenizer
@@ -221,14 +223,20 @@ def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batc
         processing_class=tokenizer,
         peft_config=lora_config(config),
     )
+    keep_qlora_adapters_in_fp32_without_bf16(trainer, config, dtype)
+    return trainer, dtype
+
+
+def keep_qlora_adapters_in_fp32_without_bf16(trainer, config: Config, dtype) -> None:
+    """TRL stores QLoRA adapters in bf16 (the paper's choice on bf16 hardware). On fp16 GPUs
+    (T4) and CPUs bf16 has no fast path and fp16 adapters cannot be unscaled by the AMP
+    grad scaler, so the adapters stay in fp32 there, as PEFT keeps them for plain LoRA."""
+    import torch
+
     if config.quantization.load_in_4bit and dtype != torch.bfloat16:
-        # TRL stores QLoRA adapters in bf16 (the paper's choice on bf16 hardware). On fp16 GPUs
-        # (T4) and CPUs bf16 has no fast path and fp16 adapters cannot be unscaled by the AMP
-        # grad scaler, so the adapters stay in fp32 there, as PEFT keeps them for plain LoRA.
         for parameter in trainer.model.parameters():
             if parameter.requires_grad:
                 parameter.data = parameter.data.float()
-    return trainer, dtype
 
 
 def keep_4bit_layers_trainable_after_eval(model) -> None:

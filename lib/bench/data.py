@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> None:
         "target_seconds": TARGET_SECONDS * args.records / 100_000,
         "within_target": wall < TARGET_SECONDS * args.records / 100_000,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
+        "headline": [{"measure": f"data preparation of {args.records:,} generated records "
+                                 f"(target {TARGET_SECONDS * args.records / 100_000:g} s)",
+                      "value": round(wall, 1), "unit": "s"}],
         "machine": hardware(),
         "provenance": provenance({"data": asdict(config.data), "cleaning": asdict(config.cleaning)}),
     }

@@ -14,6 +14,7 @@ file, revision, resolved commit, counts, sha256). Later runs reuse it without th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from datetime import datetime, timezone
@@ -70,26 +71,40 @@ def fetch_sample(data: DataConfig, raw_dir: str | Path) -> tuple[Path, dict]:
 
 
 def download(data: DataConfig) -> Path:
-    """The hub file in the local cache (downloaded if needed); network problems become one line."""
-    import httpx2  # huggingface_hub 2.x's HTTP client: its network errors can escape a download
+    """The seed study's hub file in the local cache (downloaded if needed)."""
+    return download_file(data.hub_repo, data.hub_file, data.hub_revision,
+                         settings="data.hub_repo, data.hub_file and data.hub_revision",
+                         offline_hint="use a local file instead (make data SOURCE=path/to/file.jsonl) "
+                                      "or the offline demo (make data PROFILE=demo)")
+
+
+def download_file(repo: str, filename: str, revision: str, settings: str, offline_hint: str) -> Path:
+    """A file of a hub dataset repo in huggingface_hub's cache; failures become one line."""
     import huggingface_hub
+
+    with hub_errors(f"{repo}/{filename}@{revision}", settings, offline_hint):
+        return Path(huggingface_hub.hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset",
+                                                    revision=revision))
+
+
+@contextlib.contextmanager
+def hub_errors(what: str, settings: str, offline_hint: str):
+    """huggingface_hub's failures as one line: what was asked, which settings name it, and how
+    to do without the network. Used for data sets and for models alike."""
+    import httpx2  # huggingface_hub 2.x's HTTP client: its network errors can escape a download
     from huggingface_hub import errors
 
-    what = f"{data.hub_repo}/{data.hub_file}@{data.hub_revision}"
     try:
-        return Path(huggingface_hub.hf_hub_download(
-            repo_id=data.hub_repo, filename=data.hub_file, repo_type="dataset", revision=data.hub_revision,
-        ))
+        yield
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.RemoteEntryNotFoundError) as err:
         raise UserError(
-            f"{endpoint()}: {what} not found ({type(err).__name__}); check data.hub_repo, data.hub_file and "
-            "data.hub_revision, and log in (`hf auth login`) if the data set is gated"
+            f"{endpoint()}: {what} not found ({type(err).__name__}); check {settings}, and log in "
+            "(`hf auth login`) if the repository is gated"
         ) from None
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, httpx2.TransportError, ConnectionError):
         raise UserError(
-            f"could not reach the Hugging Face hub at {endpoint()} to download {what}; use a local file instead "
-            "(make data SOURCE=path/to/file.jsonl) or the offline demo (make data PROFILE=demo), or set "
-            "HF_ENDPOINT to a mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)"
+            f"could not reach the Hugging Face hub at {endpoint()} to download {what}; {offline_hint}, "
+            "or set HF_ENDPOINT to a mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)"
         ) from None
     except errors.HfHubHTTPError as err:
         raise UserError(f"{endpoint()}: downloading {what} failed: {str(err).splitlines()[0]}") from None

@@ -250,33 +250,13 @@ def sample(items: list[dict], size: int, seed: int) -> list[dict]:
 
 
 def download(config: EvalConfig) -> Path:
-    """The hub file in huggingface_hub's cache (downloaded if needed); network problems are one
-    line that says how to use a local file instead."""
-    import httpx2  # huggingface_hub 2.x's HTTP client: its network errors can escape a download
-    import huggingface_hub
-    from huggingface_hub import errors
+    """The multiple-choice file of the hub in huggingface_hub's cache (downloaded if needed)."""
+    from lib.data.hub import download_file
 
-    from lib.data.hub import endpoint
-
-    what = f"{config.mcq_hub_repo}/{config.mcq_hub_file}@{config.mcq_hub_revision}"
-    try:
-        return Path(huggingface_hub.hf_hub_download(
-            repo_id=config.mcq_hub_repo, filename=config.mcq_hub_file, repo_type="dataset",
-            revision=config.mcq_hub_revision,
-        ))
-    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.RemoteEntryNotFoundError) as err:
-        raise UserError(
-            f"{endpoint()}: {what} not found ({type(err).__name__}); check eval.mcq_hub_repo, eval.mcq_hub_file "
-            f"and eval.mcq_hub_revision, or use a local file ({LOCAL_HINT})"
-        ) from None
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, httpx2.TransportError, ConnectionError):
-        raise UserError(
-            f"could not reach the Hugging Face hub at {endpoint()} to download the multiple-choice items {what}; "
-            f"use a local file instead ({LOCAL_HINT}; CMB, CMExam, MedQA-MCMLE, CMMLU or Apollo shape), "
-            "or set HF_ENDPOINT to a mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)"
-        ) from None
-    except errors.HfHubHTTPError as err:
-        raise UserError(f"{endpoint()}: downloading {what} failed: {str(err).splitlines()[0]}") from None
+    return download_file(config.mcq_hub_repo, config.mcq_hub_file, config.mcq_hub_revision,
+                         settings="eval.mcq_hub_repo, eval.mcq_hub_file and eval.mcq_hub_revision",
+                         offline_hint=f"use a local file instead ({LOCAL_HINT}; CMB, CMExam, MedQA-MCMLE, "
+                                      "CMMLU or Apollo shape)")
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -163,7 +163,9 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     if config.eval.judge:
         from lib.evaluate.judge import judge_predictions
 
-        result["judge"] = judge_predictions(predictions, run_dir / "judge_cache.jsonl", n_samples=n_samples, seed=0)
+        result["judge"] = judge_predictions(predictions, run_dir / "judge_cache.jsonl", n_samples=n_samples, seed=0,
+                                            concurrency=config.eval.judge_concurrency)
+        metrics.update(result["judge"]["metrics"])  # judge_accuracy, judge_helpfulness, judge_safety (1-5)
     result["provenance"] = provenance(config.to_dict(), seed=0)
 
     write_jsonl(run_dir / "predictions.jsonl", predictions)

@@ -1,0 +1,127 @@
+"""Evaluation: batched generation, determinism, coverage of the test set, bad inputs, the chat CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, demo_overrides
+from lib.config import load_config
+from lib.errors import UserError
+from lib.io import read_json, read_jsonl
+from lib.train import RunSpec, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model, demo_data, tmp_path_factory) -> Path:
+    """A LoRA run on 64 examples: enough to move the adapter away from zero."""
+    out = tmp_path_factory.mktemp("runs") / "lora-64"
+    config = load_config("demo", "lora", overrides=demo_overrides(tiny_model, "train.learning_rate=5e-3"))
+    train(config, RunSpec("lora-64", "demo", "lora", "64", 64, 42), demo_data, out)
+    return out
+
+
+def eval_config(tiny_model, method="lora"):
+    return load_config("demo", method, overrides=demo_overrides(tiny_model))
+
+
+def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_data):
+    from lib.evaluate.generate import TransformersGenerator
+    from lib.model import load_for_inference
+    from lib.prompts import end_of_turn_ids, prompt_messages, render_prompt
+
+    tokenizer, model = load_for_inference(eval_config(tiny_model))
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:12]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    generator = TransformersGenerator(model, tokenizer, end_of_turn_ids(tokenizer, model))
+    batched = generator.generate(prompts, 16, batch_size=6, progress=False)
+    single = generator.generate(prompts, 16, batch_size=1, progress=False)
+    assert [a.text for a in batched] == [a.text for a in single]
+    assert [a.new_tokens for a in batched] == [a.new_tokens for a in single]
+    assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
+
+
+def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, tiny_model, demo_data):
+    from lib.evaluate.run import evaluate
+
+    first = evaluate(eval_config(tiny_model), trained_run, demo_data)
+    predictions = (trained_run / "predictions.jsonl").read_bytes()
+    second = evaluate(eval_config(tiny_model), trained_run, demo_data)
+    assert (trained_run / "predictions.jsonl").read_bytes() == predictions
+    assert first["metrics"] == second["metrics"]
+    assert first["mcq"] == second["mcq"] and first["mcq"]["overall"]["n"] == 40
+
+    test_ids = [r["id"] for r in read_jsonl(demo_data / "test.jsonl")]
+    rows = list(read_jsonl(trained_run / "predictions.jsonl"))
+    assert [row["id"] for row in rows] == test_ids  # every test item, in test-file order
+    saved = read_json(trained_run / "eval.json")
+    assert saved["n_items"] == len(test_ids)
+    # the test loss is the token-weighted mean of the items' losses, as the summary recomputes it
+    tokens = sum(row["scores"]["ref_tokens"] for row in rows)
+    weighted = sum(row["scores"]["loss"] * row["scores"]["ref_tokens"] for row in rows) / tokens
+    assert saved["metrics"]["test_loss"]["value"] == pytest.approx(weighted, rel=1e-9)
+    low, high = saved["metrics"]["rougeL"]["ci_low"], saved["metrics"]["rougeL"]["ci_high"]
+    assert low <= saved["metrics"]["rougeL"]["value"] <= high
+    assert not (trained_run / "predictions.partial.jsonl").exists()
+
+
+def test_an_interrupted_generation_keeps_its_finished_answers(trained_run, tiny_model, demo_data, capsys):
+    from lib.evaluate.generate import TransformersGenerator
+    from lib.evaluate.run import evaluate
+
+    evaluate(eval_config(tiny_model), trained_run, demo_data)
+    expected = (trained_run / "predictions.jsonl").read_bytes()
+    original = TransformersGenerator.generate
+
+    def crash_after_first_batch(self, prompts, max_new_tokens, batch_size, progress=True, on_batch=None):
+        def then_crash(batch, answers):
+            on_batch(batch, answers)
+            raise KeyboardInterrupt
+        return original(self, prompts, max_new_tokens, batch_size, progress, then_crash)
+
+    TransformersGenerator.generate = crash_after_first_batch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(eval_config(tiny_model), trained_run, demo_data)
+    finally:
+        TransformersGenerator.generate = original
+    assert (trained_run / "predictions.partial.jsonl").is_file()
+    evaluate(eval_config(tiny_model), trained_run, demo_data)
+    assert "answers kept from an interrupted run" in capsys.readouterr().out
+    assert (trained_run / "predictions.jsonl").read_bytes() == expected
+
+
+def test_an_adapter_of_another_base_model_is_refused(trained_run, tiny_model, tmp_path):
+    from lib.model import check_adapter_base
+
+    check_adapter_base(trained_run / "adapter", str(tiny_model))  # its own base: fine
+    with pytest.raises(UserError, match="trained on .*tiny-qwen2, but the configured base model is Qwen/Qwen2.5-3B"):
+        check_adapter_base(trained_run / "adapter", "Qwen/Qwen2.5-3B-Instruct")
+
+
+def test_bad_evaluation_inputs_get_one_line(trained_run, tiny_model, demo_data, tmp_path):
+    from lib.evaluate.run import evaluate
+
+    with pytest.raises(UserError, match=r"lora-1k: the run has not finished training.*make exp-lora-1k"):
+        evaluate(eval_config(tiny_model), tmp_path / "lora-1k", demo_data)
+    broken = tmp_path / "data"
+    broken.mkdir()
+    (broken / "test.jsonl").write_text(json.dumps({"id": "a", "question": "头痛？"}, ensure_ascii=False) + "\n")
+    with pytest.raises(UserError, match=r"test.jsonl:1: the record has no `messages` list"):
+        evaluate(eval_config(tiny_model), trained_run, broken)
+
+
+def test_chat_streams_an_answer_and_leaves_at_end_of_input(trained_run, tiny_model):
+    command = [sys.executable, "-m", "lib", "chat", "--profile", "demo", "--method", "lora", "--run-dir",
+               str(trained_run)] + [arg for o in demo_overrides(tiny_model) for arg in ("--set", o)]
+    finished = subprocess.run(command, cwd=REPO_ROOT, input="头痛怎么办？\n/reset\n发烧了怎么办？\n",
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.count("助手: ") == 2
+    assert "你: 头痛怎么办？" in finished.stdout

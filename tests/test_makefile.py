@@ -1,0 +1,66 @@
+"""The Makefile: its reading of the grid and profiles, the plan it makes, and its help."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+from lib.config import load_config, load_grid
+
+
+def make(*args: str) -> str:
+    finished = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    return finished.stdout
+
+
+def make_vars(*args: str) -> dict:
+    return dict(line.split("=", 1) for line in make("vars", *args).splitlines())
+
+
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_make_reads_the_grid_and_the_model_as_python_does(profile):
+    seen = make_vars(f"PROFILE={profile}")
+    grid = load_grid(profile)
+    assert seen["METHODS"].split() == list(grid.methods)
+    assert seen["SIZES"].split() == list(grid.sizes)
+    assert [int(s) for s in seen["SEEDS"].split()] == list(grid.seeds)
+    assert seen["MODEL"] == load_config(profile).model.name_or_path
+
+
+def test_model_folders_follow_lib_model():
+    from lib.model import MODELS_DIR, local_copy
+
+    paper = make_vars("PROFILE=paper")
+    assert REPO_ROOT / paper["MODEL_DIR"] == local_copy(paper["MODEL"]) == MODELS_DIR / "Qwen--Qwen2.5-3B-Instruct"
+    assert make_vars("PROFILE=demo")["MODEL_DIR"] == "models/tiny-qwen2"
+
+
+def test_the_plan_of_the_grid_has_one_training_and_one_evaluation_per_cell():
+    plan = make("-n", "-B", "all-experiments", "PROFILE=paper", "SEEDS=42 7")
+    trainings = re.findall(r"-m lib train .*?--method (\w+) --size (\w+)\s*\\?\s*--seed (\d+)", plan, re.S)
+    expected = {(m, s, str(seed)) for m in ("lora", "qlora") for s in ("10k", "20k", "40k", "60k") for seed in (42, 7)}
+    assert set(trainings) == expected and len(trainings) == 16
+    # the default seed's run has no suffix
+    assert re.search(r"--out results/paper/runs/qlora-60k$", plan, re.M)
+    assert re.search(r"--out results/paper/runs/qlora-60k-s7$", plan, re.M)
+    evaluations = re.findall(r"-m lib evaluate .*?--run-dir (\S+)", plan)
+    assert len(evaluations) == 17 and "results/paper/runs/base" in evaluations
+
+
+def test_launchers_wrap_the_same_training_command():
+    accelerate = make("-n", "-B", "train-lora-10k", "LAUNCH=accelerate", "NPROC=4")
+    assert "accelerate launch --config_file experiments/accelerate/multi-gpu.yaml --num_processes 4" in accelerate
+    assert "-m lib train --profile paper" in accelerate
+    torchrun = make("-n", "-B", "train-lora-10k", "LAUNCH=torchrun", "NPROC=2")
+    assert "torchrun --nproc_per_node 2" in torchrun
+
+
+def test_help_lists_every_target_of_the_study():
+    text = make("help")
+    for target in ("setup", "test", "data", "model", "exp-%", "all-experiments", "figures", "paper", "demo",
+                   "chat", "bench", "bench-gpu", "plan", "setup-tex"):
+        assert re.search(rf"^  {re.escape(target)}\s+\S", text, re.M), target
