@@ -226,7 +226,7 @@ bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architec
 	$(CLI) bench-gpu $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
-	$(CLI) plan $(CONFIG_ARGS)
+	$(CLI) plan $(CONFIG_ARGS) --out $(BENCH)
 
 # --- cleaning -----------------------------------------------------------------------------------
 clean-data: ## delete the processed splits of PROFILE (raw downloads are kept)

@@ -1,0 +1,596 @@
+"""`python -m lib plan`: estimate the peak memory of LoRA and QLoRA training, without a GPU.
+
+    python -m lib plan --profile paper --model-config qwen2.5-3b --batch 8 --seq 256 --seq 1024
+    python -m lib plan --profile paper --batch 1 --seq 1024 --out results/bench     (plan.json + plan.md)
+    python -m lib plan --profile demo --model-config tiny                           (CPU: the demo's model)
+
+For each method of the grid it adds up, for one micro-batch of `batch` rows of `seq` tokens:
+
+    weights       16-bit, or for QLoRA the linear layers in 4-bit NF4 with double quantisation
+                  (embeddings, norms and biases stay 16-bit, as bitsandbytes leaves them)
+    adapters      the LoRA matrices, their gradients and AdamW's two moments
+    activations   what autograd keeps from the forward pass for the backward pass, per layer
+                  (formula below), all layers or, with gradient checkpointing, one layer's input
+                  each plus one layer recomputed during the backward pass
+    loss head     TRL's fused LM head: the logits are computed in tiles of 4,096 tokens x 32,768
+                  vocabulary entries and never held whole (B x L x V fp32 would be 4.6 GiB at
+                  8 x 1024 x 151,936; plan.md shows that figure for comparison)
+    backward      gradients alive at once while one layer is back-propagated
+    overhead      GPU: the CUDA context and the caching allocator's slack (outside
+                  torch.cuda.max_memory_allocated); CPU: the resident size of the training stack
+                  before any model is loaded, measured in a subprocess
+
+and says which cards each method fits (a T4 trains in fp16, the others in bf16). Every memory
+number is in GiB (2^30 bytes), as torch reports them. Where bench-gpu (results/bench/gpu.json) or a
+finished run (results/<profile>/runs/*/train_metrics.json) measured a peak, the table shows it
+next to the estimate at the same shape, with the ratio measured / estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from lib.config import Config, load_config, load_grid
+from lib.errors import UserError
+from lib.io import atomic_write, provenance, read_json, shown, write_json
+
+GIB = 2**30
+
+# --- the architectures ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape of a Qwen2 decoder: all that memory and speed depend on."""
+    name: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    rope_theta: float
+    rms_norm_eps: float
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def kv_size(self) -> int:
+        """Width of the key (and of the value) projection: grouped-query attention shares heads."""
+        return self.num_key_value_heads * self.head_dim
+
+
+# config.json of Qwen/Qwen2.5-3B-Instruct on the Hugging Face hub
+# (https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/config.json): 3.09B parameters.
+QWEN2_5_3B = Architecture(
+    name="qwen2.5-3b",
+    vocab_size=151_936,
+    hidden_size=2_048,
+    intermediate_size=11_008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    max_position_embeddings=32_768,
+    tie_word_embeddings=True,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+)
+
+
+def tiny_architecture() -> Architecture:
+    """The demo's tiny Qwen2 (lib.tiny_model), with Qwen2Config's defaults for what it leaves unset."""
+    from lib.tiny_model import TinySpec
+
+    spec = TinySpec()
+    return Architecture(
+        name="tiny",
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        rope_theta=10_000.0,
+        rms_norm_eps=1e-6,
+    )
+
+
+MODEL_CONFIGS = {"qwen2.5-3b": lambda: QWEN2_5_3B, "tiny": tiny_architecture}
+
+
+def architecture(name: str) -> Architecture:
+    if name not in MODEL_CONFIGS:
+        raise UserError(f"--model-config {name}: unknown (known: {', '.join(MODEL_CONFIGS)})")
+    return MODEL_CONFIGS[name]()
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each projection of one decoder layer."""
+    h, kv, inter = arch.hidden_size, arch.kv_size, arch.intermediate_size
+    return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    embedding: int  # vocab x hidden; also the output layer when the two are tied
+    output: int  # a separate output layer (0 when tied)
+    linear: int  # the seven projections of every layer: what QLoRA quantises
+    small: int  # q/k/v biases and RMSNorm weights
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.output + self.linear + self.small
+
+
+def parameter_counts(arch: Architecture) -> ParameterCounts:
+    """Qwen2.5-3B: embedding 151,936 x 2,048 = 311.2M; per layer 77.07M in the projections
+    + 2,560 q/k/v biases + 4,096 norm weights; x 36 layers + final norm = 3,085.9M."""
+    h, layers = arch.hidden_size, arch.num_hidden_layers
+    embedding = arch.vocab_size * h
+    per_layer_linear = sum(i * o for i, o in linear_shapes(arch).values())
+    per_layer_small = (h + 2 * arch.kv_size) + 2 * h  # q, k, v biases; two RMSNorms
+    return ParameterCounts(
+        embedding=embedding,
+        output=0 if arch.tie_word_embeddings else embedding,
+        linear=layers * per_layer_linear,
+        small=layers * per_layer_small + h,  # + the final RMSNorm
+    )
+
+
+def lora_targets(target_modules: list[str] | str) -> tuple[str, ...]:
+    """The projections LoRA adapts: PEFT's "all-linear" is every one but the output layer."""
+    if target_modules == "all-linear":
+        return LINEAR_MODULES
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    unknown = [name for name in names if name not in LINEAR_MODULES]
+    if unknown:
+        raise UserError(f"lora.target_modules: {', '.join(unknown)} is not a Qwen2 projection "
+                        f"(known: {', '.join(LINEAR_MODULES)}, or all-linear)")
+    return tuple(name for name in LINEAR_MODULES if name in names)
+
+
+def lora_parameter_count(arch: Architecture, r: int, targets: tuple[str, ...]) -> int:
+    """A (r x in) + B (out x r) per adapted projection: Qwen2.5-3B, r=16, all-linear =
+    36 x 16 x (4,096 + 2,304 + 2,304 + 4,096 + 3 x 13,056) = 29.93M."""
+    shapes = linear_shapes(arch)
+    return arch.num_hidden_layers * sum(r * (shapes[name][0] + shapes[name][1]) for name in targets)
+
+
+# --- precision -------------------------------------------------------------------------------------
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# NF4 with double quantisation (Dettmers et al. 2023, QLoRA, section 3): 4 bits per weight, one
+# 8-bit absmax per block of 64 weights, one fp32 constant per 256 such blocks:
+# 4 + 8/64 + 32/(64 x 256) = 4.127 bits per weight.
+NF4_BITS_PER_WEIGHT = 4 + 8 / 64 + 32 / (64 * 256)
+
+
+def adapter_bytes(method: str, dtype: str) -> int:
+    """PEFT keeps LoRA adapters in fp32; TRL casts QLoRA adapters to bf16, except where lib.train
+    keeps them in fp32 (fp16 GPUs and CPUs, where bf16 adapters cannot be trained)."""
+    return 2 if method == "qlora" and dtype == "bfloat16" else 4
+
+
+# --- activations -------------------------------------------------------------------------------------
+
+# TRL's fused LM head (trl/kernels/chunked_logprob.py): logits in tiles of this many tokens x this
+# many vocabulary entries, one tile buffer in the training dtype.
+HEAD_TOKEN_TILE = 4_096
+HEAD_VOCAB_TILE = 32_768
+# On a CPU (no Triton) the tile is folded in torch: the backward holds y, z, log p, p, the gradient
+# and two temporaries, plus the tile buffer: 8 fp32 tiles (trl/kernels/chunked_logprob.py _backward_tile).
+CPU_HEAD_BACKWARD_TILES = 8
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything the estimate depends on besides the architecture."""
+    method: str  # lora | qlora
+    batch: int  # rows of one micro-batch (1 with packing: all examples in one row)
+    seq: int  # tokens per row
+    dtype: str  # training dtype: bfloat16 | float16 | float32
+    device: str  # cuda | cpu
+    lora_r: int
+    lora_targets: tuple[str, ...]
+    lora_dropout: float
+    gradient_checkpointing: bool
+    # sdpa gets an explicit mask (padding, or packing's block-diagonal one) and repeats the kv heads;
+    # flash_attention_2 runs on the unpadded sequences and needs neither
+    masked: bool = True
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def autocast(self) -> bool:
+        """fp32 adapters on a 16-bit model run under autocast, which keeps 16-bit copies of them."""
+        return adapter_bytes(self.method, self.dtype) > DTYPE_BYTES[self.dtype]
+
+
+def layer_activation_bytes(arch: Architecture, setting: Setting) -> float:
+    """Bytes autograd keeps per token for one decoder layer, counted tensor by tensor.
+
+    Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+    section 4.1) count 34 s b h + 5 a s^2 b bytes for a GPT layer in 16-bit; a Qwen2 layer under
+    LoRA differs: no dropout outside LoRA, fused attention (no s^2 scores), RMSNorm in fp32,
+    grouped-query attention, a SwiGLU MLP of width I, and frozen projections that keep no input.
+    With p = bytes of the training dtype, per token:
+
+        2 RMSNorms           2 x (4 h + 4)          fp32 copy of the input + 1/rms
+        each adapted proj.   (p + m) x in_features  LoRA's (dropped-out) input + dropout mask,
+                             + p x r                 and A's output
+        attention            p x (2 h + 2 k) + 4 a  q, k, v after RoPE, output, fp32 logsumexp;
+                                                     k = h when sdpa repeats the kv heads (it does
+                                                     with a mask), else kv_heads x head_dim
+        attention mask       p x s                   sdpa's B x s x s mask, converted to the dtype per layer
+                                                     (with packing s is the whole packed row)
+        SwiGLU MLP           3 p x I                 gate, silu(gate), up
+
+    m = 1 byte on a GPU (a bool dropout mask), on a CPU the dropout's scaled noise in the adapter
+    dtype. Qwen2.5-3B, bf16 on a GPU, all-linear, sdpa: 169,000 + 2 s bytes per token per layer,
+    6.1 MB per token for 36 layers. tests/test_plan.py checks this formula against the tensors autograd saves.
+    """
+    p = DTYPE_BYTES[setting.dtype]
+    h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
+    mask = 0 if setting.lora_dropout == 0 else 1 if setting.device == "cuda" else adapter_bytes(setting.method, setting.dtype)
+    shapes = linear_shapes(arch)
+    norms = 2 * (4 * h + 4)
+    adapters = sum((p + mask) * shapes[name][0] + p * setting.lora_r for name in setting.lora_targets)
+    kv = h if setting.masked else arch.kv_size
+    attention = p * (2 * h + 2 * kv) + 4 * heads
+    attention_mask = p * setting.seq if setting.masked else 0
+    mlp = 3 * p * inter
+    return norms + adapters + attention + attention_mask + mlp
+
+
+def backward_working_bytes(arch: Architecture, setting: Setting) -> float:
+    """Gradients alive at once while one layer is back-propagated, per token (measured on a CPU with
+    torch.profiler for several h and I): the MLP's, I wide, in the training dtype; under autocast
+    two fp32 ones through LoRA's cast and dropout, as wide as the widest adapted input (I with
+    down_proj adapted); and a few h wide."""
+    p = DTYPE_BYTES[setting.dtype]
+    h, inter = arch.hidden_size, arch.intermediate_size
+    widest_adapted = max(linear_shapes(arch)[name][0] for name in setting.lora_targets)
+    fp32_path = 2 * 4 * widest_adapted if setting.autocast else 0
+    return p * inter + fp32_path + (2 * p + 4) * h
+
+
+def head_bytes(arch: Architecture, setting: Setting) -> dict:
+    """TRL's fused LM head: what it keeps for backward (per scored token) and its backward working set.
+
+    On a GPU only the tokens with a label are scored (all of them in this estimate: an upper bound);
+    the tile buffer is allocated full width. On a CPU every position is scored, and the CPU tile
+    holds only the vocabulary (the pages beyond it are never touched)."""
+    p = DTYPE_BYTES[setting.dtype]
+    h, scored = arch.hidden_size, setting.tokens
+    tile_rows = min(scored, HEAD_TOKEN_TILE)
+    if setting.device == "cuda":
+        tiles = tile_rows * HEAD_VOCAB_TILE * p
+    else:
+        tiles = CPU_HEAD_BACKWARD_TILES * tile_rows * min(arch.vocab_size, HEAD_VOCAB_TILE) * 4
+    return {
+        "saved": scored * (p * h + 8 + 8 + 4 * 2),  # the hidden states, targets, indices, log Z, entropy
+        "backward": tiles + scored * (4 + p) * h,  # tiles + the fp32 gradient of the hidden states and its cast
+        "unfused_logits": setting.tokens * arch.vocab_size * 4,  # what a plain fp32 cross-entropy would hold
+    }
+
+
+# --- the estimate ----------------------------------------------------------------------------------
+
+# A CUDA context with cuBLAS/cuDNN loaded takes about 0.5 GiB outside PyTorch's allocator.
+CUDA_CONTEXT_GB = 0.5
+# The caching allocator reserves more than it hands out; gpu.json's measured reserved/allocated
+# ratio replaces this share where it exists.
+DEFAULT_ALLOCATOR_SLACK = 0.10
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory in GiB, by component; `allocated` compares with torch.cuda.max_memory_allocated
+    (or, on a CPU, with the training's share of the process's peak resident size)."""
+    weights: float
+    adapters: float  # parameters + gradients + AdamW moments (+ autocast's 16-bit copies)
+    activations: float  # saved for backward at the end of the forward pass
+    activations_without_checkpointing: float
+    activations_with_checkpointing: float
+    loss_head: float  # the fused head's saved tensors and backward working set
+    backward: float  # the larger of the head's and one layer's backward working set
+    allocated: float
+    overhead: float
+    total: float
+    unfused_logits: float
+
+
+def estimate(arch: Architecture, setting: Setting, overhead_gb: float, allocator_slack: float = 0.0) -> Estimate:
+    p = DTYPE_BYTES[setting.dtype]
+    counts = parameter_counts(arch)
+    # weights: Qwen2.5-3B in bf16 = 3.086e9 x 2 B = 5.75 GiB; QLoRA = 2.775e9 x 4.127 / 8 B in NF4
+    # + 0.311e9 x 2 B 16-bit = 1.91 GiB
+    if setting.method == "qlora":
+        weights = counts.linear * NF4_BITS_PER_WEIGHT / 8 + (counts.total - counts.linear) * p
+    else:
+        weights = counts.total * p
+    # adapters: parameter + gradient + two AdamW moments, all in the adapter dtype (torch's AdamW
+    # keeps its moments in the parameter's dtype): 29.9M x 4 x 4 B = 0.45 GiB for fp32 LoRA
+    trainable = lora_parameter_count(arch, setting.lora_r, setting.lora_targets)
+    adapter_state = trainable * 4 * adapter_bytes(setting.method, setting.dtype)
+    layers = arch.num_hidden_layers
+    autocast_copies = trainable * p if setting.autocast else 0  # kept for backward, all layers or one
+    per_layer = layer_activation_bytes(arch, setting) * setting.tokens
+    outside = setting.tokens * (4 * arch.hidden_size + 4 + 2 * p * arch.head_dim)  # final norm, RoPE cos/sin
+    head = head_bytes(arch, setting)
+    without = layers * per_layer + outside + head["saved"]
+    # with checkpointing each layer keeps only its input, p x h per token (Korthikanti et al.,
+    # section 4.2, "full recomputation"), and one layer is recomputed at a time in backward
+    with_ = layers * p * arch.hidden_size * setting.tokens + outside + head["saved"]
+    layer_backward = backward_working_bytes(arch, setting) * setting.tokens
+    if setting.gradient_checkpointing:
+        activations = with_
+        layer_backward += per_layer + autocast_copies / layers
+    else:
+        activations = without
+        adapter_state += autocast_copies
+    backward = max(head["backward"], layer_backward)
+    allocated = weights + adapter_state + activations + backward
+    if setting.device == "cuda":
+        overhead = overhead_gb * GIB + allocator_slack * allocated
+    else:
+        overhead = overhead_gb * GIB
+    return Estimate(
+        weights=weights / GIB,
+        adapters=adapter_state / GIB,
+        activations=activations / GIB,
+        activations_without_checkpointing=without / GIB,
+        activations_with_checkpointing=with_ / GIB,
+        loss_head=(head["saved"] + head["backward"]) / GIB,
+        backward=backward / GIB,
+        allocated=allocated / GIB,
+        overhead=overhead / GIB,
+        total=(allocated + overhead) / GIB,
+        unfused_logits=head["unfused_logits"] / GIB,
+    )
+
+
+def setting_from_config(config: Config, method: str, batch: int, seq: int, dtype: str, device: str,
+                        masked: bool | None = None) -> Setting:
+    """The configured LoRA and checkpointing; `masked` defaults to the configured attention."""
+    if masked is None:
+        masked = config.model.attn_implementation != "flash_attention_2"
+    return Setting(method=method, batch=batch, seq=seq, dtype=dtype, device=device,
+                   lora_r=config.lora.r, lora_targets=lora_targets(config.lora.target_modules),
+                   lora_dropout=config.lora.dropout,
+                   gradient_checkpointing=config.train.gradient_checkpointing, masked=masked)
+
+
+# --- overhead ----------------------------------------------------------------------------------------
+
+# What a training process has imported before it loads a model.
+TRAINING_STACK = ("torch", "transformers", "peft", "trl", "datasets")
+
+
+def cpu_runtime_baseline_gb() -> float:
+    """Peak resident size of a fresh Python that has imported the training stack (Linux: KiB)."""
+    code = (f"import resource, {', '.join(TRAINING_STACK)}; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) * 1024 / GIB
+
+
+# --- cards -----------------------------------------------------------------------------------------
+
+# Memory usable by a process, GiB, and the dtype the card trains in (no bf16 before Ampere).
+CARDS = (
+    ("T4 16 GB", 15.0, "float16"),  # nvidia-smi: 15,360 MiB
+    ("24 GB (A10, L4, RTX 4090)", 22.5, "bfloat16"),  # A10: 23,028 MiB
+    ("A100 40 GB", 40.0, "bfloat16"),
+    ("80 GB (A100, H100)", 80.0, "bfloat16"),
+)
+
+
+def card_fits(arch: Architecture, setting: Setting, allocator_slack: float) -> dict[str, bool]:
+    """Whether the estimate (at the card's own dtype, CUDA context and slack included) fits each card."""
+    fits = {}
+    for name, usable_gb, dtype in CARDS:
+        on_card = replace(setting, dtype=dtype, device="cuda")
+        fits[name] = estimate(arch, on_card, CUDA_CONTEXT_GB, allocator_slack).total <= usable_gb
+    return fits
+
+
+# --- measurements to compare with -------------------------------------------------------------------
+
+
+def bench_measurements(path: Path) -> list[dict]:
+    """Measured peaks of bench-gpu's variants with the shape of their largest micro-batch."""
+    if not path.is_file():
+        return []
+    result = read_json(path)
+    measured = []
+    for variant in result.get("variants", []):
+        largest = variant.get("largest_batch")
+        if variant.get("status") != "ok" or not largest or variant.get("peak_memory_allocated_gb") is None:
+            continue
+        measured.append({
+            "source": f"{shown(path)}: {variant['name']}",
+            "method": variant["method"],
+            "batch": largest["rows"],
+            "seq": largest["length"],
+            "dtype": variant["dtype"],
+            "masked": variant["attention"] != "flash_attention_2",
+            "peak_gb": variant["peak_memory_allocated_gb"],
+            "reserved_gb": variant.get("peak_memory_reserved_gb"),
+        })
+    return measured
+
+
+def run_measurements(runs_dir: Path) -> list[dict]:
+    """Measured peaks of finished runs, compared at per_device_batch_size x max_length from the run's
+    own config.json: over thousands of micro-batches the longest reaches max_length (p99 of real
+    examples is ~876 tokens)."""
+    measured = []
+    for metrics_file in sorted(runs_dir.glob("*/train_metrics.json")):
+        config_file = metrics_file.parent / "config.json"
+        metrics = read_json(metrics_file)
+        if not config_file.is_file() or metrics.get("peak_memory_gb") is None:
+            continue
+        run_config = read_json(config_file)
+        measured.append({
+            "source": shown(metrics_file),
+            "method": run_config["run"]["method"],
+            "batch": run_config["train"]["per_device_batch_size"],
+            "seq": run_config["train"]["max_length"],
+            "dtype": metrics.get("dtype"),
+            "masked": run_config["model"]["attn_implementation"] != "flash_attention_2",
+            "peak_gb": metrics["peak_memory_gb"],
+            "reserved_gb": metrics.get("peak_memory_reserved_gb"),
+            "kind": metrics.get("peak_memory_kind"),
+        })
+    return measured
+
+
+def measured_allocator_slack(measured: list[dict]) -> float | None:
+    ratios = [m["reserved_gb"] / m["peak_gb"] - 1 for m in measured if m.get("reserved_gb") and m["peak_gb"]]
+    return max(ratios) if ratios else None
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lib.cli import add_config_arguments
+
+    add_config_arguments(parser, method=False)
+    parser.add_argument("--model-config", default=None, choices=sorted(MODEL_CONFIGS),
+                        help="architecture (default: tiny for a profile without a GPU, else qwen2.5-3b)")
+    parser.add_argument("--batch", type=int, default=None, help="rows per micro-batch (default: train.per_device_batch_size)")
+    parser.add_argument("--seq", type=int, action="append", default=None,
+                        help="tokens per row, repeatable (default: train.max_length, the longest batch a run meets)")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default=None,
+                        help="training dtype (default: model.dtype; auto = bfloat16 on a GPU, float32 on a CPU)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                        help="where training runs (default: cpu for a profile without a GPU, else cuda)")
+    parser.add_argument("--bench", type=Path, default=Path("results/bench/gpu.json"), help="bench-gpu's measurements")
+    parser.add_argument("--runs", type=Path, default=None, help="folder of finished runs (default: results/<profile>/runs)")
+    parser.add_argument("--out", type=Path, default=None, help="write plan.json and plan.md here")
+
+
+def run(args: argparse.Namespace) -> None:
+    result = plan(args)
+    text = markdown(result)
+    if args.out is not None:
+        write_json(args.out / "plan.json", result)
+        with atomic_write(args.out / "plan.md") as handle:
+            handle.write(text)
+    print(text, end="")
+
+
+def plan(args: argparse.Namespace) -> dict:
+    grid = load_grid(args.profile)
+    configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides) for method in grid.methods}
+    first = configs[grid.methods[0]]
+    on_gpu_profile = first.train.require_gpu
+    arch = architecture(args.model_config or ("qwen2.5-3b" if on_gpu_profile else "tiny"))
+    device = args.device or ("cuda" if on_gpu_profile else "cpu")
+    dtype = args.dtype or (first.model.dtype if first.model.dtype != "auto" else
+                           "bfloat16" if device == "cuda" else "float32")
+    batch = args.batch or first.train.per_device_batch_size
+    seqs = args.seq or [first.train.max_length]
+
+    measured = bench_measurements(args.bench)
+    runs_dir = args.runs or Path("results") / args.profile / "runs"
+    measured += run_measurements(runs_dir) if runs_dir.is_dir() else []
+    slack = measured_allocator_slack(measured)
+    slack_source = "measured (gpu.json reserved / allocated)" if slack is not None else "assumed"
+    slack = DEFAULT_ALLOCATOR_SLACK if slack is None else slack
+    overhead_gb = CUDA_CONTEXT_GB if device == "cuda" else cpu_runtime_baseline_gb()
+
+    rows = []
+    for method in grid.methods:
+        for seq in seqs:
+            setting = setting_from_config(configs[method], method, batch, seq, dtype, device)
+            rows.append({"method": method, "batch": batch, "seq": seq,
+                         **asdict(estimate(arch, setting, overhead_gb, slack)),
+                         "fits": card_fits(arch, setting, slack) if device == "cuda" else None})
+    comparisons = []
+    for m in measured:
+        setting = setting_from_config(configs[m["method"]], m["method"], m["batch"], m["seq"],
+                                      m["dtype"] or dtype, device, masked=m["masked"])
+        estimated = estimate(arch, setting, overhead_gb, slack)
+        compared = estimated.allocated if m.get("kind", "cuda_max_allocated") == "cuda_max_allocated" else estimated.total
+        comparisons.append({**m, "estimated_gb": compared, "ratio": m["peak_gb"] / compared})
+
+    counts = parameter_counts(arch)
+    return {
+        "architecture": asdict(arch),
+        "parameters": {**asdict(counts), "total": counts.total},
+        "trainable": {method: lora_parameter_count(arch, configs[method].lora.r, lora_targets(configs[method].lora.target_modules))
+                      for method in grid.methods},
+        "settings": {"profile": args.profile, "device": device, "dtype": dtype, "batch": batch, "seqs": seqs,
+                     "gradient_checkpointing": first.train.gradient_checkpointing,
+                     "overhead_gb": overhead_gb, "overhead": "CUDA context" if device == "cuda" else
+                     "measured resident size of Python with " + ", ".join(TRAINING_STACK),
+                     "allocator_slack": slack, "allocator_slack_source": slack_source},
+        "grid": {"methods": list(grid.methods), "sizes": list(grid.sizes)},
+        "estimates": rows,
+        "measured": comparisons,
+        "cards": [{"name": name, "usable_gb": usable, "dtype": card_dtype} for name, usable, card_dtype in CARDS],
+        "provenance": provenance({"profile": args.profile, "variants": args.variant, "overrides": args.overrides}),
+    }
+
+
+def markdown(result: dict) -> str:
+    arch, settings = result["architecture"], result["settings"]
+    lines = [
+        f"# Memory plan: {arch['name']}, {settings['dtype']} on {settings['device']}",
+        "",
+        f"{result['parameters']['total'] / 1e9:.3f}B parameters; LoRA trains "
+        + ", ".join(f"{method} {n / 1e6:.2f}M" for method, n in result["trainable"].items())
+        + f"; gradient checkpointing {'on' if settings['gradient_checkpointing'] else 'off'}. "
+        f"GiB; overhead {settings['overhead_gb']:.2f} GiB ({settings['overhead']})"
+        + (f", allocator slack {settings['allocator_slack']:.0%} ({settings['allocator_slack_source']})"
+           if settings["device"] == "cuda" else "") + ".",
+        "",
+        "| method | batch x seq | weights | adapters+optim | activations (ckpt / none) | loss head | backward "
+        "| allocated | total | unfused logits |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["estimates"]:
+        lines.append(
+            f"| {row['method']} | {row['batch']} x {row['seq']} | {row['weights']:.2f} | {row['adapters']:.2f} "
+            f"| {row['activations_with_checkpointing']:.2f} / {row['activations_without_checkpointing']:.2f} "
+            f"| {row['loss_head']:.2f} | {row['backward']:.2f} | {row['allocated']:.2f} | **{row['total']:.2f}** "
+            f"| {row['unfused_logits']:.2f} |")
+    lines += ["", "Activations: the column used is the configured one; loss head = TRL's fused head "
+              "(the unfused column is the B x L x V fp32 logits it avoids)."]
+    if settings["device"] == "cuda":
+        cards = [card["name"] for card in result["cards"]]
+        lines += ["", "Fits (estimate at the card's dtype, CUDA context and slack included; every size of "
+                  f"the grid, {', '.join(result['grid']['sizes'])}, needs the same memory):", "",
+                  "| method | batch x seq | " + " | ".join(cards) + " |", "|---|---|" + "---|" * len(cards)]
+        for row in result["estimates"]:
+            lines.append(f"| {row['method']} | {row['batch']} x {row['seq']} | "
+                         + " | ".join("yes" if row["fits"][card] else "no" for card in cards) + " |")
+    if result["measured"]:
+        lines += ["", "Measured peaks against the estimate at the same shape:", "",
+                  "| source | method | batch x seq | measured | estimated | measured / estimated |", "|---|---|---|---:|---:|---:|"]
+        for m in result["measured"]:
+            lines.append(f"| {m['source']} | {m['method']} | {m['batch']} x {m['seq']} | {m['peak_gb']:.2f} "
+                         f"| {m['estimated_gb']:.2f} | {m['ratio']:.2f} |")
+    return "\n".join(lines) + "\n"

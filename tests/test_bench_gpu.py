@@ -1,0 +1,115 @@
+"""bench-gpu: the CPU run with the tiny architecture writes every field; lengths and synthetic data.
+
+The GPU run (Qwen2.5-3B on an H100/H200) is the same code with another --model-config; here the
+test suite checks the command end to end on the demo's tiny model, and the arithmetic by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lib.bench.gpu import (DEFAULT_LOG_MEAN, DEFAULT_LOG_SD, RECORD_FIELDS, TOKENS_PER_CHARACTER, Lengths,
+                           character_lengths, default_lengths, synthetic_dataset)
+from lib.config import parse_count
+from lib.plan import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
+
+
+def bench(run_cli, tmp_path, tiny_model, demo_data, *extra):
+    out = tmp_path / "bench"
+    done = run_cli("bench-gpu", "--out", out, "--profile", "demo", "--data", demo_data,
+                   "--set", f"model.name_or_path={tiny_model}", "--warmup", "1", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "gpu.json").read_text()), (out / "gpu.md").read_text()
+
+
+@pytest.mark.slow
+def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_model, demo_data):
+    result, table = bench(run_cli, tmp_path, tiny_model, demo_data, "--steps", "2")
+
+    assert result["architecture"] == "tiny"  # the demo profile's default: no GPU needed
+    by_name = {v["name"]: v for v in result["variants"]}
+    measured = ["lora-sdpa-padded", "qlora-sdpa-padded", "lora-sdpa-packed", "qlora-sdpa-packed"]
+    assert [by_name[name]["status"] for name in measured] == ["ok"] * 4
+    assert all(set(v) == set(RECORD_FIELDS) for v in result["variants"])
+    # flash attention and Liger need CUDA (and their packages): skipped with the reason
+    assert all(v["error"] for v in result["variants"] if v["status"] == "skipped")
+
+    tiny = tiny_architecture()
+    lengths = result["lengths"]
+    # the smallest split (a random sample of the nested ones), tokenised with the model's tokenizer
+    assert "train-64.jsonl, first 64 records, tokenised with" in lengths["source"]
+    for name in measured:
+        v = by_name[name]
+        assert v["measured_steps"] == 2 and v["tokens_per_s"] > 0
+        assert v["measured_tokens"] == pytest.approx(v["tokens_per_s"] * v["measured_seconds"], abs=1)
+        # the demo trains in fp32 on the CPU: no allocator statistics, no datasheet peak, each said why
+        assert v["dtype"] == "float32" and v["device"] == "cpu"
+        for field in ("peak_memory_allocated_gb", "peak_memory_reserved_gb", "memory_left_before_gb", "mfu"):
+            assert v[field] is None and v["null_reasons"][field]
+        assert v["peak_rss_gb"] > 0.1
+        # the 4-bit base is counted by its weights, so both methods report the same model + adapters
+        trainable = lora_parameter_count(tiny, 16, lora_targets("all-linear"))
+        assert v["trainable_params"] == trainable
+        assert v["total_params"] == parameter_counts(tiny).total + trainable
+        # padded micro-batches are 8 rows (demo per-device batch); packing puts them in one row
+        largest = v["largest_batch"]
+        assert largest["rows"] == (1 if v["packing"] else 8)
+        assert 0 < largest["labelled_tokens"] < largest["rows"] * largest["length"]
+        # hours = examples x epochs x tokens per example / tokens per second
+        for size, hours in v["projected_hours"].items():
+            expected = parse_count(size) * 1.0 * lengths["mean_after_truncation"] / v["tokens_per_s"] / 3600
+            assert hours == pytest.approx(expected, rel=1e-3)
+    assert result["machine"]["gpu"] is None and result["machine"]["cpu_count"] >= 1
+    assert result["provenance"]["versions"]["trl"]
+    assert "| lora-sdpa-packed | ok |" in table and "Projected training time" in table
+
+
+@pytest.mark.slow
+def test_a_failing_variant_is_recorded_and_the_others_still_run(run_cli, tmp_path, tiny_model, demo_data):
+    # an impossible quantisation type breaks QLoRA's loading only
+    result, table = bench(run_cli, tmp_path, tiny_model, demo_data, "--steps", "1",
+                          "--set", "quantization.quant_type=bogus")
+    status = {v["name"]: v for v in result["variants"]}
+    assert status["lora-sdpa-padded"]["status"] == status["lora-sdpa-packed"]["status"] == "ok"
+    for name in ("qlora-sdpa-padded", "qlora-sdpa-packed"):
+        assert status[name]["status"] == "failed"
+        assert status[name]["error"].startswith("RuntimeError: ") and "\n" not in status[name]["error"]
+    assert "| qlora-sdpa-padded | failed: RuntimeError" in table
+
+
+def test_character_lengths_follow_the_template():
+    messages = [{"role": "system", "content": "系" * 10}, {"role": "user", "content": "问" * 20},
+                {"role": "assistant", "content": "答" * 40}]
+    # 0.7 tokens per character: 7 + 14 + 28 tokens, + 5 template tokens per message; the loss
+    # covers the answer's 28 tokens + 3 (its "\n", <|im_end|> and the "\n" after it)
+    assert TOKENS_PER_CHARACTER == 0.7
+    assert character_lengths(messages) == (7 + 14 + 28 + 3 * 5, 28 + 3)
+
+
+def test_default_lengths_have_the_documented_mean_and_p99():
+    lengths = default_lengths(count=20_000)
+    summary = lengths.summary(max_length=10**6)
+    # a log-normal's mean is exp(mu + s^2 / 2) = 179 and its p99 exp(mu + 2.326 s) = 876
+    assert math.exp(DEFAULT_LOG_MEAN + DEFAULT_LOG_SD**2 / 2) == pytest.approx(179, rel=0.01)
+    assert math.exp(DEFAULT_LOG_MEAN + 2.326 * DEFAULT_LOG_SD) == pytest.approx(876, rel=0.01)
+    assert summary["mean"] == pytest.approx(179, rel=0.05)
+    assert summary["p99"] == pytest.approx(876, rel=0.1)
+    # truncation at the study's max_length lowers the mean the trainer sees
+    assert lengths.mean_tokens(1024) < summary["mean"]
+
+
+def test_synthetic_examples_have_the_drawn_lengths_and_the_answer_last():
+    lengths = Lengths(((10, 4), (6, 6), (3, 1)), "hand-made")
+    dataset = synthetic_dataset(lengths, 50, vocab_size=7, seed=0)
+    drawn = set()
+    for ids, mask in zip(dataset["input_ids"], dataset["assistant_masks"]):
+        assert len(ids) == len(mask)
+        assert min(ids) >= 1 and max(ids) < 7  # never the pad id 0, so every token counts as real
+        answer = sum(mask)
+        assert mask == [0] * (len(ids) - answer) + [1] * answer
+        drawn.add((len(ids), answer))
+    assert drawn == set(lengths.examples)
+    assert synthetic_dataset(lengths, 50, 7, seed=0)["input_ids"] == dataset["input_ids"]  # seeded
