@@ -142,7 +142,9 @@ endif
 $(PROCESSED)/.args:
 	@mkdir -p $(@D); echo '$(DATA_ARGS)' > $@
 
-$(PROCESSED)/%.jsonl: $(PROCESSED)/manifest.json ;
+# A split is made by the data step, and rewritten only when its content changes: make re-reads its
+# time after that step, so runs retrain exactly when their data changed.
+$(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # --- the base model -----------------------------------------------------------------------------
 model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)
