@@ -89,20 +89,7 @@ def tiny_architecture() -> Architecture:
     """The demo's tiny Qwen2 (lib.tiny_model), with Qwen2Config's defaults for what it leaves unset."""
     from lib.tiny_model import TinySpec
 
-    spec = TinySpec()
-    return Architecture(
-        name="tiny",
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
-        rope_theta=10_000.0,
-        rms_norm_eps=1e-6,
-    )
+    return Architecture(name="tiny", **TinySpec().shape(), rope_theta=10_000.0, rms_norm_eps=1e-6)
 
 
 MODEL_CONFIGS = {"qwen2.5-3b": lambda: QWEN2_5_3B, "tiny": tiny_architecture}

@@ -40,6 +40,19 @@ class TinySpec:
     corpus_records: int = 20_000  # generated QA pairs the tokenizer is trained on
     seed: int = 0
 
+    def shape(self) -> dict:
+        """The Qwen2Config fields that fix the model's shape (lib.plan sizes its memory from them)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": True,
+        }
+
 
 def training_text(spec: TinySpec):
     """The project's own text: questions and answers from the synthetic generator."""
@@ -90,14 +103,10 @@ def build_model(tokenizer, spec: TinySpec):
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
+        **(spec.shape() | {"vocab_size": len(tokenizer)}),  # the trained vocabulary, specials included
+        # Qwen2's default 0.02 makes random logits nearly uniform, and the frozen embeddings keep
+        # them so: LoRA alone could then barely move the loss. With 0.1 a token's logit can reach
+        # 128 x 0.1 x ~1 = 13 nats above the rest, so the adapters have something to steer.
         initializer_range=0.1,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),

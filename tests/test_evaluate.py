@@ -125,3 +125,49 @@ def test_chat_streams_an_answer_and_leaves_at_end_of_input(trained_run, tiny_mod
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert finished.stdout.count("助手: ") == 2
     assert "你: 头痛怎么办？" in finished.stdout
+
+
+def test_the_vllm_backend_gets_the_same_prompts_and_decoding(trained_run, tiny_model, demo_data, monkeypatch):
+    """vLLM needs a GPU, so here a stand-in module records what the backend asks of it."""
+    import types
+
+    from lib.evaluate import run as evaluation
+
+    asked = {}
+
+    class LLM:
+        def __init__(self, **settings):
+            asked["settings"] = settings
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+            asked.update(prompts=prompts, params=params, lora=lora_request)
+            done = types.SimpleNamespace(text=" 答案", token_ids=[1, 2], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[done]) for _ in prompts]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, lambda **params: params
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda name, number, path: path
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+
+    seen = {}
+    original = evaluation.generate_resumably
+
+    def record(generator, prompts, settings, run_dir):
+        seen.setdefault(generator.name, prompts)
+        return original(generator, prompts, settings, run_dir)
+
+    monkeypatch.setattr(evaluation, "generate_resumably", record)
+    monkeypatch.setattr("lib.evaluate.generate.vllm_usable", lambda: True)
+    evaluation.evaluate(load_config("demo", "lora", overrides=demo_overrides(tiny_model, "eval.backend=vllm")),
+                        trained_run, demo_data)
+    evaluation.evaluate(eval_config(tiny_model), trained_run, demo_data)
+
+    assert seen["vllm"] == seen["transformers"] == asked["prompts"]  # one rendering for both backends
+    assert asked["params"]["temperature"] == 0.0 and asked["params"]["max_tokens"] == 16
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tiny_model).convert_tokens_to_ids("<|im_end|>") in asked["params"]["stop_token_ids"]
+    assert asked["lora"] == str(trained_run / "adapter")  # attached per request, never merged
