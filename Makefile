@@ -104,7 +104,7 @@ $(SETUP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install --quiet -e '.[test]'  # (setuptools' editable-install notice)
 	@touch $@
 
 setup-tex: ## TeX Live + Chinese fonts for the report and figures (Debian/Ubuntu, apt; ~2 min, 600 MB)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from lib.errors import UserError
@@ -60,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_known_noise() -> None:
+    """bitsandbytes warns at every import on a CPU that an optional kernel, fetched from the
+    Hugging Face hub at run time, is missing; the 4-bit layers work without it."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_known_noise()
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage (and exits) for --help or an unknown command
         return

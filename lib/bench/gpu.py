@@ -26,6 +26,7 @@ Writes results/bench/gpu.json and gpu.md, with the machine and the library versi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import math
@@ -180,19 +181,8 @@ def placeholder_tokenizer():
 def qwen2_config(arch: Architecture):
     from transformers import Qwen2Config
 
-    return Qwen2Config(
-        vocab_size=arch.vocab_size,
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
-        max_position_embeddings=arch.max_position_embeddings,
-        tie_word_embeddings=arch.tie_word_embeddings,
-        rope_theta=arch.rope_theta,
-        rms_norm_eps=arch.rms_norm_eps,
-        pad_token_id=0,
-    )
+    shape = {name: value for name, value in dataclasses.asdict(arch).items() if name != "name"}
+    return Qwen2Config(**shape, pad_token_id=0)
 
 
 def save_random_model(arch: Architecture, dtype, folder: Path) -> Path:
