@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from decimal import Decimal
 import re
 import types
 import typing
@@ -167,10 +168,8 @@ def load_config(
         apply_mapping(config, read_yaml(path), origin=shown(path))
     for override in overrides:
         key, sep, value = override.partition("=")
-        if not sep:
-            raise UserError(f"override {override!r}: expected section.key=value")
         section, dot, name = key.strip().partition(".")
-        if not dot:
+        if not sep or not dot:
             raise UserError(f"override {override!r}: expected section.key=value")
         apply_mapping(config, {section: {name: yaml.safe_load(value)}}, origin="override")
     return config
@@ -267,7 +266,7 @@ def parse_count(label: str) -> int:
         raise UserError(f"size {label!r}: expected a count such as 300, 10k or 1.5k")
     number, suffix = match.groups()
     scale = {"": 1, "k": 1_000, "m": 1_000_000}[suffix.lower()]
-    count = float(number) * scale
+    count = Decimal(number) * scale  # exact: 2.01k is 2010 (in floats 2.01 * 1000 is not whole)
     if count != int(count) or count <= 0:
         raise UserError(f"size {label!r}: not a positive whole number of examples")
     return int(count)
@@ -288,14 +287,33 @@ def load_grid(profile: str) -> Grid:
     """The study grid of a profile from experiments/grid.yaml (the Makefile reads the same file)."""
     path = EXPERIMENTS_DIR / "grid.yaml"
     grid = read_yaml(path)
-    sizes = grid.get("sizes", {})
-    if profile not in sizes:
-        raise UserError(f"{shown(path)}: no sizes for profile {profile!r} (profiles: {', '.join(sizes)})")
-    return Grid(
-        methods=tuple(grid["methods"]),
-        sizes=tuple(str(s) for s in sizes[profile]),
-        seeds=tuple(int(s) for s in grid["seeds"]),
-    )
+    for key, kind in (("methods", list), ("seeds", list), ("sizes", dict)):
+        if not isinstance(grid.get(key), kind) or not grid[key]:
+            raise UserError(f"{shown(path)}: `{key}` must be a non-empty {'list' if kind is list else 'mapping'}")
+    if profile not in grid["sizes"]:
+        raise UserError(f"{shown(path)}: no sizes for profile {profile!r} (profiles: {', '.join(grid['sizes'])})")
+    if not all(isinstance(seed, int) for seed in grid["seeds"]):
+        raise UserError(f"{shown(path)}: seeds must be whole numbers, got {grid['seeds']}")
+    sizes = tuple(str(s) for s in grid["sizes"][profile])
+    for size in sizes:
+        parse_count(size)
+    return Grid(methods=tuple(str(m) for m in grid["methods"]), sizes=sizes, seeds=tuple(grid["seeds"]))
+
+
+def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[Grid, int]:
+    """The profile's grid narrowed to the methods, sizes and seeds asked for (empty = all), and
+    the study's default seed, which stays grid.yaml's first seed whatever seeds are asked for:
+    the Makefile names runs by it."""
+    grid = load_grid(profile)
+    for size in sizes or ():
+        parse_count(size)  # a bad size label is an error here, naming it
+    chosen = Grid(methods=tuple(methods or grid.methods), sizes=tuple(sizes or grid.sizes),
+                  seeds=tuple(int(s) for s in seeds or grid.seeds))
+    return chosen, grid.default_seed
+
+
+BASE_RUN = "base"  # the untuned model's row: evaluated like a run, trained on 0 examples
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 
 
 def run_name(method: str, size: str, seed: int, default_seed: int) -> str:

@@ -58,10 +58,19 @@ def atomic_write(path: str | Path, mode: str = "w"):
         raise
 
 
+def json_bytes(obj) -> bytes:
+    """The project's JSON file format: UTF-8, Chinese unescaped, indented, a final newline."""
+    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def jsonl_bytes(records: Iterable[dict]) -> bytes:
+    """The project's JSON Lines format: one unescaped UTF-8 object a line."""
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+
+
 def write_json(path: str | Path, obj) -> None:
-    with atomic_write(path) as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=False)
-        handle.write("\n")
+    with atomic_write(path, "wb") as handle:
+        handle.write(json_bytes(obj))
 
 
 def read_json(path: str | Path):
@@ -69,35 +78,57 @@ def read_json(path: str | Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{shown(path)}: no such file") from None
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        raise UserError(f"{shown(path)}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     """Write records one JSON object a line (UTF-8, unescaped Chinese); return the count."""
-    count = 0
-    with atomic_write(path) as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, sort_keys=False))
-            handle.write("\n")
-            count += 1
-    return count
+    records = list(records)
+    with atomic_write(path, "wb") as handle:
+        handle.write(jsonl_bytes(records))
+    return len(records)
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Read a JSON Lines file that this project wrote; a bad line is an error naming it."""
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSON Lines file this project wrote; blank lines are skipped,
+    and a line that is not a JSON object is an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
+                raise UserError(f"{shown(path)}:{line_number}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{shown(path)}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            yield line_number, record
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """The objects of a JSON Lines file this project wrote (see numbered_jsonl)."""
+    return (record for _, record in numbered_jsonl(path))
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The entries of an append-only JSON Lines log (a cache, finished batches): a last line cut
+    short by an interruption is what such a log may end with, so it is left out, not an error."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    entries = []
+    # errors="replace": a cut may fall inside a multi-byte character; that line then fails to parse
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
 
 
 def sha256_file(path: str | Path) -> str:
@@ -111,7 +142,10 @@ def sha256_file(path: str | Path) -> str:
 def git_commit() -> dict:
     """The commit of the working tree and whether it had uncommitted changes."""
     def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        try:
+            result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        except OSError:  # no git on this machine: the results just carry no commit
+            return ""
         return result.stdout.strip() if result.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD")
