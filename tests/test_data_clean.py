@@ -82,6 +82,15 @@ def test_normalisation_counts_changes_and_drops_nothing():
     assert [e.question for e in result.kept] == [QUESTION, OTHER_QUESTION]
 
 
+def test_a_change_only_in_an_earlier_turn_is_shown_as_that_turn():
+    history = [("上次说血压偏高", "建议复查"), ("复查了 ， 还是高", "需要服药")]
+    result = clean([example(history=history)], CONFIG)
+    normalise = result.reports[0]
+    assert normalise.changed == 1
+    assert normalise.examples == [{"line": 1, "field": "history 2 question", "before": "复查了 ， 还是高",
+                                   "after": "复查了，还是高"}]
+
+
 def test_exact_duplicate_questions_keep_the_first():
     examples = [example(line=1), example(OTHER_QUESTION, line=2), example(answer=ANSWER + "另外要低盐饮食。", line=3)]
     result = clean(examples, CONFIG)

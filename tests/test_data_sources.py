@@ -10,6 +10,7 @@ import json
 import pytest
 
 from conftest import write_jsonl
+from lib.data import sources
 from lib.data.sources import read_examples
 from lib.errors import UserError
 
@@ -95,6 +96,34 @@ def test_gbk_csv_with_department_title_ask_answer(tmp_path):
         ("失眠怎么办，已经一个月了", "规律作息，\n睡前不要看手机。", []),  # the title repeats the question
     ]
     assert [e.line for e in result.examples] == [2, 3]
+
+
+def test_a_csv_field_longer_than_csvs_default_limit_is_read(tmp_path):
+    answer = "多休息，注意饮食。" * 20_000  # 180,000 characters; csv's default limit is 131,072
+    path = tmp_path / "long.csv"
+    path.write_text(f"question,answer\n头痛怎么办,{answer}\n", encoding="utf-8")
+    assert triples(read(path)) == [("头痛怎么办", answer, [])]
+
+
+def test_a_csv_the_csv_module_refuses_is_one_error_naming_the_line(tmp_path, monkeypatch):
+    path = tmp_path / "rows.csv"
+    path.write_text("question,answer\n头痛怎么办,多休息\n发烧怎么办,多喝水，体温超过38.5度可以退热\n", encoding="utf-8")
+    process_limit = csv.field_size_limit()  # csv's limit is global: put it back afterwards
+    monkeypatch.setattr(sources, "CSV_FIELD_LIMIT", 10)  # a real csv.Error, on a small file
+    try:
+        with pytest.raises(UserError) as error:
+            read(path)
+    finally:
+        csv.field_size_limit(process_limit)
+    assert str(error.value).endswith("rows.csv:3: not readable as CSV (field larger than field limit (10))")
+
+
+def test_a_line_separator_inside_a_json_string_does_not_split_the_line(tmp_path):
+    answer = "先测血压\u2028再看结果\x85"  # json.dumps(ensure_ascii=False) leaves U+2028 and U+0085 unescaped
+    path = write_jsonl(tmp_path / "sep.jsonl", [{"question": "头晕", "answer": answer}, {"question": "咳嗽", "answer": "多喝水"}])
+    result = read(path)
+    assert triples(result) == [("头晕", answer, []), ("咳嗽", "多喝水", [])]
+    assert [e.line for e in result.examples] == [1, 2] and result.malformed == []
 
 
 def test_utf8_with_bom(tmp_path):

@@ -118,28 +118,46 @@ def test_another_seed_changes_the_split(prepared, tmp_path):
 
 def test_sizes_larger_than_the_data_are_one_clear_error(prepared, tmp_path):
     _, result = prepared
-    clean = result.report["kept"]
+    dropped = {rule["rule"]: rule["dropped"] for rule in result.report["rules"]}
+    overlapping = dropped.pop("overlaps_eval")
+    clean = result.report["input_records"] - sum(dropped.values())  # what cleaning kept, before the split
+    assert overlapping > 0  # so that the message must tell clean examples from those left for training
     with pytest.raises(UserError) as error:
         prepare(demo_config(), tmp_path / "raw", tmp_path / "out", ["1k", "100k"])
     message = str(error.value)
-    assert f"there are {clean} clean examples: 200 test + 100 dev leave {clean - 300} for training" in message
+    assert (f"there are {clean} clean examples: 200 test + 100 dev + {overlapping} train questions that overlap "
+            f"them (dropped) leave {clean - 300 - overlapping} for training") in message
     assert message.endswith("sizes that fit: 1k")
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-def test_overlaps_with_test_or_dev_are_dropped_from_train():
-    # 40 questions with nothing in common, each with a near copy ("请问" + question, Jaccard ~0.9)
-    base = ["、".join(d.symptoms) + "是什么病？" for d in DISEASES[:40]]
-    texts = base + ["请问" + q for q in base]
+DISTINCT_QUESTIONS = ["、".join(d.symptoms) + "是什么病？" for d in DISEASES[:40]]  # nothing in common
+
+
+def cut_with_twins(copy):
+    """Cut 40 distinct questions followed by copy(question) of each (line n + 40 is line n's twin);
+    returns the splits, each line's twin, and the train lines whose twin went to test or dev."""
+    texts = DISTINCT_QUESTIONS + [copy(q) for q in DISTINCT_QUESTIONS]
     examples = [Example(q, "回答" * 5, [], "test", line) for line, q in enumerate(texts, start=1)]
     cleaning = CleaningConfig()
     fingerprints = [Fingerprint.of(q, cleaning) for q in texts]
     data = dataclasses.replace(DataConfig(), test_size=10, dev_size=5, seed=3)
     splits = cut(examples, fingerprints, data, cleaning)
-
     held_out = {e.line for e in splits.test + splits.dev}
     twin = {line: (line + 40 if line <= 40 else line - 40) for line in range(1, 81)}
-    expected = {line for line in range(1, 81) if line not in held_out and twin[line] in held_out}
+    return splits, twin, sorted(line for line in range(1, 81) if line not in held_out and twin[line] in held_out)
+
+
+def test_overlaps_with_test_or_dev_are_dropped_from_train():
+    splits, _, expected = cut_with_twins(lambda q: "请问" + q)  # a near copy, Jaccard ~0.9
+    held_out = {e.line for e in splits.test + splits.dev}
     assert expected  # the seed puts some twins on both sides
     assert splits.overlaps.dropped == len(expected)
-    assert {e.line for e in splits.train} == set(range(1, 81)) - held_out - expected
+    assert {e.line for e in splits.train} == set(range(1, 81)) - held_out - set(expected)
+
+
+def test_train_copies_of_test_or_dev_questions_are_dropped_as_equal():
+    splits, twin, expected = cut_with_twins(lambda q: q)  # word for word
+    assert splits.overlaps.dropped == len(expected) > 0
+    shown = splits.overlaps.examples  # the first three drops, in the shuffled train order
+    assert all(e["why"] == f"1.00 similar to test/dev line {twin[e['line']]}" for e in shown) and shown

@@ -14,8 +14,10 @@ from huggingface_hub import errors
 from conftest import write_jsonl
 from lib.config import load_config
 from lib.data import mcq as mcq_data
+from lib.data.sources import read_examples
 from lib.data.synthetic import generate_mcq
 from lib.errors import UserError
+from lib.evaluate.generate import left_padded
 from lib.evaluate.mcq import letter_token_ids, mcq_summary, render, score_mcq, user_turn
 from lib.io import read_json, read_jsonl
 
@@ -76,7 +78,7 @@ def test_a_gbk_cmmlu_csv_with_line_numbers(tmp_path):
         writer.writerow(["0", "人体最大的器官是", "皮肤", "肝脏", "肺", "心脏", "A"])
         writer.writerow(["1", "成人骨骼共有", "206块", "186块", "226块", "306块", "A"])
     read = mcq_data.read_items(path, "cmmlu_anatomy", max_bad_fraction=0.0)
-    assert read.encoding == "gb18030" and read.multiple_answer == 0
+    assert read.encoding == "gb18030" and read.skipped == []
     assert read.examples[1] == {"id": "cmmlu-anatomy-3", "source": "cmmlu_anatomy", "question": "成人骨骼共有",
                              "options": {"A": "206块", "B": "186块", "C": "226块", "D": "306块"}, "answer": "A"}
 
@@ -94,6 +96,39 @@ def test_a_question_answer_file_is_one_error(tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"instruction": "头痛怎么办", "input": "", "output": "多休息"}])
     with pytest.raises(UserError, match=r"qa.jsonl:1: not multiple-choice items \(fields: instruction, input, output\)"):
         mcq_data.read_items(path, "qa", max_bad_fraction=0.01)
+
+
+def test_a_missing_local_file_is_one_error_naming_the_setting(tmp_path):
+    config = load_config("paper", overrides=[f"eval.mcq_source={tmp_path / 'nope.json'}"])
+    with pytest.raises(UserError, match=r"^eval\.mcq_source: '.*nope\.json' is not hub, synthetic or an existing file$"):
+        mcq_data.prepare(config, tmp_path / "mcq.jsonl")
+
+
+def test_skipped_multiple_answer_items_count_among_the_records_for_the_malformed_share(tmp_path):
+    records = [CMEXAM] * 8 + [{**CMEXAM, "Answer": "AB"}, {**CMEXAM, "Answer": "F"}]
+    path = write_jsonl(tmp_path / "cmexam.jsonl", records)
+    read = mcq_data.read_items(path, "cmexam", max_bad_fraction=0.1)  # 1 malformed of 10 records = 10%
+    assert (len(read.examples), read.records) == (8, 10)
+    assert read.skipped == [(9, "several correct letters AB; the knowledge track scores one letter per item")]
+
+
+def test_a_file_of_only_multiple_answer_items_is_one_error(tmp_path):
+    path = write_jsonl(tmp_path / "multi.jsonl", [{**CMEXAM, "Answer": "ACD"}] * 3)
+    with pytest.raises(UserError, match=r"multi\.jsonl: no usable records \(3 skipped\); line 1: several correct "
+                                        r"letters ACD"):
+        mcq_data.read_items(path, "multi", max_bad_fraction=0.01)
+
+
+CMMLU_ROW = {"": "0", "Question": "人体最大的器官是", "A": "皮肤", "B": "肝脏", "C": "肺", "D": "心脏", "Answer": "A"}
+
+
+@pytest.mark.parametrize("record", [CMB, CMEXAM, MEDQA, APOLLO, CMMLU_ROW],
+                         ids=["cmb", "cmexam", "medqa", "apollo", "cmmlu"])
+def test_one_definition_of_a_multiple_choice_record_serves_both_readers(tmp_path, record):
+    path = write_jsonl(tmp_path / "items.jsonl", [record])
+    assert len(mcq_data.read_items(path, "items", max_bad_fraction=0.0).examples) == 1
+    with pytest.raises(UserError, match=r"items\.jsonl:1: looks like a multiple-choice file"):
+        read_examples(path, "items", max_bad_fraction=0.0)
 
 
 def test_the_command_samples_and_writes_the_report_first(tmp_path, run_cli):
@@ -160,7 +195,7 @@ def test_no_network_is_one_line_that_names_the_local_file_option(tmp_path, monke
 
 def test_the_development_file_reads_as_a_new_user_would(shared_data, tmp_path):
     read = mcq_data.read_items(shared_data / "apollo_zh_dev.mcq.json", "apollo_zh_dev", max_bad_fraction=0.01)
-    assert not read.malformed and len(read.examples) + read.multiple_answer == 437
+    assert not read.malformed and len(read.examples) + len(read.skipped) == 437
     assert {item["source"] for item in read.examples} == {"cmb-single", "cmexam", "medqa-mcmle", "cmmlu-medical"}
     assert all(item["answer"] in item["options"] and not item["options"]["A"].endswith(".") for item in read.examples)
 
@@ -257,6 +292,13 @@ def test_batches_with_padding_give_the_answers_of_one_by_one(tiny, taught):
         assert [s["predicted"] for s in together] == [s["predicted"] for s in alone]
         for a, b in zip(together, alone):
             assert a["letter_logprobs"] == pytest.approx(b["letter_logprobs"], abs=1e-4)
+
+
+def test_left_padding_ends_rows_together_and_counts_positions_from_the_first_real_token():
+    ids, attention, positions = left_padded([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert attention.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
 def test_only_the_items_own_letters_compete(taught):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from lib.io import atomic_write
@@ -28,3 +29,8 @@ def write_if_changed(path: str | Path, content: bytes) -> bool:
     with atomic_write(path, "wb") as handle:
         handle.write(content)
     return True
+
+
+def id_prefix(name: str) -> str:
+    """The prefix of record ids made from a source's name: "CMB-train" -> "cmb-train"."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"

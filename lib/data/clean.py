@@ -321,17 +321,26 @@ class RuleReport:
 class NormaliseReport(RuleReport):
     changed: int = 0
 
-    def change(self, before: Example, after: Example) -> None:
+    def note(self, before: Example, after: Example) -> None:
+        """Count the example if normalisation changed any of its texts; show the first change."""
+        change = first_change(before, after)
+        if change is None:
+            return
         self.changed += 1
         if len(self.examples) < EXAMPLES_PER_RULE:
-            name = "question" if before.question != after.question else "answer"
-            self.examples.append({
-                "line": before.line, "field": name,
-                "before": shorten(getattr(before, name)), "after": shorten(getattr(after, name)),
-            })
+            name, old, new = change
+            self.examples.append({"line": before.line, "field": name, "before": shorten(old), "after": shorten(new)})
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "changed": self.changed}
+
+
+def first_change(before: Example, after: Example) -> tuple[str, str, str] | None:
+    """(field, text before, text after) of the first text that differs, earlier turns included."""
+    fields = [("question", before.question, after.question), ("answer", before.answer, after.answer)]
+    for turn, (old, new) in enumerate(zip(before.history, after.history, strict=True), start=1):
+        fields += [(f"history {turn} question", old[0], new[0]), (f"history {turn} answer", old[1], new[1])]
+    return next(((name, old, new) for name, old, new in fields if old != new), None)
 
 
 def shorten(text: str) -> str:
@@ -369,8 +378,7 @@ def clean(
     index = NearDuplicateIndex(config)
     for raw in tqdm(examples, total=total, desc="clean", unit=" examples", disable=None):
         example = normalise(raw)
-        if example != raw:
-            normalised.change(raw, example)
+        normalised.note(raw, example)
         failed = next(((rule, why) for rule in rules if (why := rule.check(example)) is not None), None)
         if failed:
             reports[failed[0].name].drop(example, failed[1])

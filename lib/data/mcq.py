@@ -13,8 +13,9 @@ Where the items come from (eval.mcq_source):
     synthetic  lib.data.synthetic.generate_mcq: the demo's own items
     a path     a local file
 
-A file is a JSON array, JSON Lines or CSV/TSV with a header, in UTF-8 or GBK/GB18030 (read as
-lib.data.sources reads question-answer files). The record shapes of this field:
+A file is a JSON array, JSON Lines or CSV/TSV with a header, in UTF-8 or GBK/GB18030 (read by
+lib.data.sources.read_records, as question-answer files are; what counts as a multiple-choice
+record is defined there too). The record shapes of this field:
 
     CMB          question, option {"A": ..}, answer "D" (multiple-answer items: "ABD"), exam_type, ...
     CMExam       Question, Options "A 选项\\nB 选项 ...", Answer
@@ -28,8 +29,9 @@ data is (lib.data.clean.normalise_text); Apollo's files end every option with ".
 removed when all options of an item end with one. Items with several correct letters are
 counted and skipped: the track scores one letter per item. A record without a question, with
 fewer than two options, or with an answer that is not one of its option letters is malformed:
-counted and reported with its line, and fatal above data.max_bad_fraction (the QA loader's
-policy). Then eval.mcq_size items are sampled (seeded by data.seed), kept in file order.
+counted and reported with its line, and fatal above data.max_bad_fraction of all records,
+skipped ones included (the QA loader's policy). Then eval.mcq_size items are sampled (seeded by
+data.seed), kept in file order.
 
 Written: the items to --out, after a report beside it (mcq_report.json: source, counts,
 malformed lines, items per source, provenance). An unchanged mcq.jsonl is left untouched.
@@ -40,47 +42,30 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import random
 import re
 import string
-import sys
 from collections import Counter
 from pathlib import Path
 
 from lib.config import Config, EvalConfig
-from lib.data import write_if_changed
+from lib.data import id_prefix, write_if_changed
 from lib.data.clean import normalise_text
-from lib.data.prepare import id_prefix
-from lib.data.sources import Malformed, ReadResult, check_malformed, decode, describe_malformed, raw_records
+from lib.data.sources import (
+    MCQ_ANSWER_FIELDS, MCQ_OPTION_FIELDS, MCQ_QUESTION_FIELDS, MCQ_SHAPES, Malformed, ReadResult, Skipped,
+    first_field, is_multiple_choice, letter_columns, lowered, read_records,
+)
 from lib.errors import UserError
-from lib.io import provenance, sha256_file, shown, write_json
+from lib.io import jsonl_bytes, provenance, sha256_file, shown, write_json
 
 LOCAL_HINT = "make data MCQ_SOURCE=path/to/items.json"
-QUESTION_FIELDS = ("question",)
-OPTION_FIELDS = ("option", "options", "choices")
-ANSWER_FIELDS = ("answer_idx", "answer")  # MedQA's answer_idx is the letter, its answer the text
-SHAPES = "question, options (or option, choices, or A/B/C/D columns) and answer (or answer_idx)"
 
 
-class MultipleAnswer(Exception):
+class MultipleAnswer(Skipped):
     """An item with several correct letters; skipped, not malformed."""
 
 
 # --- one record --------------------------------------------------------------------------------
-
-
-def lowered(record: dict) -> dict:
-    return {str(key).strip().lower(): value for key, value in record.items()}
-
-
-def first_field(fields: dict, names: tuple[str, ...]):
-    return next((fields[name] for name in names if name in fields), None)
-
-
-def letter_columns(fields: dict) -> dict:
-    """CMMLU's option columns: the fields named by a single letter, A, B, C, ..."""
-    return {name.upper(): value for name, value in fields.items() if re.fullmatch(r"[a-z]", name)}
 
 
 # One option line of a text: "(A) ...", "A. ...", "A 、...", "A ..." (the letter, then its text).
@@ -153,27 +138,26 @@ def answer_letter(value, options: dict) -> str:
         raise Malformed(f"answer {value[:20]!r} is not an option letter")
     letters = match.group(1).upper()
     if len(letters) > 1:
-        raise MultipleAnswer(letters)
+        raise MultipleAnswer(f"several correct letters {letters}; the knowledge track scores one letter per item")
     if letters not in options:
         raise Malformed(f"answer {letters!r} is not among the options {''.join(options)}")
     return letters
 
 
-def to_item(record, file_source: str, prefix: str, line: int) -> dict:
+def to_item(record: dict, file_source: str, prefix: str, line: int) -> dict:
     """One record as an item with the id <prefix>-<line>; raises Malformed or MultipleAnswer."""
-    if not isinstance(record, dict):
-        raise Malformed(f"a {type(record).__name__}, not a JSON object")
     fields = lowered(record)
-    question = first_field(fields, QUESTION_FIELDS)
-    if not isinstance(question, str) or not normalise_text(question):
+    question = first_field(fields, MCQ_QUESTION_FIELDS)
+    question = normalise_text(question) if isinstance(question, str) else ""
+    if not question:
         raise Malformed("no question text")
-    raw_options = first_field(fields, OPTION_FIELDS)
+    raw_options = first_field(fields, MCQ_OPTION_FIELDS)
     options = clean_options(options_of(raw_options if raw_options is not None else letter_columns(fields)))
-    answer = answer_letter(first_field(fields, ANSWER_FIELDS), options)
+    answer = answer_letter(first_field(fields, MCQ_ANSWER_FIELDS), options)
     return {
         "id": f"{prefix}-{line}",
         "source": item_source(fields, file_source),
-        "question": normalise_text(question),
+        "question": question,
         "options": options,
         "answer": answer,
     }
@@ -189,53 +173,24 @@ def item_source(fields: dict, file_source: str) -> str:
     return file_source
 
 
-def check_shape(record, where: str) -> None:
-    """The first record must look like a multiple-choice item; anything else is one error."""
-    if not isinstance(record, dict):
-        return
-    fields = lowered(record)
-    has_options = first_field(fields, OPTION_FIELDS) is not None or len(letter_columns(fields)) >= 2
-    if first_field(fields, QUESTION_FIELDS) is None or not has_options or first_field(fields, ANSWER_FIELDS) is None:
-        raise UserError(f"{where}: not multiple-choice items (fields: {', '.join(map(str, record))}); expected {SHAPES}")
+def check_shape(record: dict, where: str) -> str:
+    """The fields of the first record, which must look like a multiple-choice item; anything else
+    is one error."""
+    fields = ", ".join(map(str, record))
+    if not is_multiple_choice(record):
+        raise UserError(f"{where}: not multiple-choice items (fields: {fields}); expected {MCQ_SHAPES}")
+    return fields
 
 
 # --- one file ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class McqRead(ReadResult):
-    """A multiple-choice file as read: `examples` are its single-answer items, `shape` the fields
-    of its first record."""
-
-    multiple_answer: int = 0
-
-
-def read_items(path: str | Path, file_source: str, max_bad_fraction: float) -> McqRead:
-    """Every single-answer item of a local file; malformed records counted with their lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{shown(path)}: no such file; eval.mcq_source is hub, synthetic or the path of a file")
-    text, encoding = decode(path)
+def read_items(path: str | Path, file_source: str, max_bad_fraction: float) -> ReadResult:
+    """Every single-answer item of a local file (`examples`; `shape` is the fields of its first
+    record); malformed records counted with their lines, multiple-answer ones in `skipped`."""
     prefix = id_prefix(file_source)
-    items, malformed, multiple, fields = [], [], 0, ""
-    for line, record in raw_records(text, path):
-        if not fields and isinstance(record, dict):
-            check_shape(record, f"{shown(path)}:{line}")
-            fields = ", ".join(map(str, record))
-        try:
-            if isinstance(record, Malformed):
-                raise record
-            items.append(to_item(record, file_source, prefix, line))
-        except Malformed as err:
-            malformed.append((line, str(err)))
-        except MultipleAnswer:
-            multiple += 1
-    if not items and multiple:
-        raise UserError(f"{shown(path)}: all {multiple} items have several correct letters; the knowledge "
-                        "track needs single-answer items")
-    read = McqRead(items, malformed, fields, encoding, multiple)
-    check_malformed(path, read, max_bad_fraction)
-    return read
+    return read_records(path, check_shape, lambda record, _, line: to_item(record, file_source, prefix, line),
+                        max_bad_fraction)
 
 
 def sample(items: list[dict], size: int, seed: int) -> list[dict]:
@@ -262,23 +217,15 @@ def download(config: EvalConfig) -> Path:
 # --- the command -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Collected:
-    items: list[dict]  # all single-answer items of the source, before sampling
-    source: dict  # where they came from, for the report
-    malformed: list[tuple[int, str]]
-    multiple_answer: int
-
-
-def collect(config: Config) -> Collected:
-    """The items of the configured source, before sampling."""
+def collect(config: Config) -> tuple[ReadResult, dict]:
+    """All single-answer items of the configured source, before sampling, and where they came from."""
     settings = config.eval
     if settings.mcq_source == "synthetic":
         from lib.data.synthetic import generate_mcq
 
         items = generate_mcq(settings.mcq_size, config.data.seed)
-        return Collected(items, {"type": "synthetic", "generator": "lib.data.synthetic.generate_mcq",
-                                 "count": len(items), "seed": config.data.seed}, [], 0)
+        return ReadResult(items, [], "", ""), {"type": "synthetic", "generator": "lib.data.synthetic.generate_mcq",
+                                               "count": len(items), "seed": config.data.seed}
     if settings.mcq_source == "hub":
         from lib.data.hub import endpoint, resolved_commit
 
@@ -288,24 +235,24 @@ def collect(config: Config) -> Collected:
                   "revision": settings.mcq_hub_revision, "commit": resolved_commit(path)}
     else:
         path = Path(settings.mcq_source)
+        if not path.is_file():
+            raise UserError(f"eval.mcq_source: {settings.mcq_source!r} is not hub, synthetic or an existing file")
         name = path.name.split(".")[0]
         source = {"type": "local", "path": shown(path)}
     read = read_items(path, name, config.data.max_bad_fraction)
-    if read.malformed:
-        print(f"warning: {describe_malformed(path, read)}", file=sys.stderr)
     source.update({"sha256": sha256_file(path), "fields": read.shape, "encoding": read.encoding})
-    return Collected(read.examples, source, read.malformed, read.multiple_answer)
+    return read, source
 
 
-def report_of(config: Config, collected: Collected, items: list[dict], content: bytes) -> dict:
+def report_of(config: Config, read: ReadResult, source: dict, items: list[dict], content: bytes) -> dict:
     settings = {"eval": dataclasses.asdict(config.eval), "data": {"seed": config.data.seed,
                                                                  "max_bad_fraction": config.data.max_bad_fraction}}
     return {
-        "source": collected.source,
-        "single_answer_items": len(collected.items),
-        "multiple_answer_skipped": collected.multiple_answer,
-        "malformed_lines": len(collected.malformed),
-        "malformed_examples": [{"line": line, "why": why} for line, why in collected.malformed[:5]],
+        "source": source,
+        "single_answer_items": len(read.examples),
+        "multiple_answer_skipped": len(read.skipped),
+        "malformed_lines": len(read.malformed),
+        "malformed_examples": read.malformed_examples(),
         "sampled": len(items),
         "per_source": dict(sorted(Counter(item["source"] for item in items).items())),
         "answers": dict(sorted(Counter(item["answer"] for item in items).items())),
@@ -316,10 +263,10 @@ def report_of(config: Config, collected: Collected, items: list[dict], content: 
 
 def prepare(config: Config, out: Path) -> dict:
     """Collect, sample and write the items to `out` (its report first); returns the report."""
-    collected = collect(config)
-    items = sample(collected.items, config.eval.mcq_size, config.data.seed)
-    content = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode("utf-8")
-    report = report_of(config, collected, items, content)
+    read, source = collect(config)
+    items = sample(read.examples, config.eval.mcq_size, config.data.seed)
+    content = jsonl_bytes(items)
+    report = report_of(config, read, source, items, content)
     write_json(out.with_name("mcq_report.json"), report)
     write_if_changed(out, content)  # last: its presence means the step finished
     return report

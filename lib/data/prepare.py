@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -25,12 +23,12 @@ from pathlib import Path
 
 from lib.cli import add_config_arguments, config_from_args
 from lib.config import Config, DataConfig, load_grid
-from lib.data import write_if_changed
+from lib.data import id_prefix, write_if_changed
 from lib.data.clean import CleanResult, clean, token_counter
-from lib.data.sources import ReadResult, describe_malformed, read_examples
+from lib.data.sources import ReadResult, read_examples
 from lib.data.splits import Splits, check_sizes, cut, write_splits
 from lib.errors import UserError
-from lib.io import provenance, sha256_file, shown, write_json
+from lib.io import json_bytes, provenance, sha256_file, shown, write_json
 
 HUB_HELP = (
     "data.source=hub downloads with huggingface_hub, which honours HF_ENDPOINT (e.g. "
@@ -86,10 +84,6 @@ def raw_source(data: DataConfig, raw_dir: str | Path) -> RawSource:
     return RawSource(path, path.name, id_prefix(path.name.split(".")[0]), manifest)
 
 
-def id_prefix(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"
-
-
 # --- the pipeline ------------------------------------------------------------------------------
 
 
@@ -117,8 +111,6 @@ def prepare(config: Config, raw_dir: str | Path, out_dir: str | Path, sizes: lis
     source = raw_source(config.data, raw_dir)
     lap("source")
     read = read_examples(source.path, source.name, config.data.max_bad_fraction)
-    if read.malformed:
-        print(f"warning: {describe_malformed(source.path, read)}", file=sys.stderr)
     lap("read")
     cleaned = clean(read.examples, config.cleaning, tokens_rule(config, tokenizer), total=len(read.examples))
     lap("clean")
@@ -171,14 +163,10 @@ def cleaning_report(read: ReadResult, cleaned: CleanResult, splits: Splits) -> d
     return {
         "input_records": len(read.examples),
         "malformed_lines": len(read.malformed),
-        "malformed_examples": [{"line": line, "why": why} for line, why in read.malformed[:5]],
+        "malformed_examples": read.malformed_examples(),
         "rules": [r.to_dict() for r in [*cleaned.reports, splits.overlaps]],
         "kept": len(splits.test) + len(splits.dev) + len(splits.train),
     }
-
-
-def json_bytes(obj) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
 def report_markdown(report: dict, source: RawSource) -> str:

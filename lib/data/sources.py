@@ -15,15 +15,24 @@ A field may hold a string or a list of strings (joined by newlines). Earlier tur
 `history` field ([[q, a], ...]) or from several turns of a dialogue, become the example's
 history. A record's own system turn is dropped: every split carries data.system_prompt.
 
-A malformed record (bad JSON, a missing field, a wrong type) is counted and reported with its
-line number; more than data.max_bad_fraction of them rejects the file. A file of another kind
-(multiple-choice items, an unknown shape) is one error that says what was found.
+A malformed record (a JSON Lines line that is not valid JSON, a CSV row with the wrong number of
+cells, a missing field, a wrong type) is counted and reported with its line number; more than
+data.max_bad_fraction of them rejects the file. A syntax error inside a JSON array, where no
+parser can find the next record, is one error naming its line, and so is a CSV file that Python's
+csv module cannot read. A file of another kind (multiple-choice items, an unknown shape) is one
+error that says what was found.
+
+read_records is the reader of both tracks: lib.data.mcq reads multiple-choice files with it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,20 +51,33 @@ class Example:
     line: int = 0  # line of the record in its file: a stable number for ids and reports
 
 
+SHOWN_MALFORMED = 5  # malformed lines named in the log and in reports
+
+
 @dataclass
 class ReadResult:
-    examples: list[Example]
+    examples: list  # Example objects of a question-answer file, item dicts of a multiple-choice file
     malformed: list[tuple[int, str]]  # (line, what is wrong), in file order
     shape: str
     encoding: str
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, why): well-formed, left out
 
     @property
     def records(self) -> int:
-        return len(self.examples) + len(self.malformed)
+        return len(self.examples) + len(self.malformed) + len(self.skipped)
+
+    def malformed_examples(self) -> list[dict]:
+        """The first malformed lines, for a report."""
+        return [{"line": line, "why": why} for line, why in self.malformed[:SHOWN_MALFORMED]]
 
 
 class Malformed(ValueError):
     """One record that cannot be read; counted, not fatal."""
+
+
+class Skipped(Exception):
+    """One well-formed record that the reader leaves out on purpose; counted apart from malformed
+    ones, and part of the records that data.max_bad_fraction is a share of."""
 
 
 # --- record shapes -----------------------------------------------------------------------------
@@ -71,6 +93,9 @@ class FlatShape:
     before: str | None = None  # optional field put before the question (a title)
     after: str | None = None  # optional field put after the question (alpaca's input)
 
+    def __str__(self) -> str:  # ReadResult.shape
+        return self.name
+
 
 @dataclass(frozen=True)
 class TurnShape:
@@ -80,6 +105,9 @@ class TurnShape:
     turns: str
     role: str
     text: str
+
+    def __str__(self) -> str:  # ReadResult.shape
+        return self.name
 
 
 FLAT_SHAPES = (
@@ -101,18 +129,44 @@ TURN_SHAPES = (
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bot", "model"}
 SYSTEM_ROLES = {"system"}
-MCQ_FIELDS = {"options", "option", "choices"}  # CMB, CMExam, Apollo, MedQA
 
 KNOWN_SHAPES = (
     "instruction/input/output (alpaca), question/answer, query/response, prompt/response, "
     "title+ask/answer, conversations (ShareGPT), messages"
 )
 
+# A multiple-choice item (CMB, CMExam, MedQA, CMMLU, Apollo): a question, options (one field, or
+# CMMLU's columns A, B, C, D) and the answer's letter. Field names are matched lowercased.
+# lib.data.mcq reads such items; detect_shape refuses them as question-answer data.
+MCQ_QUESTION_FIELDS = ("question",)
+MCQ_OPTION_FIELDS = ("option", "options", "choices")
+MCQ_ANSWER_FIELDS = ("answer_idx", "answer")  # MedQA's answer_idx is the letter, its answer the text
+MCQ_SHAPES = "question, options (or option, choices, or A/B/C/D columns) and answer (or answer_idx)"
+
+
+def lowered(record: dict) -> dict:
+    return {str(key).strip().lower(): value for key, value in record.items()}
+
+
+def first_field(fields: dict, names: tuple[str, ...]):
+    return next((fields[name] for name in names if name in fields), None)
+
+
+def letter_columns(fields: dict) -> dict:
+    """CMMLU's option columns: the fields named by a single letter, A, B, C, ..."""
+    return {name.upper(): value for name, value in fields.items() if re.fullmatch(r"[a-z]", name)}
+
+
+def is_multiple_choice(record: dict) -> bool:
+    fields = lowered(record)
+    has_options = first_field(fields, MCQ_OPTION_FIELDS) is not None or len(letter_columns(fields)) >= 2
+    has_question = first_field(fields, MCQ_QUESTION_FIELDS) is not None
+    return has_question and has_options and first_field(fields, MCQ_ANSWER_FIELDS) is not None
+
 
 def detect_shape(record: dict, where: str) -> FlatShape | TurnShape:
     fields = set(record)
-    lowered = {name.lower() for name in fields}
-    if lowered & MCQ_FIELDS or {"a", "b", "c", "d"} <= lowered:
+    if is_multiple_choice(record):
         raise UserError(
             f"{where}: looks like a multiple-choice file (fields: {', '.join(record)}), not question-answer "
             "pairs; multiple-choice items belong to the knowledge track (eval.mcq_source), not data.source"
@@ -186,9 +240,7 @@ def turn_example(record: dict, shape: TurnShape) -> tuple[str, str, list[tuple[s
     return pairs[-1][0], pairs[-1][1], pairs[:-1]
 
 
-def to_example(record, shape: FlatShape | TurnShape, source: str, line: int) -> Example:
-    if not isinstance(record, dict):
-        raise Malformed(f"a {type(record).__name__}, not a JSON object")
+def to_example(record: dict, shape: FlatShape | TurnShape, source: str, line: int) -> Example:
     read = turn_example if isinstance(shape, TurnShape) else flat_example
     question, answer, history = read(record, shape)
     return Example(question, answer, history, source, line)
@@ -210,7 +262,9 @@ def decode(path: Path) -> tuple[str, str]:
 
 def jsonl_records(text: str):
     """(line, record or Malformed) for each non-empty line."""
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines would also cut at U+2028 and U+0085, which JSON
+    # strings may hold unescaped (json.dumps(ensure_ascii=False) writes them so).
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -258,24 +312,33 @@ def skip_whitespace(text: str, position: int) -> int:
     return position
 
 
-def csv_records(text: str, delimiter: str):
+# csv's default limit, 131,072 characters a field, is shorter than some answers; this is the
+# largest limit a C long holds on every platform (sys.maxsize overflows it on Windows).
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
+def csv_records(text: str, delimiter: str, path: Path):
     """(line, row as a dict keyed by the header) for each row after the header."""
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
-    header = [name.strip() for name in next(reader, [])]
-    start = reader.line_num + 1
-    for row in reader:
-        if any(cell.strip() for cell in row):
-            if len(row) != len(header):
-                yield start, Malformed(f"{len(row)} columns, the header has {len(header)}")
-            else:
-                yield start, dict(zip(header, row, strict=True))
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # newline="": csv's own line ends
+    try:
+        header = [name.strip() for name in next(reader, [])]
         start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    yield start, Malformed(f"{len(row)} columns, the header has {len(header)}")
+                else:
+                    yield start, dict(zip(header, row, strict=True))
+            start = reader.line_num + 1
+    except csv.Error as err:  # e.g. a NUL character, which Python before 3.11 refuses
+        raise UserError(f"{shown(path)}:{reader.line_num}: not readable as CSV ({err})") from None
 
 
 def raw_records(text: str, path: Path):
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return csv_records(text, "\t" if suffix == ".tsv" else ",")
+        return csv_records(text, "\t" if suffix == ".tsv" else ",", path)
     if text.lstrip().startswith("["):
         return json_array_records(text, path)
     return jsonl_records(text)
@@ -285,32 +348,51 @@ def raw_records(text: str, path: Path):
 
 
 def read_examples(path: str | Path, source: str, max_bad_fraction: float) -> ReadResult:
-    """Every example of a local file; malformed records counted with their line numbers."""
+    """Every example of a local question-answer file; malformed records counted with their lines."""
+    return read_records(path, detect_shape, lambda record, shape, line: to_example(record, shape, source, line),
+                        max_bad_fraction)
+
+
+def read_records(path: str | Path, detect: Callable[[dict, str], object],
+                 convert: Callable[[dict, object, int], object], max_bad_fraction: float) -> ReadResult:
+    """Every record of a local file, converted; malformed and skipped ones counted with their lines.
+
+    detect(first JSON object, "<file>:<line>") returns the file's shape (its str() is
+    ReadResult.shape) or raises UserError for a file of another kind; convert(record, shape, line)
+    returns one item or raises Malformed or Skipped. The file is rejected above max_bad_fraction
+    malformed records, and a warning names the first malformed lines.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file")
     text, encoding = decode(path)
-    examples, malformed, shape = [], [], None
+    items, malformed, skipped, shape = [], [], [], None
     for line, record in raw_records(text, path):
         if shape is None and isinstance(record, dict):
-            shape = detect_shape(record, f"{shown(path)}:{line}")
+            shape = detect(record, f"{shown(path)}:{line}")
         try:
             if isinstance(record, Malformed):
                 raise record
-            if shape is None:
+            if not isinstance(record, dict):
                 raise Malformed(f"a {type(record).__name__}, not a JSON object")
-            examples.append(to_example(record, shape, source, line))
+            items.append(convert(record, shape, line))
         except Malformed as err:
             malformed.append((line, str(err)))
-    result = ReadResult(examples, malformed, shape.name if shape else "", encoding)
+        except Skipped as err:
+            skipped.append((line, str(err)))
+    result = ReadResult(items, malformed, str(shape or ""), encoding, skipped)
     check_malformed(path, result, max_bad_fraction)
+    if malformed:
+        print(f"warning: {describe_malformed(path, result)}", file=sys.stderr)
     return result
 
 
 def check_malformed(path: Path, result: ReadResult, max_bad_fraction: float) -> None:
     if not result.examples:
-        first = f"; line {result.malformed[0][0]}: {result.malformed[0][1]}" if result.malformed else ""
-        raise UserError(f"{shown(path)}: no readable records{first}")
+        first = min(result.malformed[:1] + result.skipped[:1], default=None)  # the earlier of the two
+        why = f"; line {first[0]}: {first[1]}" if first else ""
+        skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
+        raise UserError(f"{shown(path)}: no usable records{skipped}{why}")
     bad = len(result.malformed)
     if bad > max_bad_fraction * result.records:
         line, reason = result.malformed[0]
@@ -320,8 +402,8 @@ def check_malformed(path: Path, result: ReadResult, max_bad_fraction: float) -> 
         )
 
 
-def describe_malformed(path: str | Path, result: ReadResult, shown_lines: int = 5) -> str:
-    """One line for the log: how many records were skipped and where the first ones are."""
-    first = "; ".join(f"line {line}: {reason}" for line, reason in result.malformed[:shown_lines])
-    more = ", ..." if len(result.malformed) > shown_lines else ""
-    return f"{shown(path)}: skipped {len(result.malformed)} malformed of {result.records} records ({first}{more})"
+def describe_malformed(path: str | Path, result: ReadResult) -> str:
+    """One line for the log: how many records were malformed and where the first ones are."""
+    first = "; ".join(f"line {line}: {reason}" for line, reason in result.malformed[:SHOWN_MALFORMED])
+    more = ", ..." if len(result.malformed) > SHOWN_MALFORMED else ""
+    return f"{shown(path)}: left out {len(result.malformed)} malformed of {result.records} records ({first}{more})"

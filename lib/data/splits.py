@@ -20,7 +20,6 @@ retrains nothing whose data is the same.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from lib.data import write_if_changed
 from lib.data.clean import Fingerprint, NearDuplicateIndex, RuleReport, chat_messages
 from lib.data.sources import Example
 from lib.errors import UserError
+from lib.io import jsonl_bytes
 
 
 @dataclass
@@ -56,15 +56,14 @@ def cut(examples: list[Example], fingerprints: list[Fingerprint], data: DataConf
     index = NearDuplicateIndex(cleaning, exhaustive=True)
     for position in evaluation:
         index.add(position, fingerprints[position])
-    eval_questions = {examples[position].question: position for position in evaluation}
     overlaps = RuleReport(
         "overlaps_eval", f"train question equal to a test or dev question, or at least "
         f"{cleaning.near_duplicate_threshold:g} Jaccard-similar to one (exhaustive MinHash LSH)")
     train = []
     for position in order[held_out:]:
         example = examples[position]
-        same = eval_questions.get(example.question)
-        similar = index.nearest(fingerprints[position]) if same is None else (same, 1.0)
+        # an equal question has the same MinHash, so it is always a candidate, at similarity 1.0
+        similar = index.nearest(fingerprints[position])
         if similar:
             overlaps.drop(example, f"{similar[1]:.2f} similar to test/dev line {examples[similar[0]].line}")
         else:
@@ -83,12 +82,13 @@ def check_sizes(sizes: list[str], splits: Splits) -> dict[str, int]:
     available = len(splits.train)
     too_large = [label for label, count in counts.items() if count > available]
     if too_large:
-        clean = len(splits.test) + len(splits.dev) + available
+        overlapping = splits.overlaps.dropped
+        clean = len(splits.test) + len(splits.dev) + overlapping + available
         fit = [label for label, count in counts.items() if count <= available]
         raise UserError(
             f"asked for {', '.join(too_large)} train examples but there are {clean} clean examples: "
-            f"{len(splits.test)} test + {len(splits.dev)} dev leave {available} for training; "
-            f"sizes that fit: {', '.join(fit) or 'none'}"
+            f"{len(splits.test)} test + {len(splits.dev)} dev + {overlapping} train questions that overlap "
+            f"them (dropped) leave {available} for training; sizes that fit: {', '.join(fit) or 'none'}"
         )
     return counts
 
@@ -102,8 +102,7 @@ def chat_record(example: Example, source_short: str, system_prompt: str) -> dict
 
 
 def render(examples: list[Example], source_short: str, system_prompt: str) -> bytes:
-    lines = (json.dumps(chat_record(e, source_short, system_prompt), ensure_ascii=False) + "\n" for e in examples)
-    return "".join(lines).encode("utf-8")
+    return jsonl_bytes(chat_record(e, source_short, system_prompt) for e in examples)
 
 
 def split_files(splits: Splits, sizes: dict[str, int]) -> dict[str, list[Example]]:

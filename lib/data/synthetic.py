@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.data import write_if_changed
-from lib.io import shown
+from lib.io import jsonl_bytes, shown
 
 
 @dataclass(frozen=True)
@@ -328,7 +327,7 @@ def generate(n: int, seed: int) -> list[dict]:
 def write_raw(raw_dir: str | Path, n: int, seed: int) -> tuple[Path, dict]:
     """Generate `n` records into raw_dir/synthetic/ as JSON Lines (rewritten only if different)."""
     path = Path(raw_dir) / "synthetic" / f"synthetic-{n}-s{seed}.jsonl"
-    content = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate(n, seed)).encode("utf-8")
+    content = jsonl_bytes(generate(n, seed))
     write_if_changed(path, content)
     manifest = {"type": "synthetic", "generator": __name__, "path": shown(path), "count": n, "seed": seed,
                 "sha256": hashlib.sha256(content).hexdigest()}
