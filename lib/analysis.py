@@ -26,7 +26,8 @@ scaling.json    {"loss_fits": {method: {"status": "ok" | "too_few_points" | "fit
                  "notes": [one line each: a fit whose loss does not fall or whose E or alpha sits
                    on a bound, a run whose predictions.jsonl does not reproduce its eval.json
                    test_loss or rougeL, a fit without per-item losses], "provenance"}
-summary.md      the table in Markdown (values with 95% intervals), then the scaling analysis.
+summary.md      the table in Markdown (every metric any run has, judge_* included, with 95%
+                intervals), then the scaling analysis.
 summary.csv     one row per run: run, method, size, examples, seed, status, then <metric>,
                 <metric>_ci_low, <metric>_ci_high for every metric of eval.json (mcq_accuracy from
                 its mcq.overall), then the training cost columns (COST_COLUMNS). Empty = unknown.
@@ -45,7 +46,8 @@ The statistics, and why:
   of freedom. The interval therefore covers test-set noise, not training-seed noise (which only
   several seeds per size can show) nor the choice of the curve.
   A run's loss from its items is sum(loss_i * ref_tokens_i) / sum(ref_tokens_i) (each item's
-  `scores.loss` is a mean over its own reference tokens), which must equal eval.json's test_loss;
+  `scores.loss` is a mean over its own reference tokens, so loss_i * ref_tokens_i is its summed
+  NLL: lib.stats.token_weighted_loss), which must equal eval.json's test_loss;
   ROUGE-L is the mean of the items' `scores.rougeL`, on eval.json's scale (F1 x 100).
 - Extrapolation check: the fit without the largest size predicts it (needs 4 sizes).
 - Trends of ROUGE-L and MCQ accuracy: the least-squares slope of metric vs log2(D), i.e. the
@@ -73,10 +75,13 @@ from scipy import optimize, stats
 from tqdm import tqdm
 
 from lib.cli import add_config_arguments, config_from_args
-from lib.config import Grid, load_grid, parse_count, parse_run_name, run_name
+from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
-from lib.stats import CONFIDENCE, paired_bootstrap, resample_indices
+from lib.stats import (
+    BOOTSTRAP_SEED, CONFIDENCE, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
+    token_weighted_loss,
+)
 
 # Metrics of eval.json in the order the table shows them; others found there follow, sorted.
 METRICS = (
@@ -89,7 +94,6 @@ COST_COLUMNS = (
 )
 ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status")
 COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
-BASE = "base"
 TREND_METRICS = ("rougeL", "mcq_accuracy")
 COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
 
@@ -99,7 +103,6 @@ FIT_PARAMETERS = ("E", "A", "alpha")
 ALPHA_MAX = 3.0
 ALPHA_MIN = 1e-6  # alpha > 0: a loss that falls with data
 ALPHA_START = 0.5
-BOOTSTRAP_SEED = 0
 # Where a run's loss or ROUGE-L recomputed from predictions.jsonl differs from its eval.json value
 # by more than this share, the items do not describe the reported number: say so.
 ITEM_MISMATCH_TOLERANCE = 0.01
@@ -113,7 +116,7 @@ EXAMPLE_MAX_QUESTION_CHARS = 80  # a question that fits in a few lines of the ex
 def expected_runs(grid: Grid, default_seed: int) -> list[dict]:
     """base, then one identity per method x size x seed of the grid, in that order (runs of the
     study's default seed have no -s<seed> in their name)."""
-    runs = [{"run": BASE, "method": BASE, "size": "0", "examples": 0, "seed": None}]
+    runs = [{"run": BASE_RUN, "method": BASE_RUN, "size": "0", "examples": 0, "seed": None}]
     for method in grid.methods:
         for size in grid.sizes:
             for seed in grid.seeds:
@@ -160,7 +163,7 @@ def metric_columns(eval_result: dict) -> dict:
 
 def read_run(run_dir: Path, identity: dict) -> dict:
     """One row of the summary: identity, status, metrics and cost of whatever files exist."""
-    row = {**identity, "status": run_status(run_dir, identity["method"] == BASE)}
+    row = {**identity, "status": run_status(run_dir, identity["method"] == BASE_RUN)}
     if (run_dir / "eval.json").is_file():
         row.update(metric_columns(read_json(run_dir / "eval.json")))
     if (run_dir / "train_metrics.json").is_file():
@@ -180,13 +183,17 @@ def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
     return [read_run(runs_dir / identity["run"], identity) for identity in expected + extra]
 
 
-def summary_columns(rows: list[dict]) -> list[str]:
-    """ID columns, every metric (known ones in METRICS order, then others), cost columns."""
+def metric_names(rows: list[dict]) -> list[str]:
+    """Every metric: the known ones in METRICS order, then the others found (judge_*), sorted."""
     found = {key for row in rows for key in row}
-    extra_metrics = sorted(key for key in found - set(ID_COLUMNS) - set(COST_COLUMNS)
-                           if not key.endswith(("_ci_low", "_ci_high")) and key not in METRICS)
-    metric_fields = [f"{name}{suffix}" for name in (*METRICS, *extra_metrics)
-                       for suffix in ("", "_ci_low", "_ci_high")]
+    extra = sorted(key for key in found - set(ID_COLUMNS) - set(COST_COLUMNS)
+                   if not key.endswith(("_ci_low", "_ci_high")) and key not in METRICS)
+    return [*METRICS, *extra]
+
+
+def summary_columns(rows: list[dict]) -> list[str]:
+    """ID columns, every metric with its interval (metric_names), cost columns."""
+    metric_fields = [f"{name}{suffix}" for name in metric_names(rows) for suffix in ("", "_ci_low", "_ci_high")]
     return [*ID_COLUMNS, *metric_fields, *COST_COLUMNS]
 
 
@@ -206,12 +213,16 @@ def is_missing(value) -> bool:
 # --- per-item scores from predictions.jsonl ----------------------------------------------------
 
 
-def read_item_scores(run_dir: Path) -> dict[str, dict] | None:
-    """{item id: scores} of a run's predictions.jsonl, or None where the file is absent."""
-    path = run_dir / "predictions.jsonl"
-    if not path.is_file():
-        return None
-    return {item_id(record, path): record.get("scores") or {} for record in read_jsonl(path)}
+def read_predictions(rows: list[dict], runs_dir: Path) -> dict[str, dict[str, dict]]:
+    """{run: {item id: record}} of every finished run's predictions.jsonl ({} where it is
+    absent), read once for both the scaling analysis and the examples."""
+    predictions = {}
+    for row in rows:
+        if row["status"] == "done":
+            path = runs_dir / row["run"] / "predictions.jsonl"
+            predictions[row["run"]] = ({item_id(record, path): record for record in read_jsonl(path)}
+                                       if path.is_file() else {})
+    return predictions
 
 
 def item_id(record: dict, path: Path) -> str:
@@ -221,27 +232,16 @@ def item_id(record: dict, path: Path) -> str:
 
 
 def item_values(scores: dict, metric: str):
-    """One item's value for a statistic: (loss, reference tokens) for test_loss, else the score."""
+    """One item's value for a statistic: for test_loss (summed NLL, reference tokens), the row
+    lib.stats.token_weighted_loss takes (`loss` is the mean NLL over the item's own tokens, so
+    loss x tokens is its sum); else the score."""
     if metric == "test_loss":
-        loss = scores.get("loss")
-        return None if loss is None else (loss, scores.get("ref_tokens") or 1)
+        loss, tokens = scores.get("loss"), scores.get("ref_tokens") or 1
+        return None if loss is None else (loss * tokens, tokens)
     return scores.get(metric)
 
 
-def loss_per_token(rows: np.ndarray) -> float:
-    """Test loss of a set of items in nats per reference token.
-
-    Each item's `loss` is the mean NLL over its own reference tokens, so loss_i * tokens_i is its
-    total NLL and the set's loss is sum(loss_i * tokens_i) / sum(tokens_i).
-    """
-    return float(np.sum(rows[:, 0] * rows[:, 1]) / np.sum(rows[:, 1]))
-
-
-def item_mean(values: np.ndarray) -> float:
-    return float(np.mean(values))
-
-
-STATISTICS = {"test_loss": loss_per_token, "rougeL": item_mean}
+STATISTICS = {"test_loss": token_weighted_loss, "rougeL": mean_statistic}
 
 
 def aligned_items(score_maps: list[dict], metric: str) -> list[np.ndarray]:
@@ -310,8 +310,8 @@ def interval(value: float, estimates: list[float]) -> dict:
     bootstrap estimates (no interval from no estimates)."""
     if not estimates:
         return {"value": value, "ci_low": None, "ci_high": None}
-    low, high = np.percentile(estimates, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+    low, high = percentile_interval(estimates)
+    return {"value": value, "ci_low": low, "ci_high": high}
 
 
 def bootstrap_loss_fits(points: list[dict], item_losses: dict[str, np.ndarray], n_samples: int,
@@ -322,7 +322,7 @@ def bootstrap_loss_fits(points: list[dict], item_losses: dict[str, np.ndarray], 
     fits, failed = [], 0
     draws = resample_indices(n_items, n_samples, BOOTSTRAP_SEED)
     for rows in tqdm(draws, desc=f"bootstrap {label}", leave=False):
-        losses = [np.mean([loss_per_token(item_losses[run][rows]) for run in point["runs"]]) for point in points]
+        losses = [np.mean([token_weighted_loss(item_losses[run][rows]) for run in point["runs"]]) for point in points]
         try:
             fits.append(fit_power_law([p["examples"] for p in points], losses))
         except RuntimeError:
@@ -358,7 +358,7 @@ def holdout_check(points: list[dict]) -> dict:
                                         "rel_error": error / held_out["value"]}
 
 
-def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict | None], n_samples: int,
+def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict], n_samples: int,
              notes: list[str]) -> dict:
     """The power-law fit of one method's test loss over data size, with bootstrap intervals."""
     points = points_by_size(rows, method, "test_loss")
@@ -388,7 +388,7 @@ def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict | None],
     }
 
 
-def check_item_scores(rows: list[dict], item_scores: dict[str, dict | None], notes: list[str]) -> None:
+def check_item_scores(rows: list[dict], item_scores: dict[str, dict], notes: list[str]) -> None:
     """Note every run whose per-item losses or ROUGE-L do not reproduce its eval.json value:
     intervals computed from those items would then not describe the reported number."""
     for row in rows:
@@ -447,7 +447,7 @@ def paired_difference(scores_a: dict | None, scores_b: dict | None, metric: str,
     return paired_bootstrap(values_a, values_b, STATISTICS[metric], n_samples, BOOTSTRAP_SEED)
 
 
-def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores: dict[str, dict | None],
+def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores: dict[str, dict],
                     n_samples: int) -> list[dict]:
     """QLoRA against LoRA at every size where both default-seed runs are done."""
     by_run = {row["run"]: row for row in rows}
@@ -468,13 +468,15 @@ def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores
     return comparisons
 
 
-def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, runs_dir: Path, n_samples: int) -> dict:
-    """The content of scaling.json (see the module docstring), without provenance."""
-    done = [row["run"] for row in rows if row["status"] == "done"]
-    item_scores = {run: read_item_scores(runs_dir / run) for run in done}
+def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, predictions: dict[str, dict[str, dict]],
+                     n_samples: int) -> dict:
+    """The content of scaling.json (see the module docstring), without provenance; `predictions`
+    as read_predictions returns them."""
+    item_scores = {run: {item: record.get("scores") or {} for item, record in records.items()}
+                   for run, records in predictions.items()}
     notes: list[str] = []
     check_item_scores(rows, item_scores, notes)
-    methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE)]
+    methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE_RUN)]
     return {
         "loss_fits": {method: loss_fit(rows, method, item_scores, n_samples, notes) for method in methods},
         "trends": {metric: {method: trend(rows, method, metric, n_samples) for method in methods}
@@ -487,25 +489,21 @@ def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, runs_dir: 
 # --- qualitative examples ----------------------------------------------------------------------
 
 
-def read_predictions(run_dir: Path) -> dict[str, dict]:
-    path = run_dir / "predictions.jsonl"
-    return {item_id(record, path): record for record in read_jsonl(path)} if path.is_file() else {}
-
-
-def choose_examples(rows: list[dict], runs_dir: Path, count: int = EXAMPLE_COUNT) -> dict:
-    """A few test items with the base model's and the best run's answers.
+def choose_examples(rows: list[dict], predictions: dict[str, dict[str, dict]], count: int = EXAMPLE_COUNT) -> dict:
+    """A few test items with the base model's and the best run's answers (`predictions` as
+    read_predictions returns them).
 
     The best run has the lowest test loss among finished trained runs. Items are taken in the
     order of sha256(id), which is fixed but unrelated to how well any run did on them,
     preferring questions short enough to read in the figure.
     """
     trained = [row for row in rows
-               if row["method"] != BASE and row["status"] == "done" and not is_missing(row.get("test_loss"))]
+               if row["method"] != BASE_RUN and row["status"] == "done" and not is_missing(row.get("test_loss"))]
     if not trained:
         return {"best_run": None, "examples": []}
     best_run = min(trained, key=lambda row: (row["test_loss"], row["run"]))["run"]
-    best = read_predictions(runs_dir / best_run)
-    base = read_predictions(runs_dir / BASE)
+    best = predictions[best_run]
+    base = predictions.get(BASE_RUN, {})
     candidates = [item for item in best if not base or item in base]
     candidates.sort(key=lambda item: (len(best[item].get("question") or "") > EXAMPLE_MAX_QUESTION_CHARS,
                                       hashlib.sha256(item.encode()).hexdigest()))
@@ -520,8 +518,8 @@ def choose_examples(rows: list[dict], runs_dir: Path, count: int = EXAMPLE_COUNT
 
 
 def number(value, count: bool = False) -> str:
-    """A number for reading: counts and values from 100 up as integers with separators, else 2-3
-    significant decimals."""
+    """A number for reading: counts and values from 100 up as integers with separators, values
+    from 1 up with 2 decimal places, smaller ones with 3."""
     if is_missing(value):
         return ""
     value = float(value)
@@ -554,8 +552,7 @@ def interval_text(stat: dict | None) -> str:
 
 def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
     """summary.md: the runs (quality, then cost) and the scaling analysis, as Markdown tables."""
-    columns = set(summary_columns(rows))
-    metrics = [m for m in METRICS if m in columns and any(not is_missing(r.get(m)) for r in rows)]
+    metrics = [m for m in metric_names(rows) if any(not is_missing(r.get(m)) for r in rows)]
     costs = [c for c in COST_COLUMNS if any(not is_missing(r.get(c)) for r in rows)]
     status_counts = ", ".join(f"{s}: {sum(r['status'] == s for r in rows)}"
                               for s in ("done", "training", "not_evaluated", "missing"))
@@ -568,7 +565,7 @@ def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
                         for r in rows]),
         "## Training cost",
         markdown_table(["run", *costs], [[r["run"], *(number(r.get(c), count=c in COUNT_COLUMNS) for c in costs)]
-                        for r in rows if r["method"] != BASE]),
+                        for r in rows if r["method"] != BASE_RUN]),
         scaling_markdown(scaling),
     ]
     return "\n\n".join(parts) + "\n"
@@ -615,25 +612,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
 
 
-def grid_from_args(args: argparse.Namespace) -> tuple[Grid, int]:
-    """The expected grid (the profile's, narrowed by --methods/--sizes/--seeds) and the study's
-    default seed, which stays experiments/grid.yaml's first seed whatever seeds are asked for
-    (the Makefile names runs by it)."""
-    grid = load_grid(args.profile)
-    for size in args.sizes or ():
-        parse_count(size)  # a bad size label is an error here, naming it
-    requested = Grid(methods=tuple(args.methods or grid.methods), sizes=tuple(args.sizes or grid.sizes),
-                     seeds=tuple(args.seeds or grid.seeds))
-    return requested, grid.default_seed
-
-
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
-    grid, default_seed = grid_from_args(args)
+    grid, default_seed = requested_grid(args.profile, args.methods, args.sizes, args.seeds)
     rows = collect_runs(args.runs, grid, default_seed)
-    scaling = scaling_analysis(rows, grid, default_seed, args.runs, config.eval.bootstrap_samples)
+    predictions = read_predictions(rows, args.runs)
+    scaling = scaling_analysis(rows, grid, default_seed, predictions, config.eval.bootstrap_samples)
     record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
-    write_json(args.out / "examples.json", choose_examples(rows, args.runs) | {"provenance": record})
+    write_json(args.out / "examples.json", choose_examples(rows, predictions) | {"provenance": record})
     write_json(args.out / "scaling.json", scaling | {"provenance": record})
     with atomic_write(args.out / "summary.md") as handle:
         handle.write(summary_markdown(args.profile, rows, scaling))

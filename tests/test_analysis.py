@@ -12,15 +12,16 @@ import json
 import numpy as np
 import pytest
 
+import lib.analysis
 from lib.analysis import (
-    COST_COLUMNS, choose_examples, collect_runs, fit_power_law, fit_warnings, loss_per_token, power_law,
-    scaling_analysis, slope_per_doubling, summary_columns,
+    COST_COLUMNS, aligned_items, choose_examples, collect_runs, fit_power_law, fit_warnings, power_law,
+    read_predictions, scaling_analysis, slope_per_doubling, summary_columns, summary_markdown,
 )
 from lib.cli import main
 from lib.config import Grid, load_grid
 from lib.errors import UserError
 from lib.io import write_json, write_jsonl
-from lib.stats import bootstrap
+from lib.stats import bootstrap, token_weighted_loss
 
 SEED = 42
 GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SEED,))
@@ -48,13 +49,19 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
          "scores": {"rougeL": rouge[i], "loss": item_losses[i], "ref_tokens": tokens[i]}}
         for i in range(n)
     ])
-    rows = np.column_stack([item_losses, tokens])
-    metrics = {"test_loss": bootstrap(rows, loss_per_token, 200), "rougeL": bootstrap(rouge, n_samples=200)}
+    rows = np.column_stack([np.multiply(item_losses, tokens), tokens])  # [summed NLL, tokens]
+    metrics = {"test_loss": bootstrap(rows, token_weighted_loss, 200), "rougeL": bootstrap(rouge, n_samples=200)}
     result = {"run": name, "n_items": n, "metrics": metrics}
     if mcq is not None:
         result["mcq"] = mcq
     write_json(run_dir / "eval.json", result)
     return run_dir
+
+
+def analyse(runs, grid=GRID, n_samples=100):
+    """scaling.json's content for the runs in `runs` (as `summarize` computes it)."""
+    rows = collect_runs(runs, grid, SEED)
+    return scaling_analysis(rows, grid, SEED, read_predictions(rows, runs), n_samples)
 
 
 def read_csv(path):
@@ -116,6 +123,31 @@ def test_extra_metrics_get_columns_after_the_known_ones():
     assert columns.index("judge_score") == columns.index("mcq_accuracy_ci_high") + 1
 
 
+def test_summary_md_shows_every_metric_judge_scores_included():
+    rows = [{"run": "lora-1k", "status": "done", "examples": 1000, "method": "lora", "test_loss": 1.5,
+             "test_loss_ci_low": 1.4, "test_loss_ci_high": 1.6, "judge_accuracy": 3.5,
+             "judge_accuracy_ci_low": 3.1, "judge_accuracy_ci_high": 3.9}]
+    scaling = {"loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
+    text = summary_markdown("demo", rows, scaling)
+    assert "| run | status | examples | test_loss | judge_accuracy |" in text
+    assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
+
+
+def test_each_predictions_file_is_read_once(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [3.0] * 5)
+    write_run(runs, "lora-1k", [2.0] * 5)
+    write_run(runs, "lora-2k", [1.0] * 5)  # the best run: its answers and base's go to examples.json
+    reads = []
+    read_jsonl = lib.analysis.read_jsonl
+    monkeypatch.setattr(lib.analysis, "read_jsonl", lambda path: reads.append(path.parent.name) or read_jsonl(path))
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
+          "--methods", "lora", "--sizes", "1k", "2k", "--seeds", "42"])
+    assert sorted(reads) == ["base", "lora-1k", "lora-2k"]
+    examples = json.loads((tmp_path / "examples.json").read_text(encoding="utf-8"))
+    assert examples["best_run"] == "lora-2k" and examples["examples"][0]["base"].startswith("base回答")
+
+
 def test_missing_runs_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         collect_runs(tmp_path / "nowhere", GRID, SEED)
@@ -126,7 +158,10 @@ def test_missing_runs_folder_is_a_user_error(tmp_path):
 
 def test_loss_per_token_weights_items_by_their_reference_tokens():
     # item 1: mean NLL 1.0 over 10 tokens; item 2: 4.0 over 30 tokens -> (10 + 120) / 40 = 3.25
-    assert loss_per_token(np.array([[1.0, 10], [4.0, 30]])) == pytest.approx(3.25)
+    scores = {"t1": {"loss": 1.0, "ref_tokens": 10}, "t2": {"loss": 4.0, "ref_tokens": 30}}
+    rows = aligned_items([scores], "test_loss")[0]
+    assert rows.tolist() == [[10.0, 10.0], [120.0, 30.0]]  # [summed NLL, tokens]
+    assert token_weighted_loss(rows) == pytest.approx(3.25)
 
 
 def test_fit_recovers_exact_power_law():
@@ -154,8 +189,7 @@ def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0):
 
 def test_fit_on_noisy_items_recovers_alpha_within_its_interval(tmp_path):
     runs = synthetic_study(tmp_path)
-    rows = collect_runs(runs, GRID, SEED)
-    scaling = scaling_analysis(rows, GRID, SEED, runs, n_samples=300)
+    scaling = analyse(runs, n_samples=300)
     fit = scaling["loss_fits"]["lora"]
     assert fit["status"] == "ok" and fit["bootstrap"]["resampled"] == "test items"
     assert fit["alpha"]["ci_low"] < 0.4 < fit["alpha"]["ci_high"]
@@ -171,7 +205,7 @@ def test_fit_on_noisy_items_recovers_alpha_within_its_interval(tmp_path):
 
 def test_lora_vs_qlora_differences_and_cost_ratios(tmp_path):
     runs = synthetic_study(tmp_path)
-    scaling = scaling_analysis(collect_runs(runs, GRID, SEED), GRID, SEED, runs, n_samples=100)
+    scaling = analyse(runs)
     comparisons = scaling["lora_vs_qlora"]
     assert [c["size"] for c in comparisons] == list(GRID.sizes)
     first = comparisons[0]
@@ -193,7 +227,7 @@ def test_paired_difference_of_a_constant_shift_is_exact(tmp_path):
         write_run(runs, f"lora-{size}", items, [10.0, 20.0, 30.0, 40.0], cost={"wall_time_s": 10.0})
         write_run(runs, f"qlora-{size}", [x + 0.5 for x in items], [12.0, 22.0, 32.0, 42.0], cost={"wall_time_s": 13.0})
     grid = Grid(methods=("lora", "qlora"), sizes=("1k", "2k"), seeds=(42,))
-    comparison = scaling_analysis(collect_runs(runs, grid, SEED), grid, SEED, runs, n_samples=100)["lora_vs_qlora"][0]
+    comparison = analyse(runs, grid)["lora_vs_qlora"][0]
     assert comparison["rougeL_diff"]["difference"] == pytest.approx(2.0)
     assert comparison["rougeL_diff"]["ci_low"] == pytest.approx(2.0) == comparison["rougeL_diff"]["ci_high"]
     assert comparison["loss_diff"]["difference"] == pytest.approx(0.5)
@@ -206,7 +240,7 @@ def test_three_sizes_fit_but_cannot_check_extrapolation(tmp_path):
     for size, examples in (("1k", 1000), ("2k", 2000), ("4k", 4000)):
         write_run(runs, f"lora-{size}", [float(power_law(examples, 1.0, 20.0, 0.5))] * 5)
     grid = Grid(methods=("lora",), sizes=("1k", "2k", "4k"), seeds=(42,))
-    fit = scaling_analysis(collect_runs(runs, grid, SEED), grid, SEED, runs, n_samples=50)["loss_fits"]["lora"]
+    fit = analyse(runs, grid, n_samples=50)["loss_fits"]["lora"]
     assert fit["status"] == "ok"
     assert fit["alpha"]["value"] == pytest.approx(0.5, rel=1e-3)
     assert fit["holdout"]["status"] == "too_few_points"
@@ -230,7 +264,7 @@ def test_mismatch_between_items_and_eval_json_is_noted(tmp_path):
     eval_result = json.loads((run_dir / "eval.json").read_text())
     eval_result["metrics"]["test_loss"]["value"] = 9.0
     write_json(run_dir / "eval.json", eval_result)
-    scaling = scaling_analysis(collect_runs(runs, GRID, SEED), GRID, SEED, runs, n_samples=10)
+    scaling = analyse(runs, n_samples=10)
     assert scaling["notes"] == ["lora-1k: test_loss from predictions.jsonl is 1.5, eval.json says 9"]
 
 
@@ -257,17 +291,19 @@ def test_examples_come_from_the_best_run_and_the_base_model(tmp_path):
     write_run(runs, "lora-2k", [1.0] * 5)
     write_run(runs, "qlora-1k", [0.5] * 5, evaluated=False)  # not evaluated: cannot be the best
     rows = collect_runs(runs, GRID, SEED)
-    chosen = choose_examples(rows, runs, count=2)
+    predictions = read_predictions(rows, runs)
+    chosen = choose_examples(rows, predictions, count=2)
     assert chosen["best_run"] == "lora-2k"
     assert len(chosen["examples"]) == 2
     first = chosen["examples"][0]
     number = first["id"][1:]
     assert first == {"id": f"t{number}", "question": f"问题{number}", "reference": f"参考{number}",
                      "base": f"base回答{number}", "best": f"lora-2k回答{number}"}
-    assert choose_examples(rows, runs, count=2) == chosen  # deterministic
+    assert choose_examples(rows, predictions, count=2) == chosen  # deterministic
 
 
 def test_no_finished_run_gives_no_examples(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "base", [3.0] * 5)
-    assert choose_examples(collect_runs(runs, GRID, SEED), runs) == {"best_run": None, "examples": []}
+    rows = collect_runs(runs, GRID, SEED)
+    assert choose_examples(rows, read_predictions(rows, runs)) == {"best_run": None, "examples": []}

@@ -171,3 +171,21 @@ def test_the_vllm_backend_gets_the_same_prompts_and_decoding(trained_run, tiny_m
 
     assert AutoTokenizer.from_pretrained(tiny_model).convert_tokens_to_ids("<|im_end|>") in asked["params"]["stop_token_ids"]
     assert asked["lora"] == str(trained_run / "adapter")  # attached per request, never merged
+
+
+def test_answers_kept_from_an_interruption_belong_to_the_same_questions(tmp_path):
+    """A partial file written for other questions (another test set, say) is not reused."""
+    from lib.evaluate.generate import Answer
+    from lib.evaluate.run import generate_resumably
+
+    class Echo:  # answers with its prompt, so a reused answer would show
+        name = "echo"
+
+        def generate(self, prompts, max_new_tokens, batch_size, progress=True, on_batch=None):
+            answers = [Answer(prompt, 1, False) for prompt in prompts]
+            on_batch(list(range(len(prompts))), answers)
+            return answers
+
+    settings = {"backend": "echo", "max_new_tokens": 4, "batch_size": 2}
+    assert [a.text for a in generate_resumably(Echo(), ["问一", "问二"], settings, tmp_path)] == ["问一", "问二"]
+    assert [a.text for a in generate_resumably(Echo(), ["问三", "问四"], settings, tmp_path)] == ["问三", "问四"]

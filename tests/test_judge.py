@@ -110,6 +110,18 @@ def test_a_rerun_answers_from_the_cache_and_asks_only_for_new_answers(server, tm
     assert len((tmp_path / "run" / "judge_cache.jsonl").read_text(encoding="utf-8").splitlines()) == 4
 
 
+def test_a_cache_line_cut_short_is_asked_again_and_the_cache_stays_readable(server, tmp_path):
+    judge(tmp_path)
+    cache = tmp_path / "run" / "judge_cache.jsonl"
+    lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+    cache.write_text(lines[0] + lines[1] + lines[2][:25], encoding="utf-8")  # interrupted mid-line
+    again = judge(tmp_path)
+    assert len(server.seen) == 4 and again["counts"]["requested"] == 1
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 4  # the fresh reply on a line of its own
+    judge(tmp_path)
+    assert len(server.seen) == 4  # and is read back: nothing asked the third time
+
+
 def test_rate_limits_and_server_errors_are_retried(server, tmp_path):
     server.statuses = [429, 503]
     result = judge(tmp_path, concurrency=1)

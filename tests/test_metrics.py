@@ -94,6 +94,17 @@ def test_rouge_is_the_mean_of_item_scores_with_lib_stats_bootstrap():
     assert metrics["rougeL"]["n"] == 5 and metrics["rougeL"]["ci_low"] < metrics["rougeL"]["ci_high"]
 
 
+def test_rouge_scores_the_caller_has_are_used_not_recomputed():
+    computed = corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=50)
+    given = [{**item_scores(p, r), "loss": 1.0} for p, r in zip(PREDICTIONS, REFERENCES)]  # predictions.jsonl scores
+    assert corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=50, item_rouge=given) == computed
+    made_up = [dict.fromkeys(("rouge1", "rouge2", "rougeL"), float(i)) for i in range(5)]
+    metrics = corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=50, item_rouge=made_up)
+    assert metrics["rougeL"]["value"] == 2.0  # the mean of 0..4: taken as given
+    with pytest.raises(ValueError, match="5 predictions, 4 items of ROUGE scores"):
+        corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, item_rouge=made_up[:4])
+
+
 def test_distinct_n_by_hand():
     # 建议 | 多喝水 and 建议 | 多 | 休息: 5 words, 4 distinct -> 80; bigrams 建议 多喝水, 建议 多,
     # 多 休息: 3 of 3 distinct -> 100 (no bigram across the two answers)

@@ -6,7 +6,7 @@ prompt, the answer text, the number of tokens generated and whether it hit the l
 
 - TransformersGenerator (always): `generate` on left-padded batches of prompts of similar
   length (sorted by length, so little padding is computed). Batched greedy decoding gives the
-  same text as one prompt at a time (tests/test_generate.py) and is several times faster.
+  same text as one prompt at a time (tests/test_evaluate.py) and is several times faster.
 - VllmGenerator (a GPU with vLLM installed): the base model with the LoRA adapter attached per
   request, never merged (merging into a 4-bit base loses quality).
 """
@@ -30,6 +30,22 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     """Indices grouped into batches of similar length, longest first (an OOM shows up at once)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def left_padded(sequences: list[list[int]], pad_id: int):
+    """(ids, attention_mask, position_ids) tensors of `sequences` padded on the left to the longest.
+
+    Left padding ends every row at the last column, where the next token is predicted; position
+    ids count from each row's first real token (0 on the padding), as for the row alone:
+    [pad, pad, 7, 8] -> attention [0, 0, 1, 1], positions [0, 0, 0, 1].
+    """
+    import torch
+
+    width = max(map(len, sequences))
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in sequences])
+    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    return ids, attention, positions
 
 
 class TransformersGenerator:
@@ -78,7 +94,8 @@ class TransformersGenerator:
 class VllmGenerator:
     name = "vllm"
 
-    def __init__(self, base_location: str, adapter_dir: str | None, stop_ids: list[int], dtype: str, quantized: bool):
+    def __init__(self, base_location: str, adapter_dir: str | None, stop_ids: list[int], dtype: str, quantized: bool,
+                 max_lora_rank: int):
         from vllm import LLM
 
         self.llm = LLM(
@@ -86,7 +103,7 @@ class VllmGenerator:
             dtype=dtype,
             quantization="bitsandbytes" if quantized else None,
             enable_lora=adapter_dir is not None,
-            max_lora_rank=64,
+            max_lora_rank=max_lora_rank,
             seed=0,
         )
         self.adapter_dir = adapter_dir

@@ -11,12 +11,14 @@ question, the reference answer and the model's answer filled in, and replies wit
 {"accuracy": 1-5, "helpfulness": 1-5, "safety": 1-5}.
 
 - Requests: POST <base url>/chat/completions with temperature 0, through urllib (no dependency),
-  eval.judge_concurrency at a time. 429, 5xx and connection errors are retried 5 times with
-  exponential backoff (1, 2, 4, 8 s, or the server's Retry-After); 4xx errors stop the run.
+  eval.judge_concurrency at a time. 408, 409, 429, 5xx and connection errors are tried ATTEMPTS = 5
+  times in all (four retries, waiting 1, 2, 4, 8 s, or the server's Retry-After); other 4xx
+  errors stop the run.
 - Cache: every reply is appended to the run's judge_cache.jsonl as {"key", "reply"}, key = sha256
   of the judge model and the filled-in rubric (so of the rubric, question, reference and answer).
-  A rerun sends only what the cache lacks: an interrupted run continues, a finished one costs
-  nothing. Replies are kept as text and parsed on every use.
+  A rerun sends only what the cache lacks: an interrupted run continues (a last line cut short
+  is asked again, lib.io.read_log), a finished one costs nothing. Replies are kept as text and
+  parsed on every use.
 - A reply without a JSON object holding the three integer scores is counted as malformed and
   left out of the means, never fatal.
 - The API key goes into the Authorization header and nowhere else: not into the cache, eval.json,
@@ -42,8 +44,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lib.errors import UserError
-from lib.io import shown
-from lib.stats import bootstrap
+from lib.io import read_log, shown
+from lib.stats import BOOTSTRAP_SEED, bootstrap
 
 RUBRIC_PATH = Path(__file__).with_name("judge_rubric.md")
 SCORE_NAMES = ("accuracy", "helpfulness", "safety")
@@ -169,23 +171,26 @@ def request_with_retries(endpoint: Endpoint, prompt: str, backoff_s: float) -> s
 
 
 def read_cache(path: Path) -> dict[str, str]:
-    """{key: reply} of earlier requests; a line cut short by an interruption is ignored (re-asked)."""
-    replies = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                replies[entry["key"]] = entry["reply"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return replies
+    """{key: reply} of earlier requests; a line cut short by an interruption is left out (re-asked)."""
+    return {entry["key"]: entry["reply"] for entry in read_log(path)
+            if isinstance(entry, dict) and {"key", "reply"} <= entry.keys()}
+
+
+def ends_mid_line(path: Path) -> bool:
+    """Whether the file's last line has no newline (an append was cut short)."""
+    with path.open("rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 # --- all predictions -------------------------------------------------------------------------------
 
 
-def judge_predictions(predictions: list[dict], cache_path: str | Path, n_samples: int = 1_000, seed: int = 0,
-                      concurrency: int = 4, backoff_s: float = 1.0, progress: bool = True) -> dict:
+def judge_predictions(predictions: list[dict], cache_path: str | Path, n_samples: int = 1_000,
+                      seed: int = BOOTSTRAP_SEED, concurrency: int = 4, backoff_s: float = 1.0,
+                      progress: bool = True) -> dict:
     """Judge every prediction ({"question", "reference", "prediction"}), asking the endpoint only
     for what the cache lacks; the three scores with bootstrap intervals over scored items."""
     endpoint = endpoint_from_environment()
@@ -219,6 +224,8 @@ def ask(endpoint: Endpoint, prompts: dict[str, str], replies: dict[str, str], ca
     """Send the requests, `concurrency` at a time, appending each reply to the cache as it comes."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with cache_path.open("a", encoding="utf-8") as cache, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        if ends_mid_line(cache_path):
+            cache.write("\n")  # after a line cut short, the next reply must start a line of its own
         futures = {pool.submit(request_with_retries, endpoint, prompt, backoff_s): key for key, prompt in prompts.items()}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="answer",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from lib.evaluate.generate import length_sorted_batches
+from lib.evaluate.generate import left_padded, length_sorted_batches
 from lib.prompts import assistant_tokens, loss_template
 
 
@@ -42,15 +42,13 @@ def item_losses(model, tokenizer, conversations: list[list[dict]], max_length: i
     pad = tokenizer.pad_token_id
     for batch in tqdm(length_sorted_batches([len(ids) for ids, _ in encoded], batch_size),
                       desc="test loss", unit="batch", disable=not progress):
-        width = max(len(encoded[i][0]) for i in batch)
         # Left padding puts every answer at the end, so the logits of the last `keep` positions
-        # cover all masked tokens of the batch.
-        ids = torch.tensor([[pad] * (width - len(encoded[i][0])) + encoded[i][0] for i in batch])
-        mask = torch.tensor([[0] * (width - len(encoded[i][1])) + encoded[i][1] for i in batch])
-        attention = torch.tensor([[0] * (width - len(encoded[i][0])) + [1] * len(encoded[i][0]) for i in batch])
+        # cover all masked tokens of the batch; real tokens count from position 0, as in training.
+        ids, attention, positions = left_padded([encoded[i][0] for i in batch], pad)
+        mask = left_padded([encoded[i][1] for i in batch], 0)[0]
+        width = ids.shape[1]
         starts = [int(row.nonzero()[0]) for row in mask if row.any()]  # a row may be cut before its answer
         keep = width - min(starts, default=width - 1) + 1
-        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # real tokens count from 0, as in training
         device = model.device
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),

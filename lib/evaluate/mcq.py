@@ -29,9 +29,9 @@ from collections import defaultdict
 from tqdm import tqdm
 
 from lib.errors import UserError
-from lib.evaluate.generate import length_sorted_batches
+from lib.evaluate.generate import left_padded, length_sorted_batches
 from lib.prompts import render_prompt
-from lib.stats import bootstrap
+from lib.stats import BOOTSTRAP_SEED, bootstrap
 
 INSTRUCTION = "请只回答选项字母。"
 
@@ -64,11 +64,8 @@ def next_token_logprobs(model, sequences: list[list[int]], pad_id: int):
     """(batch, vocab) log-probabilities of the token after each sequence, in one left-padded pass."""
     import torch
 
-    width = max(map(len, sequences))
-    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences])
-    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
-    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # each prompt counts from 0, unpadded
-    device = model.get_input_embeddings().weight.device
+    ids, attention, positions = left_padded(sequences, pad_id)
+    device = model.device
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
                        position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
@@ -102,7 +99,7 @@ def result(item: dict, letter_logprobs: dict) -> dict:
             "correct": predicted == item["answer"], "letter_logprobs": letter_logprobs}
 
 
-def mcq_summary(per_item: list[dict], n_samples: int = 1_000, seed: int = 0) -> dict:
+def mcq_summary(per_item: list[dict], n_samples: int = 1_000, seed: int = BOOTSTRAP_SEED) -> dict:
     """Accuracy in percent with its bootstrap interval, overall and per source."""
     by_source: dict[str, list[float]] = defaultdict(list)
     for item in per_item:

@@ -1,7 +1,9 @@
 """Text metrics of generated answers against the reference answers, with bootstrap intervals.
 
 `python -m lib evaluate` (lib/evaluate/run.py) calls `item_scores` for each line of
-predictions.jsonl and `corpus_metrics` for the metrics of eval.json.
+predictions.jsonl and `corpus_metrics` for the metrics of eval.json, handing it those per-item
+ROUGE scores (`item_rouge`) so that no pair is scored twice: rouge_chinese's LCS takes ~70 ms on
+a pair of 400-character answers.
 
 How text is tokenised:
   words       jieba.lcut (default dictionary and HMM), dropping tokens that are only whitespace.
@@ -27,22 +29,23 @@ Metrics (names and units as in eval.json):
   empty_rate               percent of predictions that are empty after stripping whitespace.
   truncated_rate           percent of predictions that stopped at the token limit.
 
-Intervals are 95% percentile bootstraps over items (lib.stats) with one seed, so every metric
-sees the same resamples. Means resample per-item values. BLEU resamples per-item sufficient
+Intervals are 95% percentile bootstraps over items (lib.stats) with one seed
+(lib.stats.BOOTSTRAP_SEED), so every metric sees the same resamples. Means resample per-item values. BLEU resamples per-item sufficient
 statistics (hypothesis and reference lengths, matches and totals for n = 1..4) and recomputes the
 corpus score from their sums, which keeps 1,000 resamples well under a second. distinct-n is
 not a sum over items: an item drawn twice repeats all its n-grams, so every resample's
 distinct-n falls below the full set's (on 1,000 real answers by 20% for distinct-1 and 29% for
 distinct-2, so a plain percentile interval would not even contain the estimate). Its interval is
-the spread of the resamples recentred on the point estimate (each resample shifted by
-value - mean of the resamples): the sampling spread without the resampling bias.
+lib.stats.recentred_bootstrap: the spread of the same resamples recentred on the point estimate
+(each resample shifted by value - mean of the resamples), the sampling spread without the
+resampling bias.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from functools import lru_cache, partial
+from collections.abc import Sequence
+from functools import partial
 
 import jieba
 import numpy as np
@@ -50,7 +53,7 @@ from rouge_chinese import Rouge
 from sacrebleu.metrics import BLEU
 from scipy import sparse
 
-from lib.stats import CONFIDENCE, bootstrap, resample_indices
+from lib.stats import BOOTSTRAP_SEED, bootstrap, recentred_bootstrap
 
 jieba.setLogLevel(logging.WARNING)  # not "Building prefix dict ..." in every evaluation log
 
@@ -68,18 +71,15 @@ def words(text: str) -> list[str]:
 
 def item_scores(prediction: str, reference: str) -> dict:
     """{"rouge1", "rouge2", "rougeL"}: F1 x 100 of one prediction against its reference."""
-    return dict(zip(ROUGE_NAMES, _rouge(prediction, reference)))
+    return rouge_of_words(words(prediction), words(reference))
 
 
-# An evaluation asks for each item's ROUGE twice (predictions.jsonl, then eval.json), and
-# rouge_chinese's LCS takes ~70 ms on a pair of 400-character answers: remember the last items.
-@lru_cache(maxsize=4096)
-def _rouge(prediction: str, reference: str) -> tuple[float, float, float]:
-    prediction_words, reference_words = words(prediction), words(reference)
+def rouge_of_words(prediction_words: list[str], reference_words: list[str]) -> dict:
+    """item_scores of two texts already split into words."""
     if not prediction_words or not reference_words:
-        return 0.0, 0.0, 0.0
+        return dict.fromkeys(ROUGE_NAMES, 0.0)
     scores = _ROUGE.get_scores(" ".join(prediction_words), " ".join(reference_words))[0]
-    return tuple(f1(scores[key]["p"], scores[key]["r"]) for key in ROUGE_NAMES.values())
+    return {name: f1(scores[key]["p"], scores[key]["r"]) for name, key in ROUGE_NAMES.items()}
 
 
 def f1(precision: float, recall: float) -> float:
@@ -135,18 +135,6 @@ def distinct_of_items(incidence: sparse.csr_matrix, totals: np.ndarray, items: n
     return 100.0 * distinct / total
 
 
-def recentred_bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_samples: int, seed: int) -> dict | None:
-    """The bootstrap of a statistic of item indices, its resamples shifted to centre on the
-    point estimate (see the module docstring); None when the statistic is undefined."""
-    value = float(statistic(np.arange(n_items)))
-    if np.isnan(value):
-        return None
-    estimates = np.array([statistic(rows) for rows in resample_indices(n_items, n_samples, seed)])
-    estimates += value - np.nanmean(estimates)
-    low, high = np.nanpercentile(estimates, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"value": value, "ci_low": float(low), "ci_high": float(high), "n": n_items}
-
-
 # --- all metrics -------------------------------------------------------------------------------
 
 
@@ -155,20 +143,27 @@ def corpus_metrics(
     references: list[str],
     truncated: list[bool],
     n_samples: int = 1000,
-    seed: int = 0,
+    seed: int = BOOTSTRAP_SEED,
+    item_rouge: list[dict] | None = None,
 ) -> dict[str, dict]:
     """Every text metric of eval.json as {"value", "ci_low", "ci_high", "n"}; a metric that is
-    undefined (distinct-n when no prediction has n words) is absent."""
+    undefined (distinct-n when no prediction has n words) is absent.
+
+    `item_rouge`: each item's item_scores (extra keys are ignored, so the `scores` of
+    predictions.jsonl do), when the caller has them already; else they are computed here."""
     if not len(predictions) == len(references) == len(truncated):
         raise ValueError(f"{len(predictions)} predictions, {len(references)} references, {len(truncated)} flags")
+    if item_rouge is not None and len(item_rouge) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions, {len(item_rouge)} items of ROUGE scores")
     if not predictions:
         return {}
     interval = partial(bootstrap, n_samples=n_samples, seed=seed)
     prediction_words = [words(p) for p in predictions]
     reference_words = [words(r) for r in references]
-    rouge = [item_scores(p, r) for p, r in zip(predictions, references)]
+    if item_rouge is None:
+        item_rouge = [rouge_of_words(p, r) for p, r in zip(prediction_words, reference_words)]
 
-    metrics = {name: interval([item[name] for item in rouge]) for name in ROUGE_NAMES}
+    metrics = {name: interval([item[name] for item in item_rouge]) for name in ROUGE_NAMES}
     for name, bleu, hypotheses, targets in (
         ("bleu4_char", CHARACTER_BLEU, predictions, references),
         ("bleu4_word", WORD_BLEU, [" ".join(w) for w in prediction_words], [" ".join(w) for w in reference_words]),

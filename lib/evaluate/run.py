@@ -1,7 +1,7 @@
 """Evaluate one run (or the untuned base model) on the whole test set and the knowledge track.
 
-    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-1k \\
-        --data data/processed/demo                                  (make eval-qlora-1k PROFILE=demo)
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-150 \\
+        --data data/processed/demo                                  (make eval-qlora-150 PROFILE=demo)
     python -m lib evaluate --profile demo --run-dir results/demo/runs/base --data data/processed/demo
                                                                     (make eval-base PROFILE=demo)
 
@@ -30,34 +30,30 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import UserError
-from lib.io import provenance, read_jsonl, shown, write_json, write_jsonl
+from lib.config import BASE_RUN
+from lib.io import numbered_jsonl, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import prompt_messages, question_of, render_prompt
+from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 
-BASE_RUN = "base"
 PARTIAL = "predictions.partial.jsonl"
 
 
 def load_test_set(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such split; `make data` writes it")
-    records = list(read_jsonl(path))
-    for line_number, record in enumerate(records, start=1):
+    records = []
+    for line_number, record in numbered_jsonl(path):
         if not isinstance(record.get("messages"), list):
             raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
+        prompt_messages(record["messages"], where=f"{shown(path)}:{line_number}")  # ends with the answer
+        records.append(record)
     return records
 
 
 # --- test loss ----------------------------------------------------------------------------------
 
 
-def token_weighted_loss(rows: np.ndarray) -> float:
-    """rows: (items, 2) of [summed NLL, tokens]; the mean NLL per token over those items."""
-    return float(rows[:, 0].sum() / rows[:, 1].sum())
-
-
 def loss_metrics(losses, n_samples: int) -> dict:
-    from lib.stats import bootstrap
-
     rows = np.array([[item.nll_sum, item.tokens] for item in losses if item.tokens], dtype=float)
     loss = bootstrap(rows, token_weighted_loss, n_samples=n_samples)
     perplexity = {key: math.exp(value) if key in ("value", "ci_low", "ci_high") and value is not None else value
@@ -68,25 +64,28 @@ def loss_metrics(losses, n_samples: int) -> dict:
 # --- generation, resumable ------------------------------------------------------------------------
 
 
-def generation_key(run_dir: Path, settings: dict) -> str:
-    """Identifies the model and settings that wrote a partial file; another key starts afresh."""
+def generation_key(run_dir: Path, prompts: list[str], settings: dict) -> str:
+    """Identifies the questions, model and settings that wrote a partial file: answers are kept
+    only for the same prompts from the same weights (another test set or model starts afresh)."""
     adapter = run_dir / "adapter" / "adapter_model.safetensors"
     weights = adapter.stat().st_mtime_ns if adapter.exists() else None
-    return hashlib.sha256(json.dumps([settings, weights], sort_keys=True).encode()).hexdigest()[:16]
+    asked = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+    return hashlib.sha256(json.dumps([asked, settings, weights], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: Path) -> list:
+    """The generator's answers, keeping each finished batch in predictions.partial.jsonl so that
+    an interrupted evaluation continues where it stopped."""
     from lib.evaluate.generate import Answer
 
     partial = run_dir / PARTIAL
-    key = generation_key(run_dir, settings)
+    key = generation_key(run_dir, prompts, settings)
     done: dict[int, Answer] = {}
-    if partial.is_file():
-        lines = list(read_jsonl(partial))
-        if lines and lines[0].get("key") == key:
-            done = {line["index"]: Answer(line["text"], line["new_tokens"], line["hit_length_limit"])
-                    for line in lines[1:]}
-            print(f"evaluate: {len(done)} of {len(prompts)} answers kept from an interrupted run")
+    lines = read_log(partial)  # a kill may have cut the last line short
+    if lines and lines[0].get("key") == key:
+        done = {line["index"]: Answer(line["text"], line["new_tokens"], line["hit_length_limit"])
+                for line in lines[1:]}
+        print(f"evaluate: {len(done)} of {len(prompts)} answers kept from an interrupted run")
     todo = [i for i in range(len(prompts)) if i not in done]
     if todo:
         with partial.open("w", encoding="utf-8") as handle:
@@ -105,16 +104,14 @@ def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: P
     return [done[i] for i in range(len(prompts))]
 
 
-def make_generator(config, backend: str, model, tokenizer, run_dir: Path, adapter_dir: Path | None):
+def make_generator(config, backend: str, model, tokenizer, stop_ids: list[int], adapter_dir: Path | None):
     from lib.evaluate.generate import TransformersGenerator, VllmGenerator
     from lib.model import compute_dtype, model_location
-    from lib.prompts import end_of_turn_ids
 
-    stop_ids = end_of_turn_ids(tokenizer, model)
     if backend == "vllm":
         return VllmGenerator(model_location(config.model.name_or_path), str(adapter_dir) if adapter_dir else None,
                              stop_ids, str(compute_dtype(config.model.dtype)).removeprefix("torch."),
-                             config.quantization.load_in_4bit)
+                             config.quantization.load_in_4bit, max_lora_rank=config.lora.r)
     return TransformersGenerator(model, tokenizer, stop_ids)
 
 
@@ -125,7 +122,9 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     from lib.evaluate.generate import choose_backend
     from lib.evaluate.likelihood import item_losses
     from lib.evaluate.metrics import corpus_metrics, item_scores
+    from lib.hardware import free_memory
     from lib.model import load_for_inference
+    from lib.prompts import end_of_turn_ids
 
     name = run_dir.name
     adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
@@ -137,13 +136,20 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     tokenizer, model = load_for_inference(config, adapter_dir)
     n_samples = config.eval.bootstrap_samples
 
+    # The likelihoods first (test loss, knowledge track): they need the model's own logits.
     losses = item_losses(model, tokenizer, [r["messages"] for r in test], config.train.max_length,
                          config.eval.batch_size)
+    knowledge = knowledge_track(config, model, tokenizer, data_dir, n_samples)
+    stop_ids = end_of_turn_ids(tokenizer, model)
+    if backend == "vllm":
+        model = None  # vLLM loads its own copy of the weights: the GPU must not hold two
+        free_memory()
+
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
     settings = {"backend": backend, "max_new_tokens": config.eval.max_new_tokens,
                 "batch_size": config.eval.batch_size}
     started = time.perf_counter()
-    generator = make_generator(config, backend, model, tokenizer, run_dir, adapter_dir)
+    generator = make_generator(config, backend, model, tokenizer, stop_ids, adapter_dir)
     answers = generate_resumably(generator, prompts, settings, run_dir)
     settings["seconds"] = time.perf_counter() - started
 
@@ -157,16 +163,15 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
 
     metrics = {**loss_metrics(losses, n_samples),
                **corpus_metrics([a.text for a in answers], references, [a.hit_length_limit for a in answers],
-                                n_samples=n_samples)}
-    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings}
-    result.update(knowledge_track(config, model, tokenizer, data_dir, n_samples))
+                                n_samples=n_samples, item_rouge=[p["scores"] for p in predictions])}
+    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings, **knowledge}
     if config.eval.judge:
         from lib.evaluate.judge import judge_predictions
 
-        result["judge"] = judge_predictions(predictions, run_dir / "judge_cache.jsonl", n_samples=n_samples, seed=0,
-                                            concurrency=config.eval.judge_concurrency)
+        result["judge"] = judge_predictions(predictions, run_dir / "judge_cache.jsonl", n_samples=n_samples,
+                                            seed=BOOTSTRAP_SEED, concurrency=config.eval.judge_concurrency)
         metrics.update(result["judge"]["metrics"])  # judge_accuracy, judge_helpfulness, judge_safety (1-5)
-    result["provenance"] = provenance(config.to_dict(), seed=0)
+    result["provenance"] = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
 
     write_jsonl(run_dir / "predictions.jsonl", predictions)
     write_json(run_dir / "eval.json", result)
@@ -183,7 +188,7 @@ def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) ->
         print(f"evaluate: {shown(path)} not found, the knowledge track is skipped (make data writes it)")
         return {}
     per_item = score_mcq(model, tokenizer, list(read_jsonl(path)), config.data.system_prompt, config.eval.batch_size)
-    return {"mcq": mcq_summary(per_item, n_samples=n_samples, seed=0)}
+    return {"mcq": mcq_summary(per_item, n_samples=n_samples, seed=BOOTSTRAP_SEED)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
