@@ -1,7 +1,7 @@
 """Talk to a run in the terminal: the answer streams token by token as it is generated.
 
-    python -m lib chat --profile demo --method lora --run-dir results/demo/runs/lora-1k
-    make chat EXP=lora-1k PROFILE=demo          (EXP=base for the untuned model)
+    python -m lib chat --profile demo --method lora --run-dir results/demo/runs/lora-150
+    make chat EXP=lora-150 PROFILE=demo          (EXP=base for the untuned model)
 
 Same chat template, system prompt and greedy decoding as the evaluation, so what you read is
 what the metrics scored. The conversation is kept across turns; /reset forgets it. Ctrl-C or
@@ -14,10 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from lib.config import BASE_RUN
 from lib.errors import UserError
 from lib.io import shown
-
-BASE_RUN = "base"
 
 
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, stop_ids: list[int]) -> str:

@@ -22,10 +22,12 @@ READY_MARKER = ".ready"
 
 
 def local_copy(name_or_path: str) -> Path:
-    """Where the model lies on disk: the path itself, or models/<org>--<name> for a hub id."""
-    path = Path(name_or_path)
-    if path.is_absolute() or path.parts[0] in (".", "..", "models") or path.is_dir():
-        return path
+    """Where the model lies on disk: a path is itself (as the Makefile reads it: absolute, ./,
+    ../ or models/), a hub id <org>/<name> lives in models/<org>--<name>."""
+    if not name_or_path:
+        raise UserError("model.name_or_path is empty: name a hub id or a local folder")
+    if name_or_path.startswith(("/", "./", "../", "models/")) or Path(name_or_path).is_dir():
+        return Path(name_or_path)
     return MODELS_DIR / name_or_path.replace("/", "--")
 
 
@@ -136,8 +138,10 @@ def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
     config_file = Path(adapter_dir) / "adapter_config.json"
     if not config_file.is_file():
         raise UserError(f"{shown(adapter_dir)}: no adapter here (adapter_config.json missing); train the run first")
+    # PEFT records the folder the base was loaded from, which moves with a copied results/ tree:
+    # the folder's name (models/<org>--<name>, or the demo's tiny-qwen2) identifies the base.
     trained_on = read_json(config_file).get("base_model_name_or_path")
-    if trained_on and local_copy(trained_on).resolve() != local_copy(model_location(name_or_path)).resolve():
+    if trained_on and local_copy(trained_on).name != local_copy(name_or_path).name:
         raise UserError(f"{shown(config_file)}: the adapter was trained on {trained_on}, "
                         f"but the configured base model is {name_or_path}")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from lib.errors import UserError
 
 
-def prompt_messages(messages: list[dict]) -> list[dict]:
+def prompt_messages(messages: list[dict], where: str = "a record") -> list[dict]:
     """The conversation up to the answer to write: all messages but the final assistant one."""
     if not messages or messages[-1].get("role") != "assistant":
-        raise UserError("a record's `messages` must end with the assistant's reference answer")
+        raise UserError(f"{where}: `messages` must end with the assistant's reference answer")
     return messages[:-1]
 
 

@@ -1,7 +1,7 @@
 """Train one cell of the grid: LoRA or QLoRA on one nested train subset, with TRL's SFTTrainer.
 
-    python -m lib train --profile demo --method qlora --size 1k \\
-        --data data/processed/demo --out results/demo/runs/qlora-1k        (make exp-qlora-1k PROFILE=demo)
+    python -m lib train --profile demo --method qlora --size 150 --seed 42 \\
+        --data data/processed/demo --out results/demo/runs/qlora-150       (make train-qlora-150 PROFILE=demo)
 
 Several GPUs or nodes run the same command under a launcher (make ... LAUNCH=accelerate or
 LAUNCH=torchrun): each process loads its own copy of the model and the batch arithmetic keeps
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lib.config import Config, parse_count
 from lib.errors import UserError
-from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
+from lib.io import atomic_write, numbered_jsonl, provenance, read_json, shown, write_json
 
 DONE_MARKER = "train.done"
 
@@ -91,9 +91,13 @@ def load_messages(path: Path):
     """A split as a datasets.Dataset with the one column the trainer needs."""
     from datasets import Dataset
 
-    rows = [{"messages": record["messages"]} for record in read_jsonl(path)]
-    if not rows or "messages" not in rows[0]:
-        raise UserError(f"{shown(path)}: no records with `messages`")
+    rows = []
+    for line_number, record in numbered_jsonl(path):
+        if not isinstance(record.get("messages"), list):
+            raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
+        rows.append({"messages": record["messages"]})
+    if not rows:
+        raise UserError(f"{shown(path)}: no records")
     return Dataset.from_list(rows)
 
 
@@ -206,7 +210,9 @@ def lora_config(config: Config):
     )
 
 
-def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batch: BatchPlan):
+def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batch: BatchPlan, **overrides):
+    """The study's SFTTrainer for one run; `overrides` replace single SFTConfig settings (the
+    benchmarks turn off evaluation and saving, which they do not time)."""
     from trl import SFTTrainer
 
     from lib.model import compute_dtype, load_model, load_tokenizer
@@ -217,7 +223,7 @@ def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batc
     keep_4bit_layers_trainable_after_eval(model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(config, spec, batch, dtype, out),
+        args=sft_config(config, spec, batch, dtype, out, **overrides),
         train_dataset=load_messages(split_path(data_dir, f"train-{spec.size}.jsonl")),
         eval_dataset=load_messages(split_path(data_dir, "dev.jsonl")),
         processing_class=tokenizer,
@@ -253,7 +259,7 @@ def keep_4bit_layers_trainable_after_eval(model) -> None:
 # --- accounting ----------------------------------------------------------------------------------
 
 
-def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, config_dict: dict) -> dict:
+def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record: dict) -> dict:
     import torch
 
     from lib.hardware import MFU_FORMULA, mfu, peak_memory
@@ -285,11 +291,10 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, config
         "device": device_name,
         "dtype": dtype_name,
         "processes": batch.processes,
-        "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_name)
-        if torch.cuda.is_available() and tokens_per_s else None,
+        "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_name) if tokens_per_s else None,
         "mfu_formula": MFU_FORMULA,
         "log_history": state.log_history,
-        "provenance": provenance(config_dict, spec.seed),
+        "provenance": record,
     }
 
 
@@ -335,9 +340,10 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
     if not trainer.is_world_process_zero():
         return None
     config_dict = resolved_config(config, spec, batch, dtype)
+    record = provenance(config_dict, spec.seed)
     trainer.save_model(str(out / "adapter"))
-    write_json(out / "config.json", {**config_dict, "provenance": provenance(None, spec.seed)})
-    metrics = train_metrics(trainer, spec, clock, batch, dtype, config_dict)
+    write_json(out / "config.json", {**config_dict, "provenance": {**record, "config": None}})
+    metrics = train_metrics(trainer, spec, clock, batch, dtype, record)
     write_json(out / "train_metrics.json", metrics)
     with atomic_write(out / DONE_MARKER) as handle:
         handle.write(f"{metrics['steps']} steps\n")
