@@ -37,11 +37,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.analysis import FIT_PARAMETERS
+from lib.config import BASE_RUN, METHOD_NAMES
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
+from lib.report import TEXT_COLUMNS, read_summary_rows
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure
 
+# Why a method has no loss fit, by its status in scaling.json's loss_fits.
+FIT_STATUS_LABELS = {
+    "too_few_points": (f"少于 {len(FIT_PARAMETERS)} 个数据规模，暂不拟合", f"fewer than {len(FIT_PARAMETERS)} sizes: no fit yet"),
+    "fit_failed": ("拟合未收敛", "the fit did not converge"),
+}
 # Labels: key -> (Chinese, English). English alone where no CJK font is installed.
 LABELS = {
     "test_loss": ("测试集损失", "test loss (nats/token)"),
@@ -64,9 +72,8 @@ LABELS = {
     "reference": ("参考答案", "reference"),
     "best": ("最佳模型", "best run:"),
     "no_data": ("暂无数据", "no data yet"),
-    "no_fit": ("每种方法少于 3 个数据规模，暂不拟合", "fewer than 3 sizes per method: no fit yet"),
+    **FIT_STATUS_LABELS,
 }
-METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 METRIC_PANELS = ("test_loss", "rougeL", "bleu4_char", "mcq_accuracy")
 X_MARGIN = 1.25  # log x axes reach a quarter of a size step beyond the smallest and largest size
 MAX_SOURCE_PANELS = 8  # the knowledge figure shows the largest sources; more would be unreadable
@@ -163,10 +170,15 @@ def note_on(ax, text: str) -> None:
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
+    """summary.csv, checked by the report's reader: text identity columns, float numbers (NaN where empty)."""
     path = folder / "summary.csv"
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file (run `python -m lib summarize` first)")
-    return pd.read_csv(path, dtype={"run": str, "method": str, "size": str, "status": str})
+    header, rows = read_summary_rows(path)
+    summary = pd.DataFrame(rows, columns=header)
+    numbers = [column for column in header if column not in TEXT_COLUMNS]
+    summary[numbers] = summary[numbers].astype(float)
+    return summary
 
 
 def read_optional_json(path: Path) -> dict | None:
@@ -178,7 +190,7 @@ def trained_points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     columns = [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
     if metric not in summary:
         return pd.DataFrame(columns=["method", "examples", "value", "ci_low", "ci_high"])
-    done = summary[(summary.status == "done") & (summary.method != "base")].dropna(subset=["examples", metric])
+    done = summary[(summary.status == "done") & (summary.method != BASE_RUN)].dropna(subset=["examples", metric])
     points = done.groupby(["method", "examples"], as_index=False)[columns].mean()
     return points.rename(columns=dict(zip(columns, ["value", "ci_low", "ci_high"])))
 
@@ -187,7 +199,7 @@ def base_value(summary: pd.DataFrame, metric: str) -> pd.Series | None:
     """The base model's row where it has this metric."""
     if metric not in summary:
         return None
-    base = summary[(summary.method == "base") & (summary.status == "done")].dropna(subset=[metric])
+    base = summary[(summary.method == BASE_RUN) & (summary.status == "done")].dropna(subset=[metric])
     return base.iloc[0] if len(base) else None
 
 
@@ -273,8 +285,11 @@ def loss_fit(inputs: Inputs):
         if holdout.get("status") == "ok":
             ax.plot(holdout["size"], holdout["predicted"], marker="x", color=colors[method], linestyle="none",
                     label=f"{method_name(method)} {inputs.label('holdout', ' ')}")
-    if not any(fit["status"] == "ok" for fit in fits.values()):
-        ax.set_title(inputs.label("no_fit", " "), fontsize=9, color="0.4")
+    unfitted = [f"{method_name(method)}: "
+                + (inputs.label(fit["status"], " ") if fit["status"] in FIT_STATUS_LABELS else fit["status"])
+                for method, fit in fits.items() if fit["status"] != "ok"]
+    if unfitted:
+        ax.set_title("\n".join(unfitted), fontsize=9, color="0.4")
     size_axis(ax, sizes)
     ax.set_xlim(curve_sizes[0], curve_sizes[-1])  # the fitted curves run beyond the measured sizes
     ax.set_yscale("log")
@@ -301,7 +316,7 @@ def cost(inputs: Inputs):
     import seaborn as sns
 
     columns = ["wall_time_s", "peak_memory_gb", "tokens_per_s"]
-    trained = inputs.summary[inputs.summary.method != "base"].dropna(subset=["examples"])
+    trained = inputs.summary[inputs.summary.method != BASE_RUN].dropna(subset=["examples"])
     trained = trained.dropna(subset=columns, how="all")
     if trained.empty:
         raise NothingToDraw("no run has finished training")
@@ -309,7 +324,8 @@ def cost(inputs: Inputs):
     seconds, unit = time_unit(trained.wall_time_s.max() if trained.wall_time_s.notna().any() else 0)
     trained["wall_time"] = trained.wall_time_s / seconds
     sizes = trained.sort_values("examples")["size"].unique()
-    methods = [m for m in method_colors(trained.method.unique())]
+    colors = method_colors(trained.method.unique())
+    methods = list(colors)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     for ax, column in zip(axes, ["wall_time", "peak_memory_gb", "tokens_per_s"]):
         title = inputs.label(column) + (f" ({unit})" if column == "wall_time" else "")
@@ -318,13 +334,13 @@ def cost(inputs: Inputs):
             note_on(ax, inputs.label("no_data", " "))
             continue
         sns.barplot(trained, x="size", y=column, hue="method", order=sizes, hue_order=methods,
-                    palette=method_colors(methods), ax=ax, errorbar=None)
+                    palette=colors, ax=ax, errorbar=None)
         ax.set_xlabel(inputs.label("examples", " "))
         ax.set_ylabel("")
         legend = ax.get_legend()
         if legend is not None:
             legend.remove()
-    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in method_colors(methods).values()]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in colors.values()]
     fig.legend(handles, [method_name(m) for m in methods], loc="lower center", ncol=len(methods),
                bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
@@ -336,11 +352,12 @@ def loss_curves(inputs: Inputs):
     import seaborn as sns
 
     histories = {}
-    trained = inputs.summary[inputs.summary.method != "base"].dropna(subset=["method", "examples"])
+    trained = inputs.summary[inputs.summary.method != BASE_RUN].dropna(subset=["method", "examples"])
     for row in trained.itertuples():
         path = inputs.runs_dir / row.run / "train_metrics.json"
-        if path.is_file() and read_json(path).get("log_history"):
-            histories[row.run] = (row.method, row.examples, pd.DataFrame(read_json(path)["log_history"]))
+        log = read_json(path).get("log_history") if path.is_file() else None
+        if log:
+            histories[row.run] = (row.method, row.examples, pd.DataFrame(log))
     if not histories:
         raise NothingToDraw("no run has a training log yet")
     methods = list(dict.fromkeys(method for method, _, _ in histories.values()))
@@ -383,12 +400,14 @@ def knowledge(inputs: Inputs):
     points = mcq_points(inputs)
     if points.empty:
         raise NothingToDraw("no run has MCQ results")
+    trained = points[points.method != BASE_RUN]
+    if trained.empty:  # the size axis needs at least one trained size
+        raise NothingToDraw("only the base model has MCQ results")
     by_size = points.groupby("source").n.max().drop("overall", errors="ignore").sort_values(ascending=False)
     sources = ["overall", *by_size.index[:MAX_SOURCE_PANELS]]
     columns = min(3, len(sources))
     rows = math.ceil(len(sources) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.8 * rows), squeeze=False, sharey=True)
-    trained = points[points.method != "base"]
     colors = method_colors(trained.method.unique())
     for ax, source in zip(axes.flat, sources):
         ax.set_title(inputs.label("overall", " ") if source == "overall" else source)
@@ -396,7 +415,7 @@ def knowledge(inputs: Inputs):
         here = (trained[trained.source == source]
                 .groupby(["method", "examples"], as_index=False)[["value", "ci_low", "ci_high"]].mean())
         draw_method_lines(ax, here, colors)
-        base = points[(points.method == "base") & (points.source == source)]
+        base = points[(points.method == BASE_RUN) & (points.source == source)]
         if len(base):
             ax.axhline(base.value.iloc[0], color="0.3", linestyle="--", linewidth=1, label=inputs.label("base", " "))
         if here.empty and base.empty:

@@ -2,12 +2,15 @@
 what is still missing.
 
     python -m lib report --results results/demo --runs results/demo/runs \\
-        --data data/processed/demo --profile demo --out paper/generated/demo
+        --data data/processed/demo --profile demo --out paper/generated/demo \\
+        [--methods lora qlora --sizes 150 300 --seeds 42]
 
 Reads what the earlier stages wrote (the schemas are in the `summarize` docstring of
 lib/analysis.py): summary.csv, scaling.json and examples.json from --results; every run's
 config.json, train_metrics.json and eval.json from --runs; cleaning_report.json and
-manifest.json from --data. Writes into --out:
+manifest.json from --data. The grid it expects (what a missing run is) is the profile's
+(experiments/grid.yaml) narrowed by --methods/--sizes/--seeds, as `summarize` was given them.
+Writes into --out:
 
     macros.tex      \\newcommand macros for every number paper/report.tex quotes
     status.tex      \\ifHave<Section> switches, and what is missing in words
@@ -26,20 +29,21 @@ from __future__ import annotations
 import argparse
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
-from lib.config import load_grid, parse_count, run_name
+from lib.analysis import FIT_PARAMETERS, ID_COLUMNS, TREND_METRICS
+from lib.config import BASE_RUN, METHOD_NAMES, Grid, parse_count, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.stats import CONFIDENCE
 from lib.tex import (
     MISSING, escape, format_count, format_number, format_p_value, format_scientific, format_significant, macro,
-    macro_name, missing_table, table, truncate, value_with_interval,
+    macro_name, missing_table, table, texttt, truncate, value_with_interval,
 )
 
-BASE = "base"
-METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", BASE: "基座模型"}
+BASE_NAME = "基座模型"  # the untuned model where a method's name goes
 STATUS_WORDS = {"missing": "尚未开始", "training": "训练未完成", "not_evaluated": "已训练、未评测"}
 # The examples section shows whole short answers and the start of long ones: about five lines
 # of a page at ~40 Chinese characters a line for an answer, three for a question.
@@ -47,7 +51,8 @@ EXAMPLE_QUESTION_CHARS = 120
 EXAMPLE_ANSWER_CHARS = 200
 METRICS_PER_TABLE = 7  # value-over-interval cells of ~1.8 cm: 7 of them and the run labels fill a line
 SOURCES_PER_TABLE = 5
-CONFIDENCE_TEXT = format_number(100 * CONFIDENCE, 0) + r"\%"  # '95\%' for captions
+CONFIDENCE_PERCENT = format_number(100 * CONFIDENCE, 0)  # '95'
+CONFIDENCE_TEXT = CONFIDENCE_PERCENT + r"\%"  # '95\%' for captions
 
 
 def fixed(decimals: int) -> Callable:
@@ -102,6 +107,7 @@ COSTS = (
 )
 MFU = Column("mfu", r"MFU（\%）", scaled(0.01, fixed(1)), "Mfu")  # train_metrics.json: a fraction, or null on CPU
 INTERVAL_SUFFIXES = (("", ""), ("_ci_low", "Low"), ("_ci_high", "High"))
+TEXT_COLUMNS = ("run", "method", "size", "status")  # of summary.csv; the others are numbers
 
 
 # --- reading the inputs -------------------------------------------------------------------------
@@ -112,9 +118,8 @@ class Study:
     """Everything the report reads; None (or empty) where an input is absent."""
     profile: str
     files: dict[str, Path]  # input name -> path, for the messages about missing inputs
-    methods: tuple[str, ...]
-    sizes: tuple[str, ...]
-    seeds: tuple[int, ...]  # training seeds of the grid; the first is the default one
+    grid: Grid  # the grid asked for, and the methods summary.csv has beyond it
+    default_seed: int  # runs of this seed are named without -s<seed>
     rows: list[dict] | None = None  # summary.csv, numbers parsed
     metrics: list[Column] = field(default_factory=list)  # metric columns of summary.csv
     scaling: dict | None = None
@@ -126,13 +131,21 @@ class Study:
     evals: dict[str, dict] = field(default_factory=dict)  # run -> eval.json
 
     @property
-    def default_seed(self) -> int:
-        return self.seeds[0]
+    def methods(self) -> tuple[str, ...]:
+        return self.grid.methods
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        return self.grid.sizes
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.grid.seeds
 
     def present(self, name: str) -> bool:
         return self.files[name].is_file()
 
-    def row(self, run: str) -> dict | None:
+    def row(self, run: str | None) -> dict | None:
         return next((row for row in self.rows or [] if row["run"] == run), None)
 
     def done_rows(self) -> list[dict]:
@@ -143,19 +156,35 @@ class Study:
         order = [row["run"] for row in self.rows or []]
         return sorted(self.configs, key=lambda run: (order.index(run) if run in order else len(order), run))
 
+    # What several tables and the status need, worked out once (the inputs do not change).
+    @cached_property
+    def sections(self) -> dict[str, tuple[bool, str]]:
+        return section_states(self)
 
-def load_study(results: Path, runs: Path, data: Path, profile: str) -> Study:
-    grid = load_grid(profile)
+    @cached_property
+    def missing(self) -> list[str]:
+        return missing_items(self)
+
+    @cached_property
+    def reproducibility(self) -> list[tuple[str, str, str, str]]:
+        return reproducibility_rows(self)
+
+
+def load_study(results: Path, runs: Path, data: Path, profile: str,
+               methods=None, sizes=None, seeds=None) -> Study:
+    """The study's inputs; the grid is the profile's narrowed to `methods`, `sizes`, `seeds`."""
+    grid, default_seed = requested_grid(profile, methods, sizes, seeds)
     files = {
         "summary": results / "summary.csv", "scaling": results / "scaling.json",
         "examples": results / "examples.json", "cleaning": data / "cleaning_report.json",
         "manifest": data / "manifest.json", "runs": runs,
     }
-    study = Study(profile=profile, files=files, methods=grid.methods, sizes=grid.sizes, seeds=grid.seeds)
+    study = Study(profile=profile, files=files, grid=grid, default_seed=default_seed)
     if study.present("summary"):
         study.rows, study.metrics = read_summary(files["summary"])
         found = dict.fromkeys(row["method"] for row in study.rows)
-        study.methods = (*grid.methods, *(m for m in found if m and m != BASE and m not in grid.methods))
+        extra = tuple(m for m in found if m and m != BASE_RUN and m not in grid.methods)
+        study.grid = replace(grid, methods=grid.methods + extra)
     for name in ("scaling", "examples", "cleaning", "manifest"):
         if study.present(name):
             setattr(study, name, read_json(files[name]))
@@ -165,30 +194,42 @@ def load_study(results: Path, runs: Path, data: Path, profile: str) -> Study:
                                     ("eval.json", study.evals)):
                 if (run_dir / filename).is_file():
                     store[run_dir.name] = read_json(run_dir / filename)
-    study.configs.pop(BASE, None)  # the base model is not trained: its config says nothing of training
+    study.configs.pop(BASE_RUN, None)  # the base model is not trained: its config says nothing of training
     return study
 
 
-def read_summary(path: Path) -> tuple[list[dict], list[Column]]:
-    """summary.csv's rows with numbers as floats (None for empty cells), and its metrics."""
+def read_summary_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """summary.csv (lib/analysis.py writes it): its header and its rows, the identity columns as
+    text and every other cell as a float (None where empty). A missing identity column, a row
+    with more cells than the header, or a cell that is not a number is an error naming the line."""
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        for required in ("run", "method", "status"):
+        for required in ID_COLUMNS:
             if required not in header:
                 raise UserError(f"{shown(path)}:1: no column {required!r}")
         rows = []
-        for line_number, record in enumerate(reader, start=2):
+        for record in reader:
+            line = reader.line_num
+            if None in record:  # DictReader keeps the cells beyond the header under the key None
+                raise UserError(f"{shown(path)}:{line}: {len(header) + len(record[None])} cells, "
+                                f"but the header names {len(header)} columns")
             row = {}
             for key, text in record.items():
-                if key in ("run", "method", "size", "status"):
+                if key in TEXT_COLUMNS:
                     row[key] = text or None
                     continue
                 try:
                     row[key] = float(text) if text not in ("", None) else None
                 except ValueError:
-                    raise UserError(f"{shown(path)}:{line_number}: column {key}: {text!r} is not a number") from None
+                    raise UserError(f"{shown(path)}:{line}: column {key}: {text!r} is not a number") from None
             rows.append(row)
+    return header, rows
+
+
+def read_summary(path: Path) -> tuple[list[dict], list[Column]]:
+    """summary.csv's rows (read_summary_rows) and its metrics: the columns with an interval."""
+    header, rows = read_summary_rows(path)
     known = {column.key: column for column in METRICS}
     names = [key for key in header if f"{key}_ci_low" in header]
     metrics = [known[name] for name in known if name in names]
@@ -216,13 +257,13 @@ def distinct_values(values: list, format_value: Callable) -> str:
 
 
 def method_name(method: str | None) -> str:
-    return METHOD_NAMES.get(method, escape(method or "?"))
+    return BASE_NAME if method == BASE_RUN else METHOD_NAMES.get(method, escape(method or "?"))
 
 
 def run_label(row: dict, default_seed: int) -> list[str]:
     """The method and size cells of a run (a non-default seed is named)."""
-    if row["run"] == BASE:
-        return [method_name(BASE), "0"]
+    if row["run"] == BASE_RUN:
+        return [BASE_NAME, "0"]
     size = format_count(row.get("examples")) if row.get("examples") is not None else escape(row.get("size") or "")
     seed = row.get("seed")
     if seed is not None and int(seed) != default_seed:
@@ -285,7 +326,7 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)] or [[]]
 
 
-def sections(study: Study) -> dict[str, tuple[bool, str]]:
+def section_states(study: Study) -> dict[str, tuple[bool, str]]:
     """Per section of report.tex: whether its inputs are there, and the one sentence it shows
     instead when they are not (its tables show the same sentence)."""
     return {
@@ -311,7 +352,7 @@ def sections(study: Study) -> dict[str, tuple[bool, str]]:
 
 def absent_table(study: Study, section: str, caption: str, label: str) -> str | None:
     """The table's float with the section's one sentence when the section's inputs are absent."""
-    present, sentence = sections(study)[section]
+    present, sentence = study.sections[section]
     return None if present else missing_table(caption, label, sentence)
 
 
@@ -363,7 +404,7 @@ def cleaning_table(study: Study) -> str:
         dropped = format_count(rule.get("dropped"))
         if rule.get("changed"):  # a rule that rewrites records (normalisation) rather than dropping them
             dropped += f"（改写 {format_count(rule['changed'])}）"
-        rows.append([r"\texttt{" + escape(rule.get("rule", "")) + "}", escape(rule.get("description", "")),
+        rows.append([texttt(rule.get("rule", "")), escape(rule.get("description", "")),
                      dropped, share(rule.get("dropped"))])
     rows += [None, ["保留", "", format_count(study.cleaning.get("kept")), share(study.cleaning.get("kept"))]]
     return table(caption, label, r"l p{0.5\linewidth} r r", ["规则", "说明", "记录数", r"占输入（\%）"], rows,
@@ -389,8 +430,8 @@ def splits_table(study: Study) -> str:
         return missing
     files = study.manifest.get("files") or {}
     ordered = sorted(files, key=lambda name: (split_name(name)[0], (files[name] or {}).get("count") or 0, name))
-    rows = [[split_name(name)[1], r"\texttt{" + escape(name) + "}", format_count((files[name] or {}).get("count")),
-             r"\texttt{" + escape(((files[name] or {}).get("sha256") or "")[:12]) + "}"] for name in ordered]
+    rows = [[split_name(name)[1], texttt(name), format_count((files[name] or {}).get("count")),
+             texttt(((files[name] or {}).get("sha256") or "")[:12])] for name in ordered]
     return table(caption, label, "l l r l", ["划分", "文件", "记录数", "SHA-256（前 12 位）"], rows)
 
 
@@ -405,7 +446,7 @@ def format_plain(value) -> str:
 
 
 def format_targets(value) -> str:
-    return r"\texttt{" + escape(", ".join(value) if isinstance(value, list) else value) + "}"
+    return texttt(", ".join(value) if isinstance(value, list) else value)
 
 
 def format_quantisation(quantization: dict) -> str:
@@ -440,9 +481,9 @@ def at(dotted: str) -> Callable[[dict], object]:
 
 
 SETTINGS = (
-    Setting("ModelName", "基座模型", at("model.name_or_path"), lambda v: r"\texttt{" + escape(v) + "}"),
+    Setting("ModelName", "基座模型", at("model.name_or_path"), texttt),
     Setting("Quantisation", "基座量化", lambda c: c.get("quantization"), format_quantisation),
-    Setting("Dtype", "计算精度", at("resolved.dtype"), lambda v: r"\texttt{" + escape(v) + "}"),
+    Setting("Dtype", "计算精度", at("resolved.dtype"), texttt),
     Setting("LoraRank", "LoRA 秩 $r$", at("lora.r")),
     Setting("LoraAlpha", r"LoRA $\alpha$", at("lora.alpha")),
     Setting("LoraDropout", "LoRA dropout", at("lora.dropout")),
@@ -467,10 +508,10 @@ def data_source(config: dict) -> str | None:
     if source is None:
         return None
     if source == "hub":
-        return r"\texttt{" + escape(dig(config, "data.hub_repo")) + "}（" + escape(dig(config, "data.hub_file")) + "）"
+        return texttt(dig(config, "data.hub_repo")) + "（" + escape(dig(config, "data.hub_file")) + "）"
     if source == "synthetic":
         return "本项目生成器生成的合成数据"
-    return r"\texttt{" + escape(Path(source).name) + "}"
+    return texttt(Path(source).name)
 
 
 def configs_by_method(study: Study) -> dict[str, list[dict]]:
@@ -508,9 +549,8 @@ def hyperparameter_table(study: Study) -> str:
 
 
 def best_row(study: Study) -> dict | None:
-    """The finished fine-tuned run with the lowest test loss (as lib/analysis.py chooses it)."""
-    trained = [row for row in study.done_rows() if row["run"] != BASE and row.get("test_loss") is not None]
-    return min(trained, key=lambda row: (row["test_loss"], row["run"]), default=None)
+    """The summary row of the best run, as lib/analysis.py chose it for examples.json."""
+    return study.row((study.examples or {}).get("best_run"))
 
 
 def grid_row(study: Study, method: str, size: str) -> dict | None:
@@ -519,7 +559,7 @@ def grid_row(study: Study, method: str, size: str) -> dict | None:
 
 def result_macros(study: Study) -> dict:
     columns = [*METRICS, *(c for c in study.metrics if c not in METRICS), *COSTS]
-    base, best = study.row(BASE), best_row(study)
+    base, best = study.row(BASE_RUN), best_row(study)
     base = base if base and base["status"] == "done" else None
     macros = row_macros("Base", base, columns) | row_macros("Best", best, columns)
     for column in columns:
@@ -545,7 +585,7 @@ def result_macros(study: Study) -> dict:
         "NumRunsDone": format_count(len(study.done_rows())),
         "NumMethods": format_count(len(study.methods)),
         "NumTrainSeeds": format_count(len(study.seeds)),
-        "ConfidenceLevel": format_number(100 * CONFIDENCE, 0),
+        "ConfidenceLevel": CONFIDENCE_PERCENT,
     }
     return macros
 
@@ -588,7 +628,7 @@ def cost_table(study: Study) -> str:
     if missing := absent_table(study, "Results", caption, label):
         return missing
     rows = [row | {"mfu": dig(study.train_metrics.get(row["run"]), "mfu")} for row in study.rows
-            if row["run"] != BASE and row.get("wall_time_s") is not None]
+            if row["run"] != BASE_RUN and row.get("wall_time_s") is not None]
     if not rows:
         return missing_table(caption, label, "还没有运行完成训练，训练成本尚无法给出。")
     columns = [c for c in COSTS if c.key not in ("final_train_loss", "best_dev_loss")]
@@ -603,17 +643,17 @@ def cost_table(study: Study) -> str:
 
 # --- scaling fits and LoRA vs QLoRA --------------------------------------------------------------
 
-FIT_FORMATS = {"E": fixed(3), "A": format_significant, "alpha": format_significant}
+FIT_FORMATS = {"E": fixed(3), "A": format_significant, "alpha": format_significant}  # of FIT_PARAMETERS
 
 
 def holdout_percent(holdout: dict) -> float | None:
-    observed, predicted = holdout.get("observed"), holdout.get("predicted")
-    return 100 * abs(predicted - observed) / observed if observed and predicted is not None else None
+    """scaling.json's relative hold-out error, |predicted - observed| / observed, in percent."""
+    return None if holdout.get("rel_error") is None else 100 * holdout["rel_error"]
 
 
 def scaling_macros(study: Study) -> dict:
     scaling = study.scaling or {}
-    parameters, sizes = len(FIT_FORMATS), len(study.sizes)
+    parameters, sizes = len(FIT_PARAMETERS), len(study.sizes)
     macros = {"FitParameters": format_count(parameters),
               "FitDegreesOfFreedom": format_count(max(sizes - parameters, 0)),
               "HoldoutFitPoints": format_count(sizes - 1)}  # the hold-out fit leaves the largest size out
@@ -631,13 +671,13 @@ def scaling_macros(study: Study) -> dict:
             f"{prefix}HoldoutError": format_number(holdout.get("abs_error"), 3),
             f"{prefix}HoldoutPercent": format_number(holdout_percent(holdout), 1),
         }
-        for metric in METRICS:
+        for metric in (column for column in METRICS if column.key in TREND_METRICS):
             trend = dig(scaling, f"trends.{metric.key}.{method}.slope_per_doubling")
             macros |= interval_macros(f"{prefix}{metric.macro}PerDoubling", trend, metric.format)
     return macros
 
 
-FIT_STATUS_WORDS = {"too_few_points": f"点数不足（{len(FIT_FORMATS)} 个参数至少要 {len(FIT_FORMATS)} 个规模）",
+FIT_STATUS_WORDS = {"too_few_points": f"点数不足（{len(FIT_PARAMETERS)} 个参数至少要 {len(FIT_PARAMETERS)} 个规模）",
                     "fit_failed": "拟合未收敛"}
 
 
@@ -721,7 +761,7 @@ def knowledge_table(study: Study) -> str:
         return [stat_cell(mcq["overall"] if source is None else per_source.get(source), fixed(1)) for source in part]
 
     def header(source: str | None) -> str:
-        return "总体" if source is None else r"\texttt{" + escape(source) + "}"
+        return "总体" if source is None else texttt(source)
 
     return run_tables(study, caption, label, rows, [None, *sources], header, cells, SOURCES_PER_TABLE)
 
@@ -743,7 +783,7 @@ def examples_macros(study: Study) -> dict:
 
 def examples_list(study: Study) -> str:
     """Each example as report.tex's \\ExampleItem{id}{question}{reference}{base}{best}."""
-    present, sentence = sections(study)["Examples"]
+    present, sentence = study.sections["Examples"]
     if not present:
         return f"\\MissingInput{{{sentence}}}\n"
     items = []
@@ -781,33 +821,37 @@ def hardware_text(hardware: dict) -> str | None:
     return f"CPU（{hardware.get('cpu_count', '?')} 核）"
 
 
-def reproducibility_rows(study: Study) -> list[tuple[str, str, str]]:
-    """(macro name, label, value) of the reproducibility table."""
+def reproducibility_rows(study: Study) -> list[tuple[str, str, str, str]]:
+    """(macro name, label, macro text, table cell) of the reproducibility table: every run's
+    value, each once; the cell differs from the macro where the table sets it in typewriter."""
     records = provenances(study)
     packages = list(dict.fromkeys(p for r in records for p in (r.get("versions") or {})))
     dates = sorted(str(r["created"])[:10] for r in records if r.get("created"))
-    rows = [("GitCommit", "Git 提交", distinct_values([short_commit(r.get("git")) for r in records], escape)),
-            ("Hardware", "硬件", distinct_values([hardware_text(r.get("hardware")) for r in records], escape)),
-            ("Platform", "平台", distinct_values([dig(r, "hardware.platform") for r in records], escape)),
-            ("Seeds", "随机种子", distinct_values([r.get("seed") for r in records], format_plain)),
-            ("RunDates", "运行日期（UTC）", distinct_values(dates, escape))]
-    for package in packages:
-        versions = [(r.get("versions") or {}).get(package) for r in records]
-        rows.append((macro_name(package, "version"), r"\texttt{" + escape(package) + "}",
-                     distinct_values(versions, escape)))
+
+    def fact(name: str, label: str, values: list, format_value: Callable = escape, cell_format: Callable | None = None):
+        text = distinct_values(values, format_value)
+        return name, label, text, distinct_values(values, cell_format) if cell_format else text
+
+    commits = [short_commit(r.get("git")) for r in records]
+    rows = [fact("GitCommit", "Git 提交", commits, cell_format=texttt),
+            fact("Hardware", "硬件", [hardware_text(r.get("hardware")) for r in records]),
+            fact("Platform", "平台", [dig(r, "hardware.platform") for r in records]),
+            fact("Seeds", "随机种子", [r.get("seed") for r in records], format_plain),
+            fact("RunDates", "运行日期（UTC）", dates)]
+    rows += [fact(macro_name(package, "version"), texttt(package), [(r.get("versions") or {}).get(package) for r in records])
+             for package in packages]
     return rows
 
 
 def reproducibility_macros(study: Study) -> dict:
-    return {name: value for name, _, value in reproducibility_rows(study)}
+    return {name: text for name, _, text, _ in study.reproducibility}
 
 
 def reproducibility_table(study: Study) -> str:
     caption, label = "可复现信息（来自各运行记录的 provenance）", "tab:reproducibility"
     if missing := absent_table(study, "Provenance", caption, label):
         return missing
-    rows = [[label_, r"\texttt{" + value + "}" if name == "GitCommit" else value]
-            for name, label_, value in reproducibility_rows(study)]
+    rows = [[label_, cell] for _, label_, _, cell in study.reproducibility]
     return table(caption, label, r"l p{0.6\linewidth}", ["项目", "值"], rows,
                  note="一格中有多个值（以 / 分隔）表示不同运行的记录不同。")
 
@@ -821,7 +865,7 @@ def missing_items(study: Study) -> list[str]:
     items = [f"缺少 {path_text(study.files[name])}" for name in inputs if not study.present(name)]
     if study.rows is not None:
         listed = {row["run"] for row in study.rows}
-        expected = [BASE] + [run_name(m, s, seed, study.default_seed) for m in study.methods
+        expected = [BASE_RUN] + [run_name(m, s, seed, study.default_seed) for m in study.methods
                              for s in study.sizes for seed in study.seeds]
         by_status: dict[str, list[str]] = {}
         for row in study.rows:
@@ -830,7 +874,7 @@ def missing_items(study: Study) -> list[str]:
         by_status.setdefault("missing", []).extend(run for run in expected if run not in listed)
         for status, runs in by_status.items():
             if runs:
-                names = "、".join(r"\texttt{" + escape(run) + "}" for run in runs)
+                names = "、".join(texttt(run) for run in runs)
                 items.append(f"{STATUS_WORDS.get(status, escape(status))}的运行（{format_count(len(runs))} 个）：{names}")
     for method, fit in ((study.scaling or {}).get("loss_fits") or {}).items():
         if fit.get("status") != "ok":
@@ -844,10 +888,10 @@ def status_tex(study: Study) -> str:
     sources = {dig(config, "data.source") for config in study.configs.values()}
     switches = {"DemoProfile": study.profile == "demo", "SingleSeed": len(study.seeds) == 1,
                 "HubData": sources == {"hub"}}  # the shibing624/medical data, to be cited
-    items = missing_items(study)
+    items = study.missing
     switches["ReportComplete"] = not items
     notes = {}
-    for section, (present, sentence) in sections(study).items():
+    for section, (present, sentence) in study.sections.items():
         switches[f"Have{section}"] = present
         notes[f"{section}MissingNote"] = sentence
     for name, value in switches.items():
@@ -893,9 +937,10 @@ def write_report(study: Study, out: Path) -> dict:
     with atomic_write(out / "macros.tex") as handle:
         handle.write(header + "\n".join(macro(name, body) for name, body in macros.items()) + "\n")
     inputs = {name: shown(path) for name, path in study.files.items()}
-    write_json(out / "report.done",
-               {"inputs": inputs, "provenance": provenance({"profile": study.profile, "inputs": inputs})})
-    return {"macros": len(macros), "tables": len(TABLES), "missing": missing_items(study)}
+    grid = {"methods": list(study.methods), "sizes": list(study.sizes), "seeds": list(study.seeds)}
+    write_json(out / "report.done", {"inputs": inputs, "grid": grid,
+                                     "provenance": provenance({"profile": study.profile, "inputs": inputs, "grid": grid})})
+    return {"macros": len(macros), "tables": len(TABLES), "missing": study.missing}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -906,10 +951,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processed data folder (cleaning_report.json, manifest.json)")
     parser.add_argument("--profile", required=True, help="the profile these results belong to (demo or paper)")
     parser.add_argument("--out", type=Path, required=True, help="folder for macros.tex, status.tex and tables/")
+    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
+    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
 
 
 def run(args: argparse.Namespace) -> None:
-    study = load_study(args.results, args.runs, args.data, args.profile)
+    study = load_study(args.results, args.runs, args.data, args.profile, args.methods, args.sizes, args.seeds)
     counts = write_report(study, args.out)
     missing = f"; missing: {len(counts['missing'])} item(s), listed in the report" if counts["missing"] else ""
     print(f"report: {counts['macros']} macros and {counts['tables']} tables in {shown(args.out)}{missing}")

@@ -65,6 +65,11 @@ def escape(text) -> str:
     return _LIGATURE_PAIRS.sub("{}", text)
 
 
+def texttt(text) -> str:
+    """User text in typewriter type: file names, run names, package names, commits."""
+    return r"\texttt{" + escape(text) + "}"
+
+
 def truncate(text: str, limit: int) -> str:
     """At most `limit` characters of `text`; a cut text ends at its last sentence end when one
     lies in the last 40% (a shorter whole sentence reads better than a cut one), then "……"."""

@@ -17,6 +17,7 @@ from test_analysis import write_run
 from lib import fonts
 from lib.analysis import power_law
 from lib.cli import main
+from lib.errors import UserError
 from lib.figures import (
     FIGURES, Inputs, NothingToDraw, compact_count, examples, read_summary, save, set_style, wrap_text,
 )
@@ -158,3 +159,29 @@ def test_a_single_size_draws_without_degenerate_axes(tmp_path, cjk_font):
             warnings.simplefilter("always")
             draw(inputs).savefig(io.BytesIO(), format="png")
         assert [str(warning.message) for warning in caught] == []
+
+
+def test_knowledge_with_only_the_base_models_mcq_is_skipped(tmp_path):
+    runs = tmp_path / "runs"
+    accuracy = {"value": 41.0, "ci_low": 37.0, "ci_high": 45.0, "n": 200}
+    write_run(runs, "base", [3.0] * 20, mcq={"overall": accuracy, "per_source": {"cmb": accuracy}})
+    write_run(runs, "lora-1k", [2.0] * 20)  # evaluated, but without the knowledge track
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo", "--sizes", "1k"])
+    inputs = Inputs(read_summary(tmp_path), None, None, runs, cjk_font=None)
+    with pytest.raises(NothingToDraw, match="only the base model has MCQ results"):
+        FIGURES["knowledge"](inputs)
+
+
+def test_a_summary_without_a_status_column_is_a_user_error(tmp_path):
+    (tmp_path / "summary.csv").write_text("run,method,size,examples,seed\nbase,base,0,0,\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"summary.csv:1: no column 'status'"):
+        read_summary(tmp_path)
+
+
+def test_the_loss_fit_says_why_each_method_has_no_fit(tmp_path):
+    runs = study(tmp_path, ["1k", "2k"])
+    scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
+    scaling["loss_fits"]["qlora"] = scaling["loss_fits"]["lora"] | {"status": "fit_failed"}
+    fig = FIGURES["loss_fit"](Inputs(read_summary(tmp_path), scaling, None, runs, cjk_font=None))
+    assert fig.axes[0].get_title().splitlines() == ["LoRA: fewer than 3 sizes: no fit yet",
+                                                    "QLoRA: the fit did not converge"]

@@ -351,3 +351,57 @@ def test_bad_summary_cell_is_a_user_error(tmp_path):
     summary.write_text(summary.read_text(encoding="utf-8").replace("3.14159", "pi", 1), encoding="utf-8")
     with pytest.raises(UserError, match=r"summary.csv:2: column test_loss: 'pi' is not a number"):
         load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
+
+
+def test_a_narrowed_grid_expects_only_its_own_runs(tmp_path):
+    # `make report SIZES="150 300"`: summarize was given two sizes, so summary.csv lists only them
+    grid = load_grid(PROFILE)
+    kept = grid.sizes[:2]
+    paths = write_study(tmp_path / "study")
+    summary = paths["results"] / "summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines(keepends=True)
+    summary.write_text("".join(line for line in lines if line.split(",")[2] not in grid.sizes[2:]), encoding="utf-8")
+    study = load_study(paths["results"], paths["runs"], paths["data"], PROFILE, sizes=kept)
+    assert study.sizes == kept and study.default_seed == grid.default_seed
+    out = tmp_path / "generated"
+    counts = write_report(study, out)
+    assert counts["missing"] == []  # the sizes left out are not missing runs
+    macros = read_macros(out)
+    assert macros["NumTrainSizes"] == "2" and macros["LargestTrainSize"] == format_count(parse_count(kept[-1]))
+    assert r"\ReportCompletetrue" in (out / "status.tex").read_text(encoding="utf-8")
+    # the full grid over the same summary names the runs of the other sizes as missing
+    full = load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
+    missing_runs = [run_name(m, s, grid.default_seed, grid.default_seed) for m in grid.methods for s in grid.sizes[2:]]
+    assert all(escape(run) in " ".join(full.missing) for run in missing_runs)
+
+
+def test_only_the_analysed_trends_have_macros(tmp_path):
+    macros = read_macros(generate(tmp_path))
+    per_doubling = {name for name in macros if name.endswith(("PerDoubling", "PerDoublingLow", "PerDoublingHigh"))}
+    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS) x 2 methods x value, low, high
+    assert len(per_doubling) == 2 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
+
+
+def test_a_summary_row_with_too_many_cells_is_a_user_error(tmp_path):
+    paths = write_study(tmp_path)
+    summary = paths["results"] / "summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines()
+    header_cells = len(lines[0].split(","))
+    lines[2] += ",extra,cells"
+    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"summary.csv:3: {header_cells + 2} cells, but the header names {header_cells}"):
+        load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
+
+
+def test_the_best_run_is_the_one_examples_json_names(tmp_path):
+    paths = write_study(tmp_path / "study")
+    grid = load_grid(PROFILE)
+    chosen = run_name("qlora", grid.sizes[0], grid.default_seed, grid.default_seed)
+    examples = paths["results"] / "examples.json"
+    examples.write_text(json.dumps(json.loads(examples.read_text(encoding="utf-8")) | {"best_run": chosen}),
+                        encoding="utf-8")
+    out = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), out)
+    macros = read_macros(out)
+    assert macros["BestRun"] == chosen and macros["BestMethod"] == "QLoRA"
+    assert macros["BestRougeL"] == format_number(20.0 - 0.5, 1)  # qlora at the smallest size
