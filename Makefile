@@ -17,8 +17,13 @@ grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml |
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
 SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
-DEFAULT_SEED = $(firstword $(call grid_list,seeds))
 MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/profiles/$(PROFILE).yaml)
+# read the files once (a variable set with ?= would run its sed at every use)
+METHODS := $(METHODS)
+SEEDS := $(SEEDS)
+SIZES := $(SIZES)
+MODEL := $(MODEL)
+DEFAULT_SEED := $(firstword $(call grid_list,seeds))
 VARIANT ?=#                 experiments/variants/<name>.yaml, e.g. seed-study
 SET ?=#                     config overrides, section.key=value separated by spaces
 SOURCE ?=#                  a local QA file instead of the profile's data source
@@ -80,6 +85,16 @@ method_of = $(word 1,$(subst -, ,$(1)))
 size_of = $(word 2,$(subst -, ,$(1)))
 seed_of = $(patsubst s%,%,$(or $(word 3,$(subst -, ,$(1))),s$(DEFAULT_SEED)))
 
+# $(call remember,FILE,TEXT): FILE holds TEXT, rewritten only when TEXT changes, so that a rule
+# depending on FILE reruns exactly when its settings change.
+define remember
+ifneq ($$(file < $(1)),$(strip $(2)))
+$(1): FORCE
+endif
+$(1):
+	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
+endef
+
 .PHONY: help vars setup setup-tex tex test data model tiny-model all-experiments summary figures report \
 	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
 	clean-data clean-runs
@@ -126,21 +141,18 @@ data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl ## get, clean and split 
 
 # One command writes every split; it leaves unchanged files untouched, so a new size does not
 # make the runs of the existing sizes out of date.
-DATA_ARGS = $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
-$(PROCESSED)/manifest.json: $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml \
-		$(wildcard $(SOURCE)) $(PROCESSED)/.args
-	$(CLI) data $(DATA_ARGS)
+DATA_RECIPES = $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args
+$(PROCESSED)/manifest.json: $(DATA_RECIPES) $(wildcard $(SOURCE))
+	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
 
-$(PROCESSED)/mcq.jsonl: $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(wildcard $(MCQ_SOURCE))
+$(PROCESSED)/mcq.jsonl: $(DATA_RECIPES) $(wildcard $(MCQ_SOURCE))
 	$(CLI) mcq-data $(CONFIG_ARGS) --out $@
 
-# Remembers the data step's arguments, so that other sizes or settings rerun it (decided when make
-# reads this file, so that make -n shows the true plan).
-ifneq ($(file < $(PROCESSED)/.args),$(DATA_ARGS))
-$(PROCESSED)/.args: FORCE
-endif
-$(PROCESSED)/.args:
-	@mkdir -p $(@D); echo '$(DATA_ARGS)' > $@
+# The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
+# remembered so that changing them reruns the data step and nothing else does. Decided when make
+# reads this file, so that make -n shows the true plan.
+DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
+$(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
 # time after that step, so runs retrain exactly when their data changed.
@@ -158,7 +170,7 @@ models/%/.ready: $(SETUP)
 	$(CLI) model $(CONFIG_ARGS) --source $(MODEL_SOURCE) --out $(@D)
 
 # --- training and evaluation: one pattern over the grid ------------------------------------------
-exp-%: $(RUNS)/%/eval.json ## train, then evaluate one run: make exp-qlora-60k (exp-lora-1k-s7: seed 7)
+exp-%: $(RUNS)/%/eval.json ## train, then evaluate one run: make exp-qlora-60k (exp-lora-10k-s7: seed 7)
 	@echo "$(RUNS)/$*: done"
 train-%: $(RUNS)/%/train.done ## train one run only
 	@true
@@ -185,19 +197,24 @@ chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=bas
 # --- from runs to the report --------------------------------------------------------------------
 # The summary reads whatever runs exist: missing ones are rows with a status, not an error.
 summary: $(RESULTS)/summary.csv ## one table of every run and the base model, and the scaling fits
-figures: $(RESULTS)/figures/figures.json ## the figures: PNG in results/<profile>/figures, PDF for the paper
+figures: $(GENERATED)/figures/figures.json ## the figures: PNG in results/<profile>/figures, PDF for the paper
 report: $(GENERATED)/report.done ## the report's generated LaTeX: tables and every quoted number as a macro
 paper: $(PDF) ## build the LaTeX report -> paper/build/<profile>/report.pdf (needs TeX: make setup-tex)
 	@echo "$(PDF)"
 
-$(RESULTS)/summary.csv: $(SETUP) $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done)
-	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --out $(RESULTS) --methods $(METHODS) --sizes $(SIZES) --seeds $(SEEDS)
+# The grid asked for and the runs present: a deleted run or another grid redoes the summary.
+GRID_ARGS = --methods $(METHODS) --sizes $(SIZES) --seeds $(SEEDS)
+$(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard $(RUNS)/*))))
 
-$(RESULTS)/figures/figures.json: $(RESULTS)/summary.csv
+$(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done)
+	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --out $(RESULTS) $(GRID_ARGS)
+
+$(GENERATED)/figures/figures.json: $(RESULTS)/summary.csv
 	$(CLI) figures --summary $(RESULTS) --runs $(RUNS) --png $(RESULTS)/figures --pdf $(GENERATED)/figures
 
-$(GENERATED)/report.done: $(RESULTS)/summary.csv $(RESULTS)/figures/figures.json $(PROCESSED)/manifest.json
-	$(CLI) report --results $(RESULTS) --runs $(RUNS) --data $(PROCESSED) --profile $(PROFILE) --out $(GENERATED)
+$(GENERATED)/report.done: $(RESULTS)/summary.csv $(GENERATED)/figures/figures.json $(PROCESSED)/manifest.json
+	$(CLI) report --results $(RESULTS) --runs $(RUNS) --data $(PROCESSED) --profile $(PROFILE) $(GRID_ARGS) \
+		--out $(GENERATED)
 
 # the `paper` target prints the PDF's path, also when it was already built
 $(PDF): $(GENERATED)/report.done paper/report.tex paper/references.bib | tex
@@ -224,11 +241,11 @@ bench-generation: $(SETUP) models/tiny-qwen2/.ready ## batched vs one-by-one gen
 bench-demo: $(SETUP) ## time every stage of `make demo` from scratch, in a scratch folder
 	$(CLI) bench-demo --out $(BENCH)
 
-bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU
-	$(CLI) bench-gpu $(CONFIG_ARGS) --out $(BENCH)
+bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU -> results/bench/gpu-<profile>.md
+	$(CLI) bench-gpu $(CONFIG_ARGS) $(if $(wildcard $(PROCESSED)),--data $(PROCESSED)) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
-	$(CLI) plan $(CONFIG_ARGS) --out $(BENCH)
+	$(CLI) plan $(CONFIG_ARGS) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --out $(BENCH)
 
 # --- cleaning -----------------------------------------------------------------------------------
 clean-data: ## delete the processed splits of PROFILE (raw downloads are kept)

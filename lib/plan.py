@@ -1,7 +1,7 @@
 """`python -m lib plan`: estimate the peak memory of LoRA and QLoRA training, without a GPU.
 
     python -m lib plan --profile paper --model-config qwen2.5-3b --batch 8 --seq 256 --seq 1024
-    python -m lib plan --profile paper --batch 1 --seq 1024 --out results/bench     (plan.json + plan.md)
+    python -m lib plan --profile paper --batch 1 --seq 1024 --out results/bench     (plan-paper.json + .md)
     python -m lib plan --profile demo --model-config tiny                           (CPU: the demo's model)
 
 For each method of the grid it adds up, for one micro-batch of `batch` rows of `seq` tokens:
@@ -14,29 +14,33 @@ For each method of the grid it adds up, for one micro-batch of `batch` rows of `
                   each plus one layer recomputed during the backward pass
     loss head     TRL's fused LM head: the logits are computed in tiles of 4,096 tokens x 32,768
                   vocabulary entries and never held whole (B x L x V fp32 would be 4.6 GiB at
-                  8 x 1024 x 151,936; plan.md shows that figure for comparison)
+                  8 x 1024 x 151,936; plan-<profile>.md shows that figure for comparison)
     backward      gradients alive at once while one layer is back-propagated
     overhead      GPU: the CUDA context and the caching allocator's slack (outside
                   torch.cuda.max_memory_allocated); CPU: the resident size of the training stack
                   before any model is loaded, measured in a subprocess
 
 and says which cards each method fits (a T4 trains in fp16, the others in bf16). Every memory
-number is in GiB (2^30 bytes), as torch reports them. Where bench-gpu (results/bench/gpu.json) or a
-finished run (results/<profile>/runs/*/train_metrics.json) measured a peak, the table shows it
-next to the estimate at the same shape, with the ratio measured / estimated.
+number is in GiB (2^30 bytes), as torch reports them. Where bench-gpu (--bench, default
+results/bench/gpu-<profile>.json, used only when it measured the same architecture) or a finished
+run (--runs, default results/<profile>/runs/*/train_metrics.json) measured a peak, the table shows
+it next to the estimate at the same shape and on the same device (bench-gpu's on CUDA, a run's
+where it trained), with the ratio measured / estimated.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid
 from lib.errors import UserError
-from lib.io import atomic_write, provenance, read_json, shown, write_json
+from lib.io import REPO_ROOT, provenance, read_json, shown
 
 GIB = 2**30
 
@@ -284,8 +288,8 @@ def head_bytes(arch: Architecture, setting: Setting) -> dict:
 
 # A CUDA context with cuBLAS/cuDNN loaded takes about 0.5 GiB outside PyTorch's allocator.
 CUDA_CONTEXT_GB = 0.5
-# The caching allocator reserves more than it hands out; gpu.json's measured reserved/allocated
-# ratio replaces this share where it exists.
+# The caching allocator reserves more than it hands out; a measured reserved / allocated
+# ratio (bench-gpu or a finished run, on CUDA) replaces this share where it exists.
 DEFAULT_ALLOCATOR_SLACK = 0.10
 
 
@@ -373,12 +377,17 @@ def setting_from_config(config: Config, method: str, batch: int, seq: int, dtype
 TRAINING_STACK = ("torch", "transformers", "peft", "trl", "datasets")
 
 
+@functools.cache
 def cpu_runtime_baseline_gb() -> float:
-    """Peak resident size of a fresh Python that has imported the training stack (Linux: KiB)."""
-    code = (f"import resource, {', '.join(TRAINING_STACK)}; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(result.stdout.split()[-1]) * 1024 / GIB
+    """Peak resident size of a fresh Python that has imported the training stack, GiB."""
+    code = f"import {', '.join(TRAINING_STACK)}; from lib.hardware import peak_rss_gb; print(peak_rss_gb())"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
+def runtime_overhead_gb(device: str) -> float:
+    """Memory outside the estimate's tensors: the CUDA context, or on a CPU the runtime itself."""
+    return CUDA_CONTEXT_GB if device == "cuda" else cpu_runtime_baseline_gb()
 
 
 # --- cards -----------------------------------------------------------------------------------------
@@ -404,11 +413,15 @@ def card_fits(arch: Architecture, setting: Setting, allocator_slack: float) -> d
 # --- measurements to compare with -------------------------------------------------------------------
 
 
-def bench_measurements(path: Path) -> list[dict]:
-    """Measured peaks of bench-gpu's variants with the shape of their largest micro-batch."""
+def bench_measurements(path: Path, arch: Architecture) -> tuple[list[dict], list[str]]:
+    """Measured peaks of bench-gpu's variants with the shape of their largest micro-batch (only
+    CUDA's allocator statistics are kept: a variant run on a CPU has none), and a note where the
+    file measured another architecture, whose peaks say nothing of this one."""
     if not path.is_file():
-        return []
+        return [], []
     result = read_json(path)
+    if result.get("architecture") != arch.name:
+        return [], [f"{shown(path)}: measured {result.get('architecture')!r}, not {arch.name!r}: left out"]
     measured = []
     for variant in result.get("variants", []):
         largest = variant.get("largest_batch")
@@ -420,11 +433,13 @@ def bench_measurements(path: Path) -> list[dict]:
             "batch": largest["rows"],
             "seq": largest["length"],
             "dtype": variant["dtype"],
+            "device": "cuda",
             "masked": variant["attention"] != "flash_attention_2",
             "peak_gb": variant["peak_memory_allocated_gb"],
             "reserved_gb": variant.get("peak_memory_reserved_gb"),
+            "kind": "cuda_max_allocated",
         })
-    return measured
+    return measured, []
 
 
 def run_measurements(runs_dir: Path) -> list[dict]:
@@ -438,22 +453,25 @@ def run_measurements(runs_dir: Path) -> list[dict]:
         if not config_file.is_file() or metrics.get("peak_memory_gb") is None:
             continue
         run_config = read_json(config_file)
+        kind = metrics.get("peak_memory_kind", "cuda_max_allocated")
         measured.append({
             "source": shown(metrics_file),
             "method": run_config["run"]["method"],
             "batch": run_config["train"]["per_device_batch_size"],
             "seq": run_config["train"]["max_length"],
             "dtype": metrics.get("dtype"),
+            "device": "cuda" if kind == "cuda_max_allocated" else "cpu",  # process_rss: trained on a CPU
             "masked": run_config["model"]["attn_implementation"] != "flash_attention_2",
             "peak_gb": metrics["peak_memory_gb"],
             "reserved_gb": metrics.get("peak_memory_reserved_gb"),
-            "kind": metrics.get("peak_memory_kind"),
+            "kind": kind,
         })
     return measured
 
 
-def measured_allocator_slack(measured: list[dict]) -> float | None:
-    ratios = [m["reserved_gb"] / m["peak_gb"] - 1 for m in measured if m.get("reserved_gb") and m["peak_gb"]]
+def measured_allocator_slack(measured: list[dict]) -> tuple[float, str] | None:
+    """The largest reserved / allocated - 1 among the measurements, and the one it comes from."""
+    ratios = [(m["reserved_gb"] / m["peak_gb"] - 1, m["source"]) for m in measured if m.get("reserved_gb") and m["peak_gb"]]
     return max(ratios) if ratios else None
 
 
@@ -473,19 +491,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training dtype (default: model.dtype; auto = bfloat16 on a GPU, float32 on a CPU)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None,
                         help="where training runs (default: cpu for a profile without a GPU, else cuda)")
-    parser.add_argument("--bench", type=Path, default=Path("results/bench/gpu.json"), help="bench-gpu's measurements")
+    parser.add_argument("--bench", type=Path, default=None,
+                        help="bench-gpu's measurements (default: results/bench/gpu-<profile>.json)")
     parser.add_argument("--runs", type=Path, default=None, help="folder of finished runs (default: results/<profile>/runs)")
-    parser.add_argument("--out", type=Path, default=None, help="write plan.json and plan.md here")
+    parser.add_argument("--out", type=Path, default=None, help="write plan-<profile>.json and plan-<profile>.md here")
 
 
 def run(args: argparse.Namespace) -> None:
     result = plan(args)
     text = markdown(result)
-    if args.out is not None:
-        write_json(args.out / "plan.json", result)
-        with atomic_write(args.out / "plan.md") as handle:
-            handle.write(text)
-    print(text, end="")
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_benchmark(args.out, f"plan-{args.profile}", result, text)
 
 
 def plan(args: argparse.Namespace) -> dict:
@@ -500,27 +518,33 @@ def plan(args: argparse.Namespace) -> dict:
     batch = args.batch or first.train.per_device_batch_size
     seqs = args.seq or [first.train.max_length]
 
-    measured = bench_measurements(args.bench)
+    measured, notes = bench_measurements(args.bench or Path("results/bench") / f"gpu-{args.profile}.json", arch)
     runs_dir = args.runs or Path("results") / args.profile / "runs"
     measured += run_measurements(runs_dir) if runs_dir.is_dir() else []
-    slack = measured_allocator_slack(measured)
-    slack_source = "measured (gpu.json reserved / allocated)" if slack is not None else "assumed"
-    slack = DEFAULT_ALLOCATOR_SLACK if slack is None else slack
-    overhead_gb = CUDA_CONTEXT_GB if device == "cuda" else cpu_runtime_baseline_gb()
+    notes += [f"{m['source']}: method {m['method']!r} is not in the grid ({', '.join(grid.methods)}): left out"
+              for m in measured if m["method"] not in configs]
+    measured = [m for m in measured if m["method"] in configs]
+    slack_measured = measured_allocator_slack(measured)
+    if slack_measured is None:
+        slack, slack_source = DEFAULT_ALLOCATOR_SLACK, "assumed"
+    else:
+        slack, source = slack_measured
+        slack_source = f"measured: reserved / allocated of {source}"
 
     rows = []
     for method in grid.methods:
         for seq in seqs:
             setting = setting_from_config(configs[method], method, batch, seq, dtype, device)
             rows.append({"method": method, "batch": batch, "seq": seq,
-                         **asdict(estimate(arch, setting, overhead_gb, slack)),
+                         **asdict(estimate(arch, setting, runtime_overhead_gb(device), slack)),
                          "fits": card_fits(arch, setting, slack) if device == "cuda" else None})
     comparisons = []
     for m in measured:
         setting = setting_from_config(configs[m["method"]], m["method"], m["batch"], m["seq"],
-                                      m["dtype"] or dtype, device, masked=m["masked"])
-        estimated = estimate(arch, setting, overhead_gb, slack)
-        compared = estimated.allocated if m.get("kind", "cuda_max_allocated") == "cuda_max_allocated" else estimated.total
+                                      m["dtype"] or dtype, m["device"], masked=m["masked"])
+        estimated = estimate(arch, setting, runtime_overhead_gb(m["device"]), slack)
+        # the CUDA allocator's peak leaves out the context; a process's resident size holds everything
+        compared = estimated.allocated if m["kind"] == "cuda_max_allocated" else estimated.total
         comparisons.append({**m, "estimated_gb": compared, "ratio": m["peak_gb"] / compared})
 
     counts = parameter_counts(arch)
@@ -531,12 +555,13 @@ def plan(args: argparse.Namespace) -> dict:
                       for method in grid.methods},
         "settings": {"profile": args.profile, "device": device, "dtype": dtype, "batch": batch, "seqs": seqs,
                      "gradient_checkpointing": first.train.gradient_checkpointing,
-                     "overhead_gb": overhead_gb, "overhead": "CUDA context" if device == "cuda" else
+                     "overhead_gb": runtime_overhead_gb(device), "overhead": "CUDA context" if device == "cuda" else
                      "measured resident size of Python with " + ", ".join(TRAINING_STACK),
                      "allocator_slack": slack, "allocator_slack_source": slack_source},
         "grid": {"methods": list(grid.methods), "sizes": list(grid.sizes)},
         "estimates": rows,
         "measured": comparisons,
+        "notes": notes,
         "cards": [{"name": name, "usable_gb": usable, "dtype": card_dtype} for name, usable, card_dtype in CARDS],
         "provenance": provenance({"profile": args.profile, "variants": args.variant, "overrides": args.overrides}),
     }
@@ -575,9 +600,12 @@ def markdown(result: dict) -> str:
             lines.append(f"| {row['method']} | {row['batch']} x {row['seq']} | "
                          + " | ".join("yes" if row["fits"][card] else "no" for card in cards) + " |")
     if result["measured"]:
-        lines += ["", "Measured peaks against the estimate at the same shape:", "",
-                  "| source | method | batch x seq | measured | estimated | measured / estimated |", "|---|---|---|---:|---:|---:|"]
+        lines += ["", "Measured peaks against the estimate at the same shape and device:", "",
+                  "| source | device | method | batch x seq | measured | estimated | measured / estimated |",
+                  "|---|---|---|---|---:|---:|---:|"]
         for m in result["measured"]:
-            lines.append(f"| {m['source']} | {m['method']} | {m['batch']} x {m['seq']} | {m['peak_gb']:.2f} "
+            lines.append(f"| {m['source']} | {m['device']} | {m['method']} | {m['batch']} x {m['seq']} | {m['peak_gb']:.2f} "
                          f"| {m['estimated_gb']:.2f} | {m['ratio']:.2f} |")
+    if result["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
 """bench-gpu: the CPU run with the tiny architecture writes every field; lengths and synthetic data.
+Also bench-summary's table of the benchmarks' headlines.
 
 The GPU run (Qwen2.5-3B on an H100/H200) is the same code with another --model-config; here the
 test suite checks the command end to end on the demo's tiny model, and the arithmetic by hand.
@@ -11,6 +12,7 @@ import math
 
 import pytest
 
+from lib.bench import summary
 from lib.bench.gpu import (DEFAULT_LOG_MEAN, DEFAULT_LOG_SD, RECORD_FIELDS, TOKENS_PER_CHARACTER, Lengths,
                            character_lengths, default_lengths, synthetic_dataset)
 from lib.config import parse_count
@@ -22,7 +24,7 @@ def bench(run_cli, tmp_path, tiny_model, demo_data, *extra):
     done = run_cli("bench-gpu", "--out", out, "--profile", "demo", "--data", demo_data,
                    "--set", f"model.name_or_path={tiny_model}", "--warmup", "1", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "gpu.json").read_text()), (out / "gpu.md").read_text()
+    return json.loads((out / "gpu-demo.json").read_text()), (out / "gpu-demo.md").read_text()
 
 
 @pytest.mark.slow
@@ -113,3 +115,20 @@ def test_synthetic_examples_have_the_drawn_lengths_and_the_answer_last():
         drawn.add((len(ids), answer))
     assert drawn == set(lengths.examples)
     assert synthetic_dataset(lengths, 50, 7, seed=0)["input_ids"] == dataset["input_ids"]  # seeded
+
+
+def test_summary_names_one_machine_when_the_headlined_results_share_it():
+    cpu = {"platform": "Linux-6.1-x86_64", "cpu_count": 2}
+    results = {
+        "data": {"headline": [{"measure": "data preparation", "value": 41.5, "unit": "s"}], "machine": cpu},
+        "demo": {"headline": [{"measure": "make demo", "value": 420, "unit": "s"}],
+                 "machine": cpu | {"gpus": []}},  # other keys of the same machine do not make it another
+        # details without a headline, made elsewhere: neither a row nor a machine of the table
+        "gpu-paper": {"machine": {"platform": "Linux-5.15-x86_64", "cpu_count": 16, "gpu": "NVIDIA H200"}},
+        "plan-paper": {"settings": {}},
+    }
+    text = summary.markdown(results)
+    assert "Machine: Linux-6.1-x86_64, 2 CPU cores. Details" in text and "several machines" not in text
+    assert "| [data](data.md) | data preparation | 41.5 s |" in text and "gpu-paper" not in text
+    results["demo"]["machine"] = {"platform": "Linux-6.1-x86_64", "cpu_count": 8}
+    assert "(several machines: see each file)" in summary.markdown(results)

@@ -6,7 +6,8 @@ The seed study padded every example to 512 tokens; this project's collation (TRL
 batch only to its longest example. Both train the same tiny model on the same generated
 examples with the same settings, one after the other in one process, and the benchmark reports
 for each: real (non-padding) tokens per second, the share of padding among the tokens computed,
-and the ratio of the two speeds. Writes collation.json and collation.md under --out.
+and the ratio of the two speeds. Only training is timed: the dev evaluations and checkpoints of a
+study run are turned off. Writes collation.json and collation.md under --out.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib.bench import write_benchmark
 from lib.config import load_config
-from lib.io import atomic_write, hardware, provenance, write_json
+from lib.io import hardware, provenance
 
 SEED_STUDY_LENGTH = 512
 EXAMPLES = "500"  # 63 steps of 8: long enough to time, short enough for a benchmark
@@ -37,7 +39,8 @@ def measure(config, data_dir: Path, out: Path, label: str) -> dict:
 
     spec = RunSpec(name=label, profile="demo", method="lora", size=EXAMPLES, examples=int(EXAMPLES), seed=0)
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, 1)
-    trainer, _ = build_trainer(config, spec, data_dir, out / label, batch)
+    trainer, _ = build_trainer(config, spec, data_dir, out / label, batch,
+                               eval_strategy="no", eval_on_start=False, save_strategy="no")
     shares = padding_share(trainer)
     started = time.perf_counter()
     trainer.train()
@@ -50,8 +53,7 @@ def run_benchmark(model: Path, scratch: Path) -> dict:
     from lib.data.prepare import prepare
 
     base = ["data.synthetic_size=2000", "data.test_size=50", "data.dev_size=50", f"model.name_or_path={model}",
-            "train.report_to=none", "train.eval_steps=100000", "train.save_steps=100000",
-            f"train.max_length={SEED_STUDY_LENGTH}"]
+            "train.report_to=none", f"train.max_length={SEED_STUDY_LENGTH}"]
     ours = load_config("demo", "lora", overrides=base)
     padded = load_config("demo", "lora", overrides=[*base, f"train.pad_to_multiple_of={SEED_STUDY_LENGTH}"])
     prepare(ours, scratch / "raw", scratch / "processed", [EXAMPLES])
@@ -86,7 +88,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         result = run_benchmark(args.model, Path(scratch))
-    write_json(args.out / "collation.json", result)
-    with atomic_write(args.out / "collation.md") as handle:
-        handle.write(markdown(result))
-    print(markdown(result), end="")
+    write_benchmark(args.out, "collation", result, markdown(result))

@@ -13,16 +13,16 @@ data (about half of it is duplicates), which makes the near-duplicate search bus
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from lib.bench import write_benchmark
 from lib.config import load_config
 from lib.data.prepare import prepare
-from lib.io import atomic_write, hardware, provenance, write_json
+from lib.hardware import peak_rss_gb
+from lib.io import hardware, provenance
 
 TARGET_SECONDS = 60  # for 100k raw records on 2 cores
 STAGES = {"source": "generate", "read": "read", "clean": "clean", "split": "split_write"}
@@ -45,26 +45,23 @@ def run(args: argparse.Namespace) -> None:
     def rate(seconds: float) -> dict:
         return {"seconds": round(seconds, 2), "records_per_s": round(args.records / seconds)}
 
+    target = TARGET_SECONDS * args.records / 100_000  # the target scales with the records
+
     result = {
         "records": args.records,
         "clean_records": prepared.report["kept"],
         "sizes": args.sizes,
         "stages": {STAGES[stage]: rate(seconds) for stage, seconds in prepared.timings.items()},
         "total": {**rate(wall), "cpu_seconds": round(cpu, 2)},
-        "target_seconds": TARGET_SECONDS * args.records / 100_000,
-        "within_target": wall < TARGET_SECONDS * args.records / 100_000,
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
-        "headline": [{"measure": f"data preparation of {args.records:,} generated records "
-                                 f"(target {TARGET_SECONDS * args.records / 100_000:g} s)",
+        "target_seconds": target,
+        "within_target": wall < target,
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "headline": [{"measure": f"data preparation of {args.records:,} generated records (target {target:g} s)",
                       "value": round(wall, 1), "unit": "s"}],
         "machine": hardware(),
         "provenance": provenance({"data": asdict(config.data), "cleaning": asdict(config.cleaning)}),
     }
-    out = Path(args.out)
-    write_json(out / "data.json", result)
-    with atomic_write(out / "data.md") as handle:
-        handle.write(markdown(result))
-    print(markdown(result), end="", file=sys.stdout)
+    write_benchmark(Path(args.out), "data", result, markdown(result))
 
 
 def markdown(result: dict) -> str:

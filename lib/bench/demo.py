@@ -12,14 +12,15 @@ under 10 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from lib.bench import write_benchmark
 from lib.config import load_grid, run_name
-from lib.io import REPO_ROOT, atomic_write, hardware, provenance, write_json
+from lib.io import REPO_ROOT, hardware, provenance
+from lib.tex import tex_tools_missing
 
 TARGET_SECONDS = 600
 
@@ -40,7 +41,7 @@ def stages() -> list[tuple[str, list[str]]]:
 def time_stages(scratch: Path) -> list[dict]:
     places = [f"DATA_DIR={scratch}/data", f"RESULTS_DIR={scratch}/results", f"MODEL={scratch}/tiny-qwen2",
               f"GENERATED_DIR={scratch}/generated", f"BUILD_DIR={scratch}/build"]
-    have_tex = shutil.which("latexmk") and shutil.which("xelatex")
+    have_tex = not tex_tools_missing()
     timings = []
     for name, targets in stages():
         if name.startswith("report") and not have_tex:
@@ -79,7 +80,4 @@ def run(args: argparse.Namespace) -> None:
         "headline": [{"measure": "make demo from scratch (all stages)", "value": round(total), "unit": "s"}],
         "machine": hardware(), "provenance": provenance(),
     }
-    write_json(args.out / "demo.json", result)
-    with atomic_write(args.out / "demo.md") as handle:
-        handle.write(markdown(result))
-    print(markdown(result), end="")
+    write_benchmark(args.out, "demo", result, markdown(result))

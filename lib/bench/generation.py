@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib.bench import write_benchmark
 from lib.config import load_config
-from lib.io import atomic_write, hardware, provenance, read_jsonl, write_json
+from lib.io import hardware, provenance, read_jsonl
 
 TARGET_SPEEDUP = 5.0
 
@@ -89,7 +90,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         result = run_benchmark(args.model, args.items, Path(scratch))
-    write_json(args.out / "generation.json", result)
-    with atomic_write(args.out / "generation.md") as handle:
-        handle.write(markdown(result))
-    print(markdown(result), end="")
+    write_benchmark(args.out, "generation", result, markdown(result))

@@ -1,7 +1,7 @@
 """`python -m lib bench-gpu`: what the study's training costs on this machine: tokens/s, peak memory, MFU.
 
-    python -m lib bench-gpu --out results/bench                                 (one GPU, under 8 minutes)
-    python -m lib bench-gpu --out results/bench --profile demo --steps 2     (CPU, the tiny model, seconds)
+    python -m lib bench-gpu --out results/bench --data data/processed/paper     (one GPU, under 8 minutes)
+    python -m lib bench-gpu --out results/bench --profile demo --steps 2         (CPU, the tiny model, seconds)
 
 It builds a model with the exact Qwen2.5-3B-Instruct architecture (lib.plan.QWEN2_5_3B) and random
 weights, since speed and memory do not depend on the weights' values, and saves it once as
@@ -20,7 +20,8 @@ steps count: real (non-padding) tokens per second, the peak memory, MFU (lib.har
 them the projected wall time of every cell of the grid (experiments/grid.yaml) at the configured
 epochs. One variant failing (out of memory, say) is recorded with its error and the others go on.
 
-Writes results/bench/gpu.json and gpu.md, with the machine and the library versions.
+Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
+machine and the library versions; `python -m lib plan` compares its estimates with them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
-from lib.io import atomic_write, hardware, provenance, read_jsonl, shown, write_json
+from lib.hardware import MFU_FORMULA, peak_flops
+from lib.io import hardware, provenance, read_jsonl, shown
 from lib.plan import MODEL_CONFIGS, Architecture, architecture
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
@@ -470,7 +473,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lib.cli import add_config_arguments
 
     add_config_arguments(parser, method=False)
-    parser.add_argument("--out", type=Path, required=True, help="folder for gpu.json and gpu.md, e.g. results/bench")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for gpu-<profile>.json and gpu-<profile>.md, e.g. results/bench")
     parser.add_argument("--model-config", default=None, choices=sorted(MODEL_CONFIGS),
                         help="architecture (default: qwen2.5-3b, or tiny, the demo's, for a profile without a GPU)")
     parser.add_argument("--data", type=Path, default=None,
@@ -532,26 +536,14 @@ def run(args: argparse.Namespace) -> None:
         "variants": records,
         "machine": machine(),
         "seconds": time.perf_counter() - started,
-        "mfu_formula": mfu_formula(),
+        "mfu_formula": MFU_FORMULA,
         "provenance": provenance({"profile": args.profile, "model_config": arch.name, "variants": args.variant,
                                   "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup}, grid.default_seed),
     }
-    write_json(args.out / "gpu.json", result)
-    text = markdown(result)
-    with atomic_write(args.out / "gpu.md") as handle:
-        handle.write(text)
-    print(text, end="")
-
-
-def mfu_formula() -> str:
-    from lib.hardware import MFU_FORMULA
-
-    return MFU_FORMULA
+    write_benchmark(args.out, f"gpu-{args.profile}", result, markdown(result))
 
 
 def markdown(result: dict) -> str:
-    from lib.hardware import peak_flops
-
     m = result["machine"]
     gpu = f"{m['gpu']} ({m['gpu_memory_gb']:.0f} GiB, driver {m['driver']}, CUDA {m['torch_cuda']})" if m["gpu"] else "no GPU"
     ok = [v for v in result["variants"] if v["status"] == "ok"]

@@ -16,14 +16,17 @@ from lib.io import atomic_write, read_json
 
 
 def markdown(results: dict[str, dict]) -> str:
-    machines = {str(result.get("machine")) for result in results.values()}
-    some = next(iter(results.values()), {}).get("machine", {})
+    """The table of headlines; files without one (gpu-<profile>.json, plan-<profile>.json) are
+    details, and their machine does not count."""
+    headlined = {name: result for name, result in results.items() if result.get("headline")}
+    machines = {(m.get("platform"), m.get("cpu_count")) for m in (r.get("machine") or {} for r in headlined.values())}
+    some = next(iter(headlined.values()), {}).get("machine") or {}
     lines = ["# Benchmarks", "",
              f"Machine: {some.get('platform', '?')}, {some.get('cpu_count', '?')} CPU cores"
              f"{'' if len(machines) <= 1 else ' (several machines: see each file)'}. Details in each <name>.md.", "",
              "| benchmark | measure | value |", "|---|---|---:|"]
-    for name, result in sorted(results.items()):
-        for headline in result.get("headline", []):
+    for name, result in sorted(headlined.items()):
+        for headline in result["headline"]:
             lines.append(f"| [{name}]({name}.md) | {headline['measure']} | {headline['value']} {headline['unit']} |")
     return "\n".join(lines) + "\n"
 
