@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from lib.errors import UserError
 
@@ -62,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_known_noise() -> None:
-    """bitsandbytes warns at every import on a CPU that an optional kernel, fetched from the
-    Hugging Face hub at run time, is missing; the 4-bit layers work without it."""
+    """Warnings the user can do nothing about. bitsandbytes warns at every import on a CPU that an
+    optional kernel, fetched from the Hugging Face hub at run time, is missing (the 4-bit layers
+    work without it); peft reads transformers' deprecated `is_gradient_checkpointing` at every
+    adapter load."""
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,7 @@ from lib.config import BASE_RUN, METHOD_NAMES
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.report import TEXT_COLUMNS, read_summary_rows
+from lib.tex import printable
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure
 
@@ -437,9 +438,12 @@ def display_width(character: str) -> int:
 
 def wrap_text(text: str | None, width: int = EXAMPLE_CELL_WIDTH, max_lines: int = EXAMPLE_CELL_LINES) -> list[str]:
     """Lines of at most `width` half-width units (a Chinese character is 2), at most `max_lines`
-    of them; the last ends in "…" where text was cut."""
+    of them; the last ends in "…" where text was cut. Characters without a glyph are left out,
+    as in the report."""
     lines, line, used = [], "", 0
     for character in " ".join((text or "—").split()):
+        if not printable(character):
+            continue
         if used + display_width(character) > width:
             lines.append(line)
             line, used = "", 0

@@ -46,9 +46,9 @@ _SPECIALS = {
 _LIGATURE_PAIRS = re.compile(r"(?<=-)(?=-)|(?<=`)(?=`)|(?<=')(?=')|(?<=[!?])(?=`)|(?<=,)(?=,)|(?<=<)(?=<)|(?<=>)(?=>)")
 
 
-def _printable(character: str) -> bool:
+def printable(character: str) -> bool:
     """False for control and format characters, private-use code points and U+FFFD: they have
-    no glyph (model output can contain them), and TeX would print a box or stop."""
+    no glyph in any font (model output can contain them), and TeX would print a box or stop."""
     return unicodedata.category(character) not in {"Cc", "Cf", "Co", "Cs", "Cn"} and character != "\ufffd"
 
 
@@ -59,7 +59,7 @@ def escape(text) -> str:
     whitespace runs (newlines included) become one space, unprintable characters are dropped,
     the ten TeX specials are escaped and font ligatures are broken.
     """
-    text = "".join(c for c in str(text) if c.isspace() or _printable(c))
+    text = "".join(c for c in str(text) if c.isspace() or printable(c))
     text = " ".join(text.split())
     text = "".join(_SPECIALS.get(c, c) for c in text)
     return _LIGATURE_PAIRS.sub("{}", text)

@@ -143,6 +143,7 @@ def test_wrap_text_counts_chinese_characters_double():
     assert wrap_text("ab一c", width=3) == ["ab", "一c"]  # 一 would make the first line 4 wide
     assert wrap_text("一二三四五六", width=4, max_lines=2) == ["一二", "三…"]
     assert wrap_text(None) == ["—"]
+    assert wrap_text("发\x06热\ufffd", width=4) == ["发热"]  # no font has a glyph for these
 
 
 def test_compact_count_matches_the_grid_labels():
