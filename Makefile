@@ -6,7 +6,6 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.SECONDARY:  # keep every intermediate file (train.done of a run evaluated in the same make)
 .SECONDEXPANSION:
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
@@ -157,6 +156,10 @@ $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
 # time after that step, so runs retrain exactly when their data changed.
 $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
+
+# Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
+# keep them after the make that needed them.
+.PRECIOUS: $(PROCESSED)/%.jsonl $(RUNS)/%/train.done
 
 # --- the base model -----------------------------------------------------------------------------
 model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)

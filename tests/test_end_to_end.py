@@ -7,6 +7,7 @@ runs where TeX is installed (CI installs it with make setup-tex).
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,3 +71,8 @@ def test_the_study_runs_end_to_end_and_the_report_quotes_the_summary(tiny_model,
     assert "演示" in text or "demo" in text.lower()  # the demo's disclaimer
     # a number of summary.csv, as the report formats test losses (3 decimals), is quoted in the PDF
     assert f"{float(rows['lora-128']['test_loss']):.3f}" in text
+
+    # deleting the figures redoes them and what quotes them, nothing upstream
+    shutil.rmtree(tmp_path / "generated" / "demo" / "figures")
+    steps = re.findall(r"-m lib (\S+)", make(tmp_path, tiny_model, "-n", "paper").stdout)
+    assert steps == ["figures", "report", "paper"]
