@@ -74,7 +74,7 @@ import numpy as np
 from scipy import optimize, stats
 from tqdm import tqdm
 
-from lib.cli import add_config_arguments, config_from_args
+from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
@@ -606,10 +606,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, method=False)
     parser.add_argument("--runs", required=True, type=Path, help="folder of run directories, e.g. results/demo/runs")
     parser.add_argument("--out", required=True, type=Path, help="where summary.csv, summary.md, scaling.json go")
-    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
-    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
+    add_grid_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -48,6 +48,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, method: bool = True) -
                         help="override one config field (repeatable)")
 
 
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """The grid a summary or report expects (lib.config.requested_grid): experiments/grid.yaml, narrowed."""
+    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
+    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
+
+
 def config_from_args(args: argparse.Namespace):
     from lib.config import load_config
 

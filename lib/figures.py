@@ -51,6 +51,7 @@ FIT_STATUS_LABELS = {
     "too_few_points": (f"少于 {len(FIT_PARAMETERS)} 个数据规模，暂不拟合", f"fewer than {len(FIT_PARAMETERS)} sizes: no fit yet"),
     "fit_failed": ("拟合未收敛", "the fit did not converge"),
 }
+
 # Labels: key -> (Chinese, English). English alone where no CJK font is installed.
 LABELS = {
     "test_loss": ("测试集损失", "test loss (nats/token)"),

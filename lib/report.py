@@ -34,6 +34,7 @@ from functools import cached_property
 from pathlib import Path
 
 from lib.analysis import FIT_PARAMETERS, ID_COLUMNS, TREND_METRICS
+from lib.cli import add_grid_arguments
 from lib.config import BASE_RUN, METHOD_NAMES, Grid, parse_count, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
@@ -951,10 +952,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processed data folder (cleaning_report.json, manifest.json)")
     parser.add_argument("--profile", required=True, help="the profile these results belong to (demo or paper)")
     parser.add_argument("--out", type=Path, required=True, help="folder for macros.tex, status.tex and tables/")
-    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
-    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
+    add_grid_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
