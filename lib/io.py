@@ -152,14 +152,15 @@ def git_commit() -> dict:
     return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def installed_version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for package in TRACKED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    return {"python": platform.python_version(), **{package: installed_version(package) for package in TRACKED_PACKAGES}}
 
 
 def hardware() -> dict:

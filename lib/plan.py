@@ -105,6 +105,11 @@ def architecture(name: str) -> Architecture:
     return MODEL_CONFIGS[name]()
 
 
+def default_architecture(config: Config, name: str | None) -> Architecture:
+    """--model-config, else the profile's own: the 3B model where it trains on a GPU, else the tiny one."""
+    return architecture(name or ("qwen2.5-3b" if config.train.require_gpu else "tiny"))
+
+
 # --- parameters ------------------------------------------------------------------------------------
 
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -510,9 +515,8 @@ def plan(args: argparse.Namespace) -> dict:
     grid = load_grid(args.profile)
     configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides) for method in grid.methods}
     first = configs[grid.methods[0]]
-    on_gpu_profile = first.train.require_gpu
-    arch = architecture(args.model_config or ("qwen2.5-3b" if on_gpu_profile else "tiny"))
-    device = args.device or ("cuda" if on_gpu_profile else "cpu")
+    arch = default_architecture(first, args.model_config)
+    device = args.device or ("cuda" if first.train.require_gpu else "cpu")
     dtype = args.dtype or (first.model.dtype if first.model.dtype != "auto" else
                            "bfloat16" if device == "cuda" else "float32")
     batch = args.batch or first.train.per_device_batch_size
@@ -575,7 +579,7 @@ def markdown(result: dict) -> str:
         f"{result['parameters']['total'] / 1e9:.3f}B parameters; LoRA trains "
         + ", ".join(f"{method} {n / 1e6:.2f}M" for method, n in result["trainable"].items())
         + f"; gradient checkpointing {'on' if settings['gradient_checkpointing'] else 'off'}. "
-        f"GiB; overhead {settings['overhead_gb']:.2f} GiB ({settings['overhead']})"
+        f"Memory in GiB; overhead {settings['overhead_gb']:.2f} GiB ({settings['overhead']})"
         + (f", allocator slack {settings['allocator_slack']:.0%} ({settings['allocator_slack_source']})"
            if settings["device"] == "cuda" else "") + ".",
         "",

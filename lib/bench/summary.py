@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     results = {path.stem: read_json(path) for path in sorted(args.dir.glob("*.json"))}
+    text = markdown(results)
     with atomic_write(args.dir / "README.md") as handle:
-        handle.write(markdown(results))
-    print(markdown(results), end="")
+        handle.write(text)
+    print(text, end="")
