@@ -16,7 +16,6 @@ from pathlib import Path
 
 from lib.config import BASE_RUN
 from lib.errors import UserError
-from lib.io import shown
 
 
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, stop_ids: list[int]) -> str:
@@ -40,8 +39,6 @@ def chat(config, run_dir: Path) -> None:
     from lib.prompts import end_of_turn_ids
 
     adapter_dir = None if run_dir.name == BASE_RUN else run_dir / "adapter"
-    if adapter_dir is not None and not adapter_dir.is_dir():
-        raise UserError(f"{shown(run_dir)}: no adapter (train it first: make exp-{run_dir.name})")
     tokenizer, model = load_for_inference(config, adapter_dir)
     stop_ids = end_of_turn_ids(tokenizer, model)
     system = [{"role": "system", "content": config.data.system_prompt}]

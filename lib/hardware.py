@@ -90,7 +90,7 @@ def peak_memory() -> dict:
     return {"peak_memory_gb": peak_rss_gb(), "peak_memory_kind": "process_rss"}
 
 
-def peak_rss_gb(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak resident memory of this process (or RUSAGE_CHILDREN: its finished children), GiB."""
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process, GiB."""
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in KiB on Linux, bytes on macOS
-    return resource.getrusage(who).ru_maxrss * scale / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from lib.errors import UserError
-from lib.io import REPO_ROOT, shown
+from lib.io import REPO_ROOT, atomic_write, read_json, shown
 
 MODELS_DIR = REPO_ROOT / "models"
 READY_MARKER = ".ready"
@@ -49,6 +49,11 @@ def compute_dtype(setting: str):
     if not torch.cuda.is_available():
         return torch.float32  # CPUs have no fast half-precision matrix units; fp32 is faster there
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def dtype_name(dtype) -> str:
+    """torch.bfloat16 -> 'bfloat16', as configs and records spell it."""
+    return str(dtype).removeprefix("torch.")
 
 
 def process_state():
@@ -119,13 +124,14 @@ def load_for_inference(config, adapter_dir: Path | None = None):
     QLoRA) with its adapter attached, never merged (merging into a 4-bit base loses quality)."""
     import torch
 
+    if adapter_dir is not None:
+        check_adapter_base(adapter_dir, config.model.name_or_path)  # before the minutes of loading the base
     dtype = compute_dtype(config.model.dtype)
     tokenizer = load_tokenizer(config)
     model = load_model(config, dtype, device_map={"": 0} if torch.cuda.is_available() else None)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        check_adapter_base(adapter_dir, config.model.name_or_path)
         model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return tokenizer, model
@@ -133,11 +139,10 @@ def load_for_inference(config, adapter_dir: Path | None = None):
 
 def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
     """An adapter only makes sense on the base model it was trained on."""
-    from lib.io import read_json
-
     config_file = Path(adapter_dir) / "adapter_config.json"
     if not config_file.is_file():
-        raise UserError(f"{shown(adapter_dir)}: no adapter here (adapter_config.json missing); train the run first")
+        raise UserError(f"{shown(adapter_dir)}: no adapter here (adapter_config.json missing); "
+                        f"train the run first: make exp-{Path(adapter_dir).parent.name}")
     # PEFT records the folder the base was loaded from, which moves with a copied results/ tree:
     # the folder's name (models/<org>--<name>, or the demo's tiny-qwen2) identifies the base.
     trained_on = read_json(config_file).get("base_model_name_or_path")
@@ -148,8 +153,9 @@ def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
 
 def _from_pretrained(auto_class, config, **kwargs):
     name = config.model.name_or_path
-    location = model_location(name)
-    local = Path(location).is_dir()
+    path = local_copy(name)
+    local = path.is_dir()
+    location = str(path) if local else name
     try:
         return auto_class.from_pretrained(
             location, revision=None if local else config.model.revision, trust_remote_code=False, **kwargs
@@ -214,7 +220,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
-    from lib.io import atomic_write
 
     config = config_from_args(args)
     name = config.model.name_or_path

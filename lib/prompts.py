@@ -9,7 +9,19 @@ template, so the model sees at inference exactly the text it was trained on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 from lib.errors import UserError
+from lib.io import numbered_jsonl, shown
+
+
+def conversations(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a split, each record checked to hold a `messages` list."""
+    for line_number, record in numbered_jsonl(path):
+        if not isinstance(record.get("messages"), list):
+            raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
+        yield line_number, record
 
 
 def prompt_messages(messages: list[dict], where: str = "a record") -> list[dict]:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.io import atomic_write, write_json
+from lib.model import READY_MARKER
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-READY_MARKER = ".ready"
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ def build_model(tokenizer, spec: TinySpec):
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = Qwen2Config(
         **(spec.shape() | {"vocab_size": len(tokenizer)}),  # the trained vocabulary, specials included
         # Qwen2's default 0.02 makes random logits nearly uniform, and the frozen embeddings keep
@@ -109,12 +110,11 @@ def build_model(tokenizer, spec: TinySpec):
         # 128 x 0.1 x ~1 = 13 nats above the rest, so the adapters have something to steer.
         initializer_range=0.1,
         bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        eos_token_id=end_of_turn,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(spec.seed)
     model = Qwen2ForCausalLM(config)
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config = GenerationConfig(
         eos_token_id=[end_of_turn, tokenizer.pad_token_id],  # as Qwen2.5-Instruct: stop at either
         pad_token_id=tokenizer.pad_token_id,

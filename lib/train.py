@@ -29,7 +29,9 @@ from pathlib import Path
 
 from lib.config import Config, parse_count
 from lib.errors import UserError
-from lib.io import atomic_write, numbered_jsonl, provenance, read_json, shown, write_json
+from lib.io import atomic_write, provenance, read_json, shown, write_json
+from lib.model import dtype_name
+from lib.prompts import conversations
 
 DONE_MARKER = "train.done"
 
@@ -91,11 +93,7 @@ def load_messages(path: Path):
     """A split as a datasets.Dataset with the one column the trainer needs."""
     from datasets import Dataset
 
-    rows = []
-    for line_number, record in numbered_jsonl(path):
-        if not isinstance(record.get("messages"), list):
-            raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
-        rows.append({"messages": record["messages"]})
+    rows = [{"messages": record["messages"]} for _, record in conversations(path)]
     if not rows:
         raise UserError(f"{shown(path)}: no records")
     return Dataset.from_list(rows)
@@ -213,24 +211,27 @@ def lora_config(config: Config):
 def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batch: BatchPlan, **overrides):
     """The study's SFTTrainer for one run; `overrides` replace single SFTConfig settings (the
     benchmarks turn off evaluation and saving, which they do not time)."""
-    from trl import SFTTrainer
-
     from lib.model import compute_dtype, load_model, load_tokenizer
 
+    # the splits first: a missing or malformed one fails before a model is loaded
+    train_dataset = load_messages(split_path(data_dir, f"train-{spec.size}.jsonl"))
+    eval_dataset = load_messages(split_path(data_dir, "dev.jsonl"))
     dtype = compute_dtype(config.model.dtype)
     tokenizer = load_tokenizer(config)
-    model = load_model(config, dtype)
-    keep_4bit_layers_trainable_after_eval(model)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(config, spec, batch, dtype, out, **overrides),
-        train_dataset=load_messages(split_path(data_dir, f"train-{spec.size}.jsonl")),
-        eval_dataset=load_messages(split_path(data_dir, "dev.jsonl")),
-        processing_class=tokenizer,
-        peft_config=lora_config(config),
-    )
-    keep_qlora_adapters_in_fp32_without_bf16(trainer, config, dtype)
+    trainer = lora_trainer(config, load_model(config, dtype), sft_config(config, spec, batch, dtype, out, **overrides),
+                           dtype, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
     return trainer, dtype
+
+
+def lora_trainer(config: Config, model, args, dtype, **inputs):
+    """SFTTrainer attaching the configured LoRA adapters to a loaded `model`, with the two
+    work-arounds below; `inputs` are the datasets and the processing class."""
+    from trl import SFTTrainer
+
+    keep_4bit_layers_trainable_after_eval(model)
+    trainer = SFTTrainer(model=model, args=args, peft_config=lora_config(config), **inputs)
+    keep_qlora_adapters_in_fp32_without_bf16(trainer, config, dtype)
+    return trainer
 
 
 def keep_qlora_adapters_in_fp32_without_bf16(trainer, config: Config, dtype) -> None:
@@ -272,7 +273,7 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
     tokens_per_s = session_tokens / clock.session_seconds if clock.session_seconds > 0 else None
     dev_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
     train_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-    dtype_name = str(dtype).removeprefix("torch.")
+    dtype_text = dtype_name(dtype)
     device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
         "run": spec.name,
@@ -289,9 +290,9 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "final_train_loss": train_losses[-1] if train_losses else None,
         "best_dev_loss": min(dev_losses) if dev_losses else None,
         "device": device_name,
-        "dtype": dtype_name,
+        "dtype": dtype_text,
         "processes": batch.processes,
-        "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_name) if tokens_per_s else None,
+        "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_text) if tokens_per_s else None,
         "mfu_formula": MFU_FORMULA,
         "log_history": state.log_history,
         "provenance": record,
@@ -309,7 +310,7 @@ def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> d
         "run": asdict(spec),
         **config.to_dict(),
         "resolved": {
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": dtype_name(dtype),
             "processes": batch.processes,
             "gradient_accumulation_steps": batch.accumulation,
         },
@@ -324,7 +325,6 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
     from lib.model import process_state
 
     check_hardware(config)
-    split_path(data_dir, f"train-{spec.size}.jsonl")  # fail before loading a model
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size,
                          process_state().num_processes)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import importlib.util
 import math
 import platform
@@ -37,7 +36,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
@@ -45,9 +43,9 @@ from tqdm import tqdm
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
-from lib.hardware import MFU_FORMULA, peak_flops
-from lib.io import hardware, provenance, read_jsonl, shown
-from lib.plan import MODEL_CONFIGS, Architecture, architecture
+from lib.hardware import MFU_FORMULA, free_memory, peak_flops
+from lib.io import hardware, installed_version, provenance, read_jsonl, shown
+from lib.plan import MODEL_CONFIGS, Architecture, default_architecture
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
 # gone are skipped (and recorded as skipped).
@@ -203,14 +201,6 @@ def save_random_model(arch: Architecture, dtype, folder: Path) -> Path:
     return folder
 
 
-def free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # --- the variants ----------------------------------------------------------------------------------
 
 
@@ -310,12 +300,10 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
                     seed: int, scratch: Path) -> dict:
     """Train warmup + steps optimizer steps of one variant; its measurements (lib.train.train_metrics)."""
     import torch
-    from trl import SFTTrainer
 
     from lib.hardware import reset_peak_memory
-    from lib.model import compute_dtype, load_model, process_state
-    from lib.train import (RunSpec, keep_4bit_layers_trainable_after_eval, keep_qlora_adapters_in_fp32_without_bf16,
-                           lora_config, plan_batches, sft_config, train_metrics)
+    from lib.model import compute_dtype, dtype_name, load_model, process_state
+    from lib.train import RunSpec, lora_trainer, plan_batches, sft_config, train_metrics
 
     dtype = compute_dtype(config.model.dtype)
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size,
@@ -328,7 +316,6 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
     # what earlier variants left on the GPU would inflate this one's peak: recorded to be seen
     left_before = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
     model = load_model(config, dtype)
-    keep_4bit_layers_trainable_after_eval(model)
     args = sft_config(
         config, spec, batch, dtype, scratch,
         max_steps=warmup + steps,
@@ -341,9 +328,7 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
     )
     trainer = None
     try:
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=placeholder_tokenizer(),
-                             peft_config=lora_config(config))
-        keep_qlora_adapters_in_fp32_without_bf16(trainer, config, dtype)
+        trainer = lora_trainer(config, model, args, dtype, train_dataset=dataset, processing_class=placeholder_tokenizer())
         window = make_measured_window(warmup, warmup + steps)
         trainer.add_callback(window)
         largest = LargestBatch(trainer.data_collator)
@@ -354,7 +339,7 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
     finally:
         del trainer, model  # the caller frees the memory once the variant is recorded
     return {"metrics": metrics, "largest_batch": largest.shape, "batch": batch, "steps": steps,
-            "dtype": str(dtype).removeprefix("torch."), "left_before": left_before}
+            "dtype": dtype_name(dtype), "left_before": left_before}
 
 
 # Every variant's record has these keys; what was not measured is None, and null_reasons says why.
@@ -459,13 +444,6 @@ def nvidia_driver() -> str | None:
     return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
 
 
-def installed_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 # --- the command -----------------------------------------------------------------------------------
 
 
@@ -499,7 +477,7 @@ def run(args: argparse.Namespace) -> None:
     process_state()  # fix accelerate's process count before the first trainer asks
     grid = load_grid(args.profile)
     base = load_config(args.profile, grid.methods[0], tuple(args.variant), args.overrides)
-    arch = architecture(args.model_config or ("qwen2.5-3b" if base.train.require_gpu else "tiny"))
+    arch = default_architecture(base, args.model_config)
     if arch.name != "tiny":
         check_hardware(base)  # the 3B model on a CPU would take hours: the profile says whether it may
     lengths = example_lengths(base, args.data or Path("data/processed") / args.profile)
