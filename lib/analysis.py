@@ -71,13 +71,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
 from tqdm import tqdm
 
 from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
+from lib.tex import is_missing
 from lib.stats import (
     BOOTSTRAP_SEED, CONFIDENCE, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
     token_weighted_loss,
@@ -93,6 +93,7 @@ COST_COLUMNS = (
     "train_tokens", "steps", "final_train_loss", "best_dev_loss",
 )
 ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status")
+TEXT_COLUMNS = ("run", "method", "size", "status")  # of summary.csv; the others are numbers
 COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
 TREND_METRICS = ("rougeL", "mcq_accuracy")
 COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
@@ -206,8 +207,33 @@ def write_summary_csv(path: Path, rows: list[dict]) -> None:
             writer.writerow({column: "" if is_missing(row.get(column)) else row[column] for column in columns})
 
 
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def read_summary_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """summary.csv, as write_summary_csv wrote it: its header and its rows, the identity columns as
+    text and every other cell as a float (None where empty). A missing identity column, a row
+    with more cells than the header, or a cell that is not a number is an error naming the line."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        for required in ID_COLUMNS:
+            if required not in header:
+                raise UserError(f"{shown(path)}:1: no column {required!r}")
+        rows = []
+        for record in reader:
+            line = reader.line_num
+            if None in record:  # DictReader keeps the cells beyond the header under the key None
+                raise UserError(f"{shown(path)}:{line}: {len(header) + len(record[None])} cells, "
+                                f"but the header names {len(header)} columns")
+            row = {}
+            for key, text in record.items():
+                if key in TEXT_COLUMNS:
+                    row[key] = text or None
+                    continue
+                try:
+                    row[key] = float(text) if text not in ("", None) else None
+                except ValueError:
+                    raise UserError(f"{shown(path)}:{line}: column {key}: {text!r} is not a number") from None
+            rows.append(row)
+    return header, rows
 
 
 # --- per-item scores from predictions.jsonl ----------------------------------------------------
@@ -274,6 +300,8 @@ def fit_power_law(examples, losses) -> dict:
     drop = max(losses[0] - losses[-1], 1e-3 * losses.max())
     a_ref_start = drop / (1 - relative[-1] ** -ALPHA_START)
     e_start = min(max(losses[0] - a_ref_start, 0.0), 0.99 * losses.min())
+    from scipy import optimize
+
     bounds = ([0.0, 1e-12, ALPHA_MIN], [losses.max(), np.inf, ALPHA_MAX])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)  # no covariance from 3 points: not used
@@ -414,6 +442,8 @@ def slope_per_doubling(points: list[dict], n_samples: int) -> dict:
     slope = float(np.polyfit(doublings, values, 1)[0])
     if any(p["ci_low"] is None or p["ci_high"] is None for p in points):
         return {"value": slope, "ci_low": None, "ci_high": None}
+    from scipy import stats
+
     z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
     standard_errors = np.array([(p["ci_high"] - p["ci_low"]) / (2 * z) for p in points])
     rng = np.random.default_rng(BOOTSTRAP_SEED)

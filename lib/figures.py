@@ -37,11 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.analysis import FIT_PARAMETERS
+from lib.analysis import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
-from lib.report import TEXT_COLUMNS, read_summary_rows
 from lib.tex import printable
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure
@@ -172,7 +171,7 @@ def note_on(ax, text: str) -> None:
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
-    """summary.csv, checked by the report's reader: text identity columns, float numbers (NaN where empty)."""
+    """summary.csv, checked by lib.analysis.read_summary_rows: text identity columns, float numbers (NaN where empty)."""
     path = folder / "summary.csv"
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file (run `python -m lib summarize` first)")
@@ -281,7 +280,7 @@ def loss_fit(inputs: Inputs):
         if fit["status"] != "ok":
             continue
         E, A, alpha = (fit[name]["value"] for name in ("E", "A", "alpha"))
-        ax.plot(curve_sizes, E + A * curve_sizes ** -alpha, color=colors[method], linewidth=1,
+        ax.plot(curve_sizes, power_law(curve_sizes, E, A, alpha), color=colors[method], linewidth=1,
                 label=f"{method_name(method)} {inputs.label('fit', ' ')}: α = {alpha:.2f}")
         holdout = fit.get("holdout") or {}
         if holdout.get("status") == "ok":

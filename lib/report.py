@@ -27,16 +27,14 @@ macro exists whatever is missing, so the paper always compiles. Then build the P
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from lib.analysis import FIT_PARAMETERS, ID_COLUMNS, TREND_METRICS
+from lib.analysis import FIT_PARAMETERS, TREND_METRICS, read_summary_rows
 from lib.cli import add_grid_arguments
 from lib.config import BASE_RUN, METHOD_NAMES, Grid, parse_count, requested_grid, run_name
-from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.stats import CONFIDENCE
 from lib.tex import (
@@ -108,7 +106,6 @@ COSTS = (
 )
 MFU = Column("mfu", r"MFU（\%）", scaled(0.01, fixed(1)), "Mfu")  # train_metrics.json: a fraction, or null on CPU
 INTERVAL_SUFFIXES = (("", ""), ("_ci_low", "Low"), ("_ci_high", "High"))
-TEXT_COLUMNS = ("run", "method", "size", "status")  # of summary.csv; the others are numbers
 
 
 # --- reading the inputs -------------------------------------------------------------------------
@@ -197,35 +194,6 @@ def load_study(results: Path, runs: Path, data: Path, profile: str,
                     store[run_dir.name] = read_json(run_dir / filename)
     study.configs.pop(BASE_RUN, None)  # the base model is not trained: its config says nothing of training
     return study
-
-
-def read_summary_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """summary.csv (lib/analysis.py writes it): its header and its rows, the identity columns as
-    text and every other cell as a float (None where empty). A missing identity column, a row
-    with more cells than the header, or a cell that is not a number is an error naming the line."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        for required in ID_COLUMNS:
-            if required not in header:
-                raise UserError(f"{shown(path)}:1: no column {required!r}")
-        rows = []
-        for record in reader:
-            line = reader.line_num
-            if None in record:  # DictReader keeps the cells beyond the header under the key None
-                raise UserError(f"{shown(path)}:{line}: {len(header) + len(record[None])} cells, "
-                                f"but the header names {len(header)} columns")
-            row = {}
-            for key, text in record.items():
-                if key in TEXT_COLUMNS:
-                    row[key] = text or None
-                    continue
-                try:
-                    row[key] = float(text) if text not in ("", None) else None
-                except ValueError:
-                    raise UserError(f"{shown(path)}:{line}: column {key}: {text!r} is not a number") from None
-            rows.append(row)
-    return header, rows
 
 
 def read_summary(path: Path) -> tuple[list[dict], list[Column]]:

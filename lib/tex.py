@@ -86,13 +86,14 @@ def truncate(text: str, limit: int) -> str:
 # --- numbers ------------------------------------------------------------------------------------
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+    """None or NaN: a number no input gave."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def format_number(value, decimals: int) -> str:
     """Fixed decimals with thousands commas and a true minus: 1234.56, 1 -> '1,234.6'; -0.04, 1 -> '0.0'."""
-    if _missing(value):
+    if is_missing(value):
         return MISSING
     text = f"{abs(value):,.{decimals}f}"
     negative = value < 0 and any(c not in "0.," for c in text)  # no "-0.0"
@@ -107,7 +108,7 @@ def format_count(value) -> str:
 def format_significant(value, digits: int = 3) -> str:
     """`digits` significant figures; below 0.001 or from a million up in scientific notation:
     1234.5 -> '1,230', 0.05123 -> '0.0512', 2e-4 -> '$2\\times10^{-4}$'."""
-    if _missing(value):
+    if is_missing(value):
         return MISSING
     if value == 0:
         return "0"
@@ -121,7 +122,7 @@ def format_significant(value, digits: int = 3) -> str:
 def format_scientific(value, digits: int = 3) -> str:
     """Math-mode a x 10^b with at most `digits` significant figures, trailing zeros dropped:
     2e-3 -> '$2\\times10^{-3}$', 1.5e-4 -> '$1.5\\times10^{-4}$', 1e-4 -> '$10^{-4}$'."""
-    if _missing(value):
+    if is_missing(value):
         return MISSING
     mantissa, exponent = f"{abs(value):.{digits - 1}e}".split("e")  # '2.00', '-03'
     mantissa, sign = mantissa.rstrip("0").rstrip("."), "-" if value < 0 else ""
@@ -132,7 +133,7 @@ def format_scientific(value, digits: int = 3) -> str:
 def format_p_value(value, relation: bool = False) -> str:
     """Three decimals, or '<0.001' where that would read 0.000; with `relation`, for prose after
     a p: '= 0.210' or '< 0.001'."""
-    if _missing(value):
+    if is_missing(value):
         return MISSING
     if value < 0.0005:
         return "< 0.001" if relation else "<0.001"

@@ -61,22 +61,22 @@ class TransformersGenerator:
         """Answers in prompt order; `on_batch(indices, answers)` sees each batch as it finishes."""
         import torch
 
-        self.tokenizer.padding_side = "left"  # the new tokens of every row then start at one column
         encoded = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         answers: list[Answer | None] = [None] * len(prompts)
         batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-            inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            inputs = inputs.to(self.model.device)
+            # left padding: the new tokens of every row then start at one column
+            ids, attention, _ = left_padded([encoded[i] for i in batch], self.tokenizer.pad_token_id)
             with torch.inference_mode():
                 output = self.model.generate(
-                    **inputs,
+                    input_ids=ids.to(self.model.device),
+                    attention_mask=attention.to(self.model.device),
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     eos_token_id=self.stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            new = output[:, inputs["input_ids"].shape[1]:].tolist()
+            new = output[:, ids.shape[1]:].tolist()
             done = [self._answer(tokens, max_new_tokens) for tokens in new]
             for index, answer in zip(batch, done):
                 answers[index] = answer

@@ -44,7 +44,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lib.errors import UserError
-from lib.io import read_log, shown
+from lib.io import jsonl_bytes, read_log, shown
 from lib.stats import BOOTSTRAP_SEED, bootstrap
 
 RUBRIC_PATH = Path(__file__).with_name("judge_rubric.md")
@@ -223,16 +223,16 @@ def ask(endpoint: Endpoint, prompts: dict[str, str], replies: dict[str, str], ca
         concurrency: int, backoff_s: float, progress: bool) -> None:
     """Send the requests, `concurrency` at a time, appending each reply to the cache as it comes."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with cache_path.open("a", encoding="utf-8") as cache, ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with cache_path.open("ab") as cache, ThreadPoolExecutor(max_workers=concurrency) as pool:
         if ends_mid_line(cache_path):
-            cache.write("\n")  # after a line cut short, the next reply must start a line of its own
+            cache.write(b"\n")  # after a line cut short, the next reply must start a line of its own
         futures = {pool.submit(request_with_retries, endpoint, prompt, backoff_s): key for key, prompt in prompts.items()}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="answer",
                                disable=not progress):
                 key = futures[future]
                 replies[key] = future.result()
-                cache.write(json.dumps({"key": key, "reply": replies[key]}, ensure_ascii=False) + "\n")
+                cache.write(jsonl_bytes([{"key": key, "reply": replies[key]}]))
                 cache.flush()
         except BaseException:
             for future in futures:

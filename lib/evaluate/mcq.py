@@ -81,7 +81,7 @@ def score_mcq(model, tokenizer, items: list[dict], system_prompt: str, batch_siz
     letters = sorted({letter for item in items for letter in item["options"]})
     token_of = letter_token_ids(tokenizer, prompts[0], letters)  # one template: the first prompt checks all
     encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id  # lib.model.load_tokenizer sets one where the model has none
 
     model.eval()
     letter_logprobs: list[dict | None] = [None] * len(items)

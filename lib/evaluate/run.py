@@ -31,8 +31,8 @@ import numpy as np
 
 from lib.errors import UserError
 from lib.config import BASE_RUN
-from lib.io import numbered_jsonl, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
-from lib.prompts import prompt_messages, question_of, render_prompt
+from lib.io import jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
+from lib.prompts import conversations, prompt_messages, question_of, render_prompt
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 
 PARTIAL = "predictions.partial.jsonl"
@@ -42,9 +42,7 @@ def load_test_set(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such split; `make data` writes it")
     records = []
-    for line_number, record in numbered_jsonl(path):
-        if not isinstance(record.get("messages"), list):
-            raise UserError(f"{shown(path)}:{line_number}: the record has no `messages` list")
+    for line_number, record in conversations(path):
         prompt_messages(record["messages"], where=f"{shown(path)}:{line_number}")  # ends with the answer
         records.append(record)
     return records
@@ -88,14 +86,11 @@ def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: P
         print(f"evaluate: {len(done)} of {len(prompts)} answers kept from an interrupted run")
     todo = [i for i in range(len(prompts)) if i not in done]
     if todo:
-        with partial.open("w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"key": key}) + "\n")
-            for index, answer in done.items():
-                handle.write(json.dumps({"index": index, **answer.__dict__}, ensure_ascii=False) + "\n")
+        with partial.open("wb") as handle:
+            handle.write(jsonl_bytes([{"key": key}, *({"index": i, **vars(a)} for i, a in done.items())]))
 
             def keep(batch, answers):
-                for position, answer in zip(batch, answers):
-                    handle.write(json.dumps({"index": todo[position], **answer.__dict__}, ensure_ascii=False) + "\n")
+                handle.write(jsonl_bytes({"index": todo[p], **vars(a)} for p, a in zip(batch, answers)))
                 handle.flush()
 
             fresh = generator.generate([prompts[i] for i in todo], settings["max_new_tokens"],
@@ -106,11 +101,11 @@ def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: P
 
 def make_generator(config, backend: str, model, tokenizer, stop_ids: list[int], adapter_dir: Path | None):
     from lib.evaluate.generate import TransformersGenerator, VllmGenerator
-    from lib.model import compute_dtype, model_location
+    from lib.model import compute_dtype, dtype_name, model_location
 
     if backend == "vllm":
         return VllmGenerator(model_location(config.model.name_or_path), str(adapter_dir) if adapter_dir else None,
-                             stop_ids, str(compute_dtype(config.model.dtype)).removeprefix("torch."),
+                             stop_ids, dtype_name(compute_dtype(config.model.dtype)),
                              config.quantization.load_in_4bit, max_lora_rank=config.lora.r)
     return TransformersGenerator(model, tokenizer, stop_ids)
 
