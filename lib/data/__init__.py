@@ -8,6 +8,8 @@
     clean       the cleaning rules and their report
     splits      fixed test/dev sets, nested train subsets, chat JSON Lines
     prepare     the `data` command that runs them in that order
+    mcq         the `mcq-data` command: the knowledge track's multiple-choice items, read with
+                sources.read_records
 """
 
 from __future__ import annotations

@@ -26,13 +26,16 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 from tqdm import tqdm
 
 from lib.config import CleaningConfig
 from lib.data.sources import Example
+
+if TYPE_CHECKING:  # datasketch (and the scipy it imports) loads where near duplicates are sought
+    from datasketch import MinHash
 
 EXAMPLES_PER_RULE = 3
 EXAMPLE_CHARS = 200
@@ -211,6 +214,8 @@ def _identity(value: int) -> int:  # shingles arrive hashed, by `shingle_hashes`
 
 @functools.cache
 def _minhash_template(num_perm: int) -> MinHash:
+    from datasketch import MinHash
+
     return MinHash(num_perm=num_perm, seed=MINHASH_SEED, hashfunc=_identity)
 
 
@@ -270,6 +275,8 @@ class NearDuplicateIndex:
     question may come close to."""
 
     def __init__(self, config: CleaningConfig, exhaustive: bool = False):
+        from datasketch import MinHashLSH
+
         self.threshold = config.near_duplicate_threshold
         num_perm = config.minhash_permutations
         if exhaustive:

@@ -52,12 +52,7 @@ def fetch_sample(data: DataConfig, raw_dir: str | Path) -> tuple[Path, dict]:
     content = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
     write_if_changed(sample, content)
     manifest = {
-        "type": "hub",
-        "endpoint": endpoint(),
-        "repo": data.hub_repo,
-        "file": data.hub_file,
-        "revision": data.hub_revision,
-        "commit": resolved_commit(downloaded),
+        **origin(data.hub_repo, data.hub_file, data.hub_revision, downloaded),
         "source_lines": total,
         "source_sha256": source_sha256,
         "seed": data.seed,
@@ -115,6 +110,12 @@ def endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def origin(repo: str, file: str, revision: str, downloaded: Path) -> dict:
+    """Where a downloaded hub file came from, for a manifest."""
+    return {"type": "hub", "endpoint": endpoint(), "repo": repo, "file": file, "revision": revision,
+            "commit": resolved_commit(downloaded)}
 
 
 def resolved_commit(path: Path) -> str | None:

@@ -227,12 +227,11 @@ def collect(config: Config) -> tuple[ReadResult, dict]:
         return ReadResult(items, [], "", ""), {"type": "synthetic", "generator": "lib.data.synthetic.generate_mcq",
                                                "count": len(items), "seed": config.data.seed}
     if settings.mcq_source == "hub":
-        from lib.data.hub import endpoint, resolved_commit
+        from lib.data.hub import origin
 
         path = download(settings)
         name = settings.mcq_hub_repo.split("/")[-1]
-        source = {"type": "hub", "endpoint": endpoint(), "repo": settings.mcq_hub_repo, "file": settings.mcq_hub_file,
-                  "revision": settings.mcq_hub_revision, "commit": resolved_commit(path)}
+        source = origin(settings.mcq_hub_repo, settings.mcq_hub_file, settings.mcq_hub_revision, path)
     else:
         path = Path(settings.mcq_source)
         if not path.is_file():
