@@ -67,6 +67,7 @@ CLI = $(PY) -m lib
 SETUP = $(VENV)/.installed
 TORCH_VERSION := $(shell sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml)
 TORCH_INDEX ?=#             e.g. https://download.pytorch.org/whl/cpu for a CPU-only machine elsewhere
+UV_VERSION = 0.13.9#        the installer of everything but torch (make setup)
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
@@ -94,7 +95,7 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex tex test data model tiny-model all-experiments summary figures report \
+.PHONY: help vars setup setup-tex tex test test-fast data model tiny-model all-experiments summary figures report \
 	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
 	clean-data clean-runs
 
@@ -112,28 +113,39 @@ vars: ## print the grid, model and paths this invocation would use
 # --- set-up -------------------------------------------------------------------------------------
 setup: $(SETUP) ## one-time: create .venv with the pinned dependencies (torch first, see TORCH_INDEX)
 
-# torch is installed on its own first: on a machine that has the CPU wheel at hand pip takes it,
-# instead of pulling a multi-GB CUDA build as a dependency of the rest; a GPU machine gets CUDA.
+# torch is installed on its own first, by pip: on a machine that has the CPU wheel at hand pip
+# takes it, instead of pulling a multi-GB CUDA build as a dependency of the rest; a GPU machine
+# gets CUDA. uv then installs the rest of the pinned list, several times faster than pip, and
+# keeps the torch it finds (its pin is met).
 $(SETUP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
-	PYTHONWARNINGS=ignore $(VENV)/bin/pip install --quiet -e '.[test]'  # (setuptools' editable-install notice)
+	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]'
 	@touch $@
 
+# The report's TeX and fonts: the Debian/Ubuntu packages of paper/tex-packages.txt, then the check
+# that the report's own preamble compiles (it names what is missing in one line).
+TEX_PACKAGES = $(shell sed 's/\#.*//' paper/tex-packages.txt | awk 'NF {print $$1}')
 setup-tex: ## TeX Live + Chinese fonts for the report and figures (Debian/Ubuntu, apt; ~2 min, 600 MB)
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-		texlive-xetex texlive-lang-chinese latexmk poppler-utils fonts-wqy-microhei >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null
+	@$(PYTHON) -m lib paper --check
 
-# The report needs TeX: installed here where we may (root on Debian/Ubuntu), else one line saying how.
-tex:
-	@command -v latexmk >/dev/null && command -v xelatex >/dev/null || \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then $(MAKE) setup-tex; \
-	else echo "error: the report needs TeX (xelatex, latexmk): run make setup-tex on Debian/Ubuntu, or install TeX Live with texlive-lang-chinese" >&2; exit 1; fi
+# Can TeX build the report here? Compiles the report's preamble (paper/probe.tex). Where it cannot,
+# TeX is installed where we may (root on Debian/Ubuntu), else one line says what is missing.
+tex: ## check that TeX has every package and font the report needs (installs them as root on Debian/Ubuntu)
+	@if ! message=$$($(PYTHON) -m lib paper --check 2>&1); then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "$${message#error: }: installing TeX (make setup-tex)" >&2; $(MAKE) setup-tex; \
+		else echo "$$message" >&2; exit 1; fi; \
+	else echo "$$message"; fi
 
-test: $(SETUP) ## run the test suite (offline, CPU; what CI runs)
+test: $(SETUP) ## run the whole test suite (offline, CPU; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(SETUP) ## the tests without the slow end-to-end ones (training, evaluation, make demo), for development
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # --- data ---------------------------------------------------------------------------------------
 data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
@@ -219,13 +231,14 @@ $(GENERATED)/report.done: $(RESULTS)/summary.csv $(GENERATED)/figures/figures.js
 	$(CLI) report --results $(RESULTS) --runs $(RUNS) --data $(PROCESSED) --profile $(PROFILE) $(GRID_ARGS) \
 		--out $(GENERATED)
 
-# the `paper` target prints the PDF's path, also when it was already built
-$(PDF): $(GENERATED)/report.done paper/report.tex paper/references.bib | tex
+# the `paper` target prints the PDF's path, also when it was already built; TeX is checked (and
+# installed where we may) only when there is a PDF to build
+$(PDF): $(GENERATED)/report.done paper/report.tex paper/preamble.tex paper/references.bib
+	@$(MAKE) tex >/dev/null
 	$(CLI) paper --profile $(PROFILE) --generated $(GENERATED) --out $(@D) >/dev/null
 
 demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/report.pdf
 	$(MAKE) PROFILE=demo all-experiments
-	$(MAKE) PROFILE=demo tex
 	$(MAKE) PROFILE=demo paper
 
 # --- benchmarks ---------------------------------------------------------------------------------

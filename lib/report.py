@@ -21,7 +21,7 @@ Writes into --out:
 Absent inputs never stop it: a partial study gives a partial report that names what is
 missing (from summary.csv's status column and the files not found), and every table and
 macro exists whatever is missing, so the paper always compiles. Then build the PDF with
-`python -m lib paper` (lib/tex.py).
+`python -m lib paper` (lib/paper.py).
 """
 
 from __future__ import annotations

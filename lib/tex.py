@@ -1,39 +1,19 @@
-"""LaTeX from Python, and the PDF build: escaping, number formats, macros, tables, latexmk.
+"""LaTeX from Python: escaping, number formats, macros, tables.
 
 Everything the report generator (lib/report.py) writes into .tex files passes through here:
 user text through `escape`, numbers through the `format_*` functions (one format per kind of
 number, so the prose and the tables always agree), macro definitions through `macro`, tables
-through `table`. The `paper` command compiles paper/report.tex against one generated folder:
-
-    python -m lib paper --profile demo --generated paper/generated/demo --out paper/build/demo
-
-It runs latexmk + xelatex (non-interactive) from paper/, passes the generated folder in as
-\\GeneratedDir (so the demo and paper profiles never mix), and prints the PDF's path last.
+through `table`. lib/paper.py compiles the result into the PDF.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 import unicodedata
-from pathlib import Path
 
-from lib.errors import UserError
-from lib.io import REPO_ROOT, atomic_write, shown
-
-PAPER_DIR = REPO_ROOT / "paper"
-MAIN_TEX = PAPER_DIR / "report.tex"
 MISSING = r"\NA{}"  # report.tex defines \NA: the mark of a value that is not (yet) there
 MINUS = "\u2212"  # a real minus sign, not a hyphen
-INSTALL_HINT = (
-    "install TeX with `make setup-tex` (Debian/Ubuntu: apt-get install --no-install-recommends "
-    "texlive-xetex texlive-lang-chinese latexmk poppler-utils fonts-wqy-microhei)"
-)
 
 # --- escaping -----------------------------------------------------------------------------------
 
@@ -195,106 +175,3 @@ def missing_table(caption: str, label: str, sentence: str) -> str:
     one sentence that says what is missing."""
     return "\n".join([r"\begin{table}[htbp]", r"\centering\small", f"\\caption{{{caption}}}\\label{{{label}}}",
                       f"\\MissingInput{{{sentence}}}", r"\end{table}"]) + "\n"
-
-
-# --- the PDF build: python -m lib paper ---------------------------------------------------------
-
-# TeX reads \GeneratedDir as a path: these characters would end or change it.
-_UNSAFE_PATH = re.compile(r"[\s%#{}\\$~^&]")
-_PROFILE_MACRO = re.compile(r"\\newcommand\{\\ProfileName\}\{([^}]*)\}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="paper", help="the profile the generated folder was made for")
-    parser.add_argument("--generated", type=Path, default=None,
-                        help="folder written by `python -m lib report` (default: paper/generated/<profile>)")
-    parser.add_argument("--out", type=Path, default=None, help="build folder (default: paper/build/<profile>)")
-
-
-def run(args: argparse.Namespace) -> None:
-    generated = args.generated or PAPER_DIR / "generated" / args.profile
-    out = args.out or PAPER_DIR / "build" / args.profile
-    pdf = build_pdf(generated, out, args.profile)
-    print(shown(pdf))
-
-
-def tex_tools_missing() -> list[str]:
-    return [tool for tool in ("latexmk", "xelatex", "bibtex") if shutil.which(tool) is None]
-
-
-def build_pdf(generated: Path, out: Path, profile: str, main_tex: Path = MAIN_TEX) -> Path:
-    """Compile `main_tex` against the `generated` folder into `out`/<name>.pdf and return its path."""
-    generated, out = Path(generated).resolve(), Path(out).resolve()
-    check_generated(generated, profile)
-    missing_tools = tex_tools_missing()
-    if missing_tools:
-        raise UserError(f"{', '.join(missing_tools)} not found: {INSTALL_HINT}")
-    # The path as TeX will see it: relative to paper/ where possible (short, and the same on
-    # every clone), else absolute.
-    tex_path = os.path.relpath(generated, main_tex.parent) if generated.is_relative_to(REPO_ROOT) else str(generated)
-    tex_path = tex_path.replace(os.sep, "/")
-    if _UNSAFE_PATH.search(tex_path):
-        raise UserError(f"{generated}: TeX cannot read a folder whose path has spaces or any of % # {{ }} \\ $ ~ ^ &")
-    out.mkdir(parents=True, exist_ok=True)
-    # latexmk rebuilds when a file it read changes, but not when \GeneratedDir points elsewhere:
-    # the folder of the last build is remembered, and a different one forces a full rebuild.
-    last_generated = out / ".generated"
-    changed = not last_generated.is_file() or last_generated.read_text(encoding="utf-8") != tex_path
-    command = [
-        "latexmk", "-xelatex", "-bibtex", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-        "-quiet", "-recorder", *(["-g"] if changed else []), f"-outdir={out}",
-        f"-usepretex=\\def\\GeneratedDir{{{tex_path}}}", main_tex.name,
-    ]
-    # TeX wraps its log at 79 columns, which would cut file names and messages in two.
-    environment = os.environ | {"max_print_line": "10000"}
-    result = subprocess.run(command, cwd=main_tex.parent, env=environment, capture_output=True, text=True,
-                            errors="replace")
-    log = out / f"{main_tex.stem}.log"
-    if result.returncode != 0:
-        raise UserError(first_tex_error(log, result.stdout + result.stderr))
-    with atomic_write(last_generated) as handle:
-        handle.write(tex_path)
-    for warning in tex_warnings(log):
-        print(f"paper: warning: {warning}", file=sys.stderr)
-    return out / f"{main_tex.stem}.pdf"
-
-
-def check_generated(generated: Path, profile: str) -> None:
-    """The generated folder exists and was made for this profile (demo and paper never mix)."""
-    macros = generated / "macros.tex"
-    if not macros.is_file():
-        raise UserError(f"{shown(macros)}: no such file; write it first with "
-                        f"`python -m lib report --profile {profile} --out {shown(generated)} ...`")
-    match = _PROFILE_MACRO.search(macros.read_text(encoding="utf-8"))
-    made_for = match.group(1) if match else None
-    if made_for != escape(profile):
-        raise UserError(f"{shown(macros)}: made for profile {made_for!r}, not {profile!r}")
-
-
-def first_tex_error(log: Path, output: str) -> str:
-    """One line for the user: the first error in the TeX log (file:line: message), or latexmk's."""
-    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
-    for line in text.splitlines():
-        if re.match(r"^(\S+:\d+: |! )", line):
-            return f"{shown(log)}: {line.strip()}"
-    last_lines = [line for line in output.splitlines() if line.strip()]
-    return f"latexmk failed ({last_lines[-1].strip() if last_lines else 'no output'}); see {shown(log)}"
-
-
-def tex_warnings(log: Path) -> list[str]:
-    """What a reader would see as a flaw: glyphs no font has, unresolved citations or
-    references, lines that stick out into the margin."""
-    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
-    checks = {
-        "characters missing from the fonts (printed as boxes or not at all)": r"^Missing character: There is no (\S+)",
-        "undefined citations": r"Citation `([^']+)' .*undefined",
-        "undefined references": r"Reference `([^']+)' .*undefined",
-        "overfull lines": r"^Overfull \\hbox \((\S+) too wide\)",
-    }
-    warnings = []
-    for what, pattern in checks.items():
-        found = re.findall(pattern, text, flags=re.MULTILINE)
-        if found:
-            examples = ", ".join(dict.fromkeys(found[:5]))
-            warnings.append(f"{len(found)} {what} ({examples}); see {shown(log)}")
-    return warnings

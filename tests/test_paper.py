@@ -1,15 +1,17 @@
-"""The PDF of the report (paper/report.tex built by `python -m lib paper`, lib/tex.py) from the
+"""The PDF of the report (paper/report.tex built by `python -m lib paper`, lib/paper.py) from the
 small study of tests/test_report.py: the generated numbers and a Chinese example are in the PDF's
 text, a partial study says what is missing, the demo disclaimer is there for demo only.
 
 Building needs TeX (xelatex, latexmk, bibtex: `make setup-tex`); those tests skip without it.
-Two builds of ~15 s each on 2 cores.
+Two builds of ~15 s each on 2 cores. The set-up check (`make tex`: paper/probe.tex with the
+report's own preamble) names a missing package, font or metric in one line.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,10 @@ from lib import cli
 from lib.config import load_grid, run_name
 from lib.errors import UserError
 from lib.report import load_study, write_report
-from lib.tex import build_pdf, tex_tools_missing
+from lib.paper import (
+    PAPER_DIR, build_pdf, check_setup, missing_name, providing_package, tex_packages, tex_tools_missing,
+)
+from conftest import REPO_ROOT
 from test_report import QUESTION, read_macros, write_study
 
 pypdf = pytest.importorskip("pypdf")
@@ -101,3 +106,62 @@ def test_a_tex_error_is_one_line_naming_the_log(tmp_path):
         handle.write("\\newcommand{\\BestRougeL}{again}\n")  # defined twice: LaTeX stops
     with pytest.raises(UserError, match=r"report.log: .*macros.tex:\d+: LaTeX Error: Command \\BestRougeL already defined"):
         build_pdf(generated, tmp_path / "build", "demo")
+
+
+# --- the TeX set-up: one list of packages, checked by compiling the report's own preamble ---------
+
+
+def probe_copy(tmp_path: Path, edit) -> Path:
+    """paper/probe.tex with the report's preamble and bibliography beside it, the preamble edited."""
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    for name in ("probe.tex", "references.bib"):
+        shutil.copy(PAPER_DIR / name, folder / name)
+    (folder / "preamble.tex").write_text(edit((PAPER_DIR / "preamble.tex").read_text(encoding="utf-8")),
+                                         encoding="utf-8")
+    return folder / "probe.tex"
+
+
+def test_the_report_and_the_probe_share_one_preamble():
+    report, probe = ((PAPER_DIR / name).read_text(encoding="utf-8") for name in ("report.tex", "probe.tex"))
+    for text in (report, probe):
+        assert "\\input{preamble}" in text and "\\documentclass" not in text and "\\usepackage" not in text
+    assert "\\documentclass" in (PAPER_DIR / "preamble.tex").read_text(encoding="utf-8")
+
+
+@needs_tex
+def test_the_probe_builds_here(tmp_path):
+    assert check_setup(out=tmp_path / "build").is_file()
+
+
+@needs_tex
+@pytest.mark.parametrize("edit, missing", [
+    (lambda text: text.replace("\\usepackage{booktabs}", "\\usepackage{booktabs}\\usepackage{no-such-package}"),
+     "no-such-package.sty is missing; install TeX with `make setup-tex`"),
+    (lambda text: text.replace("{WenQuanYi Micro Hei}", "{No Such Hei}"), "No Such Hei is missing"),
+])
+def test_a_missing_package_or_font_is_one_line_naming_it(tmp_path, edit, missing):
+    with pytest.raises(UserError) as error:
+        check_setup(probe_copy(tmp_path, edit), tmp_path / "build")
+    message = str(error.value)
+    assert missing in message and "\n" not in message and "probe.log" in message
+
+
+def test_a_missing_metric_names_the_package_that_ships_it():
+    # the first error of hyperref's XeTeX driver where texlive-fonts-recommended is absent
+    line = ("hyperref.sty:4872: Font \\XeTeXLink@font=pzdr at 0.00002pt not loadable: "
+            "Metric (TFM) file or installed font not found.")
+    assert missing_name(line) == "pzdr.tfm"
+    assert providing_package("pzdr.tfm") == "texlive-fonts-recommended"
+    assert providing_package("ctexart.cls") == "texlive-lang-chinese"
+    assert providing_package("WenQuanYi Micro Hei Mono") == "fonts-wqy-microhei"
+
+
+def test_setup_tex_installs_exactly_the_list_and_ends_with_the_check():
+    packages = list(tex_packages())
+    assert {"texlive-xetex", "texlive-lang-chinese", "texlive-fonts-recommended", "latexmk"} <= set(packages)
+    plan = subprocess.run(["make", "-n", "setup-tex"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    install = next(line for line in plan.splitlines() if "apt-get install" in line)
+    assert install.split("--no-install-recommends")[1].split(">")[0].split() == packages
+    assert plan.strip().splitlines()[-1].endswith("-m lib paper --check")
+    assert "make setup-tex" in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from pathlib import Path
 from lib.bench import write_benchmark
 from lib.config import load_grid, run_name
 from lib.io import REPO_ROOT, hardware, provenance
-from lib.tex import tex_tools_missing
+from lib.paper import tex_tools_missing
 
 TARGET_SECONDS = 600
 
