@@ -148,7 +148,7 @@ test-fast: $(SETUP) ## the tests without the slow end-to-end ones (training, eva
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # --- data ---------------------------------------------------------------------------------------
-data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
+data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
 
 # One command writes every split; it leaves unchanged files untouched, so a new size does not
 # make the runs of the existing sizes out of date.
@@ -156,8 +156,10 @@ DATA_RECIPES = $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).ya
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(wildcard $(SOURCE))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
 
-$(PROCESSED)/mcq.jsonl: $(DATA_RECIPES) $(wildcard $(MCQ_SOURCE))
-	$(CLI) mcq-data $(CONFIG_ARGS) --out $@
+# The items file keeps its time when its content does not change (evaluations are not redone for
+# nothing): the report, written every time, is this step's target.
+$(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(wildcard $(MCQ_SOURCE))
+	$(CLI) mcq-data $(CONFIG_ARGS) --out $(@D)/mcq.jsonl
 
 # The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
@@ -166,12 +168,13 @@ DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_
 $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
-# time after that step, so runs retrain exactly when their data changed.
+# time after that step, so runs retrain exactly when their data changed. The same for the items.
+$(PROCESSED)/mcq.jsonl: | $(PROCESSED)/mcq_report.json ;
 $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
 # keep them after the make that needed them.
-.PRECIOUS: $(PROCESSED)/%.jsonl $(RUNS)/%/train.done
+.PRECIOUS: $(PROCESSED)/%.jsonl $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors
 
 # --- the base model -----------------------------------------------------------------------------
 model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)
@@ -195,11 +198,15 @@ eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates t
 all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## the grid METHODS x SIZES x SEEDS, plus the base model
 	@echo "all-experiments: $(words $(RUN_NAMES)) runs and base are evaluated in $(RUNS)"
 
-$(RUNS)/%/train.done: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl $(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
+# Both files come from one training; a run whose adapter weights are gone is trained again (from
+# its last checkpoint, where one of the same inputs is left).
+$(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
+		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
 	$(LAUNCHER) -m lib train $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) \
-		--seed $(call seed_of,$*) --data $(PROCESSED) --out $(@D)
+		--seed $(call seed_of,$*) --data $(PROCESSED) --out $(RUNS)/$*
 
-$(RUNS)/%/eval.json: $(RUNS)/%/train.done $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+$(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors $(PROCESSED)/test.jsonl \
+		$(PROCESSED)/mcq.jsonl
 	$(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
 $(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl

@@ -58,6 +58,31 @@ def atomic_write(path: str | Path, mode: str = "w"):
         raise
 
 
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path, what: str):
+    """Hold `lock_file` while this process works: a second process that wants the same lock (the
+    same make target started twice) stops at once with one line, instead of both writing the same
+    outputs. The kernel releases the lock when the process ends, however it ends (kill -9 too),
+    so a lock is never left behind; the file itself stays, naming the last holder."""
+    import fcntl
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"{shown(lock_file.parent)}: {what} is already in progress ({holder}); "
+                            "wait for it to finish, or stop it and run the command again") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {platform.node()} since "
+                     f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+        handle.flush()
+        yield
+
+
 def json_bytes(obj) -> bytes:
     """The project's JSON file format: UTF-8, Chinese unescaped, indented, a final newline."""
     return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
@@ -81,6 +106,8 @@ def read_json(path: str | Path):
         raise UserError(f"{shown(path)}: no such file") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{shown(path)}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise UserError(f"{shown(path)}: not readable JSON (nested too deeply)") from None
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
@@ -105,6 +132,8 @@ def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{shown(path)}:{line_number}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise UserError(f"{shown(path)}:{line_number}: not readable JSON (nested too deeply)") from None
             if not isinstance(record, dict):
                 raise UserError(f"{shown(path)}:{line_number}: expected a JSON object, got {type(record).__name__}")
             yield line_number, record

@@ -137,12 +137,18 @@ def load_for_inference(config, adapter_dir: Path | None = None):
     return tokenizer, model
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT saves and loads
+
+
 def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
-    """An adapter only makes sense on the base model it was trained on."""
-    config_file = Path(adapter_dir) / "adapter_config.json"
-    if not config_file.is_file():
-        raise UserError(f"{shown(adapter_dir)}: no adapter here (adapter_config.json missing); "
-                        f"train the run first: make exp-{Path(adapter_dir).parent.name}")
+    """An adapter is whole, and only makes sense on the base model it was trained on."""
+    adapter_dir = Path(adapter_dir)
+    missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]
+    if missing:
+        run = adapter_dir.parent.name
+        raise UserError(f"{shown(adapter_dir)}: no complete adapter here ({', '.join(missing)} missing); "
+                        f"`make exp-{run}` trains it (again)")
+    config_file = adapter_dir / "adapter_config.json"
     # PEFT records the folder the base was loaded from, which moves with a copied results/ tree:
     # the folder's name (models/<org>--<name>, or the demo's tiny-qwen2) identifies the base.
     trained_on = read_json(config_file).get("base_model_name_or_path")

@@ -21,19 +21,22 @@ What happens, in order:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib.config import Config, parse_count
 from lib.errors import UserError
-from lib.io import atomic_write, provenance, read_json, shown, write_json
+from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
 from lib.model import dtype_name
 from lib.prompts import conversations
 
 DONE_MARKER = "train.done"
+RUN_LOCK = ".lock"  # held while a process trains or evaluates the run (lib.io.exclusive)
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,50 @@ def make_wall_clock(resumed_seconds: float):
         def total_seconds(self) -> float:
             return self.earlier + self.session_seconds
 
+        def tokens_per_second(self, state) -> float | None:
+            """Real tokens of every session over their time (the trainer's state carries the
+            earlier sessions' tokens as this clock carries their seconds)."""
+            return state.num_input_tokens_seen / self.total_seconds if self.total_seconds > 0 else None
+
         def state(self) -> dict:
             return {"args": {}, "attributes": {"seconds": self.total_seconds}}
 
     return WallClock()
+
+
+# --- checkpoints belong to the inputs that made them ----------------------------------------------
+
+INPUTS_FILE = "inputs.json"  # beside the checkpoints: what they were trained from
+# Settings that decide only what is logged or saved, not the weights: a run resumed with another
+# value of these is still the same run.
+NOT_IN_THE_WEIGHTS = ("report_to", "logging_steps", "eval_steps", "save_steps")
+
+
+def training_inputs(config: Config, spec: RunSpec, train_file: Path, dev_file: Path) -> dict:
+    """Everything the adapter's weights depend on: the resolved settings (evaluation's aside),
+    the run's cell and seed, and the digests of its train and dev splits."""
+    settings = config.to_dict()
+    settings.pop("eval")
+    for key in NOT_IN_THE_WEIGHTS:
+        settings["train"].pop(key)
+    return {"run": {"method": spec.method, "size": spec.size, "examples": spec.examples, "seed": spec.seed},
+            "settings": settings,
+            "data": {path.name: sha256_file(path) for path in (train_file, dev_file)}}
+
+
+def keep_matching_checkpoints(folder: Path, inputs: dict, run: str) -> None:
+    """Delete checkpoints made from other inputs (saying so), so that a changed run trains afresh
+    instead of "resuming" from another run's weights; record the inputs for the next session."""
+    recorded = folder / INPUTS_FILE
+    if folder.is_dir() and any(folder.glob("checkpoint-*")):
+        before = read_json(recorded) if recorded.is_file() else None
+        if before == inputs:
+            return
+        changed = sorted(key for key in inputs if before is None or before.get(key) != inputs[key])
+        print(f"train: {run}: discarding {shown(folder)}, made from other inputs "
+              f"({', '.join(changed)} changed); training from the start")
+        shutil.rmtree(folder)
+    write_json(recorded, inputs)
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -269,8 +312,7 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
     model = trainer.model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(_stored_parameter_count(p) for p in model.parameters())
-    session_tokens = state.num_input_tokens_seen - clock.session_start_tokens
-    tokens_per_s = session_tokens / clock.session_seconds if clock.session_seconds > 0 else None
+    tokens_per_s = clock.tokens_per_second(state)
     dev_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
     train_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     dtype_text = dtype_name(dtype)
@@ -325,10 +367,14 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
     from lib.model import process_state
 
     check_hardware(config)
-    batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size,
-                         process_state().num_processes)
+    state = process_state()
+    batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, state.num_processes)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
-
+    with state.main_process_first():  # the others wait, then find only checkpoints of these inputs
+        if state.is_main_process:
+            inputs = training_inputs(config, spec, split_path(data_dir, f"train-{spec.size}.jsonl"),
+                                     split_path(data_dir, "dev.jsonl"))
+            keep_matching_checkpoints(out / "checkpoints", inputs, spec.name)
     trainer, dtype = build_trainer(config, spec, data_dir, out, batch)
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     clock = make_wall_clock(resumed_seconds(checkpoint))
@@ -368,7 +414,11 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     spec = RunSpec(name=args.out.name, profile=args.profile, method=args.method, size=args.size,
                    examples=parse_count(args.size), seed=args.seed)
-    metrics = train(config, spec, args.data, args.out)
+    # Under torchrun or accelerate every process runs this; the first holds the run's lock (its
+    # launcher stops the others if it cannot).
+    first_process = int(os.environ.get("RANK", "0")) == 0
+    with exclusive(args.out / RUN_LOCK, f"training {spec.name}") if first_process else contextlib.nullcontext():
+        metrics = train(config, spec, args.data, args.out)
     if metrics is not None:
         print(f"train: {spec.name} done: {metrics['steps']} steps, {metrics['train_tokens']:,} tokens, "
               f"{metrics['wall_time_s']:.0f} s, best dev loss {metrics['best_dev_loss']:.4f}")

@@ -18,7 +18,7 @@ def test_data_command_end_to_end_and_rerun(tmp_path, run_cli):
     assert first.returncode == 0, first.stderr
     names = ["test.jsonl", "dev.jsonl", "train-250.jsonl", "train-1k.jsonl"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*names, "cleaning_report.json", "cleaning_report.md",
-                                                            "manifest.json"])
+                                                            "manifest.json", ".data.lock"])
     assert (tmp_path / "raw" / "synthetic" / "synthetic-2000-s42.jsonl").is_file()
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert {name: entry["count"] for name, entry in manifest["files"].items()} == dict(

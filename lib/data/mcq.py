@@ -33,8 +33,9 @@ counted and reported with its line, and fatal above data.max_bad_fraction of all
 skipped ones included (the QA loader's policy). Then eval.mcq_size items are sampled (seeded by
 data.seed), kept in file order.
 
-Written: the items to --out, after a report beside it (mcq_report.json: source, counts,
-malformed lines, items per source, provenance). An unchanged mcq.jsonl is left untouched.
+Written: the items to --out (an unchanged mcq.jsonl is left untouched), then a report beside it,
+every time (mcq_report.json: source, counts, malformed lines, items per source, provenance): the
+Makefile's target for this step, since the items file may keep its old time.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ from lib.data.sources import (
     first_field, is_multiple_choice, letter_columns, lowered, read_records,
 )
 from lib.errors import UserError
-from lib.io import jsonl_bytes, provenance, sha256_file, shown, write_json
+from lib.io import exclusive, jsonl_bytes, provenance, sha256_file, shown, write_json
 
 LOCAL_HINT = "make data MCQ_SOURCE=path/to/items.json"
+REPORT_NAME = "mcq_report.json"  # beside the items file
 
 
 class MultipleAnswer(Skipped):
@@ -261,13 +263,16 @@ def report_of(config: Config, read: ReadResult, source: dict, items: list[dict],
 
 
 def prepare(config: Config, out: Path) -> dict:
-    """Collect, sample and write the items to `out` (its report first); returns the report."""
+    """Collect, sample and write the items to `out`, then its report beside it; returns the report.
+
+    The items are rewritten only when they change (evaluations that read them are not redone for
+    nothing); the report is written every time, last: it is the step's marker for make."""
     read, source = collect(config)
     items = sample(read.examples, config.eval.mcq_size, config.data.seed)
     content = jsonl_bytes(items)
+    write_if_changed(out, content)
     report = report_of(config, read, source, items, content)
-    write_json(out.with_name("mcq_report.json"), report)
-    write_if_changed(out, content)  # last: its presence means the step finished
+    write_json(out.with_name(REPORT_NAME), report)
     return report
 
 
@@ -281,7 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
 
-    report = prepare(config_from_args(args), args.out)
+    config = config_from_args(args)
+    with exclusive(args.out.parent / ".mcq.lock", "preparing the multiple-choice items"):
+        report = prepare(config, args.out)
     skipped = f"{report['multiple_answer_skipped']} multiple-answer and {report['malformed_lines']} malformed skipped"
     sources = ", ".join(f"{name} {count}" for name, count in report["per_source"].items())
     print(f"mcq-data: {report['sampled']} of {report['single_answer_items']} single-answer items ({skipped}) "

@@ -28,7 +28,7 @@ from lib.data.clean import CleanResult, clean, token_counter
 from lib.data.sources import ReadResult, read_examples
 from lib.data.splits import Splits, check_sizes, cut, write_splits
 from lib.errors import UserError
-from lib.io import json_bytes, provenance, sha256_file, shown, write_json
+from lib.io import exclusive, json_bytes, provenance, sha256_file, shown, write_json
 
 HUB_HELP = (
     "data.source=hub downloads with huggingface_hub, which honours HF_ENDPOINT (e.g. "
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     sizes = args.sizes or list(load_grid(args.profile).sizes)
     out_dir = Path(args.out or f"data/processed/{args.profile}")
-    prepared = prepare(config, args.raw_dir, out_dir, sizes, tokenizer=args.tokenizer)
+    with exclusive(out_dir / ".data.lock", "preparing the data"):
+        prepared = prepare(config, args.raw_dir, out_dir, sizes, tokenizer=args.tokenizer)
     print(summary(prepared, out_dir))
 
 

@@ -260,38 +260,89 @@ def decode(path: Path) -> tuple[str, str]:
     raise UserError(f"{shown(path)}: neither UTF-8 nor GB18030 text; convert it to UTF-8")
 
 
+NESTED_TOO_DEEPLY = "nested too deeply to read"
+
+
+def parsed(line: str):
+    """The JSON value of one line, or Malformed (invalid JSON, too deep, not Unicode)."""
+    try:
+        return unicode_checked(json.loads(line))
+    except json.JSONDecodeError as err:
+        return Malformed(f"not valid JSON ({err.msg})")
+    except RecursionError:
+        return Malformed(NESTED_TOO_DEEPLY)
+
+
+def unicode_checked(value):
+    """`value`, or Malformed where a string in it is not Unicode: a lone surrogate such as
+    "\\ud800" is valid JSON, but no UTF-8 file can hold it, so writing the splits would fail."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return Malformed("a string that is not valid Unicode (a lone surrogate)")
+    return value
+
+
 def jsonl_records(text: str):
     """(line, record or Malformed) for each non-empty line."""
     # Lines end at "\n" only: str.splitlines would also cut at U+2028 and U+0085, which JSON
     # strings may hold unescaped (json.dumps(ensure_ascii=False) writes them so).
     for line_number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield line_number, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield line_number, Malformed(f"not valid JSON ({err.msg})")
+        if line.strip():
+            yield line_number, parsed(line)
 
 
 def json_array_records(text: str, path: Path):
-    """(line, record) for each item of a top-level JSON array, with the line each item starts on."""
+    """(line, record or Malformed) for each item of a top-level JSON array, with the line each
+    item starts on. Content after the array's closing bracket is an error naming its line."""
     decoder = json.JSONDecoder()
     line_of = LineCounter(text)
     position = text.index("[") + 1
     while True:
         start = skip_whitespace(text, position)
         if text.startswith("]", start):
+            rest = skip_whitespace(text, start + 1)
+            if rest < len(text):
+                raise UserError(f"{shown(path)}:{line_of(rest)}: content after the end of the JSON array; "
+                                "a file holds one array, or one JSON object a line")
             return
         try:
             record, position = decoder.raw_decode(text, start)
+            record = unicode_checked(record)
         except json.JSONDecodeError as err:
             raise UserError(f"{shown(path)}:{err.lineno}: not a valid JSON array ({err.msg})") from None
+        except RecursionError:  # the item has an end all the same: skip to it and read on
+            record, position = Malformed(NESTED_TOO_DEEPLY), container_end(text, start, path, line_of)
         yield line_of(start), record
         position = skip_whitespace(text, position)
         if text.startswith(",", position):
             position += 1
         elif not text.startswith("]", position):
             raise UserError(f"{shown(path)}:{line_of(position)}: not a valid JSON array (expected ',' or ']')")
+
+
+def container_end(text: str, start: int, path: Path, line_of) -> int:
+    """The position after the object or array that starts at `start`, found by counting brackets
+    outside strings (no recursion, however deep the nesting)."""
+    depth, in_string, escaped = 0, False, False
+    for position in range(start, len(text)):
+        character = text[position]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                in_string = False
+        elif character == '"':
+            in_string = True
+        elif character in "[{":
+            depth += 1
+        elif character in "]}":
+            depth -= 1
+            if depth == 0:
+                return position + 1
+    raise UserError(f"{shown(path)}:{line_of(start)}: not a valid JSON array (an item has no end)")
 
 
 class LineCounter:

@@ -31,9 +31,10 @@ import numpy as np
 
 from lib.errors import UserError
 from lib.config import BASE_RUN
-from lib.io import jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
+from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
+from lib.train import DONE_MARKER, RUN_LOCK
 
 PARTIAL = "predictions.partial.jsonl"
 
@@ -123,7 +124,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
 
     name = run_dir.name
     adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
-    if adapter_dir is not None and not (run_dir / "train.done").is_file():
+    if adapter_dir is not None and not (run_dir / DONE_MARKER).is_file():
         raise UserError(f"{shown(run_dir)}: the run has not finished training (no train.done); "
                         f"train it first with make exp-{name}")
     test = load_test_set(data_dir / "test.jsonl")
@@ -200,9 +201,11 @@ def run(args: argparse.Namespace) -> None:
 
     if args.run_dir.name != BASE_RUN and args.method is None:
         raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")
-    if args.run_dir.name == BASE_RUN:
-        args.run_dir.mkdir(parents=True, exist_ok=True)  # the base model's row has no training to make it
-    result = evaluate(config_from_args(args), args.run_dir, args.data)
+    config = config_from_args(args)
+    if args.run_dir.name != BASE_RUN and not args.run_dir.is_dir():
+        raise UserError(f"{shown(args.run_dir)}: no such run; `make exp-{args.run_dir.name}` trains and evaluates it")
+    with exclusive(args.run_dir / RUN_LOCK, f"evaluating {args.run_dir.name}"):
+        result = evaluate(config, args.run_dir, args.data)
     shown_metrics = ", ".join(f"{key} {result['metrics'][key]['value']:.3f}"
                               for key in ("test_loss", "rougeL") if key in result["metrics"])
     print(f"evaluate: {result['run']} on {result['n_items']} items: {shown_metrics}")

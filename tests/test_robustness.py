@@ -1,0 +1,184 @@
+"""Hostile inputs never end in a silently wrong result or a traceback: checkpoints of other
+inputs, two processes on one folder, content after a JSON array, pathological records, a run
+whose adapter weights are gone, a make step whose target never catches up with its inputs.
+
+Each test here failed before the behaviour it guards was built.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, demo_overrides, write_jsonl
+from lib.config import load_config, parse_count
+from lib.data.sources import read_examples
+from lib.errors import UserError
+from lib.io import exclusive, read_json, sha256_file
+
+# --- checkpoints belong to the inputs that made them -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_other_inputs_is_discarded_not_resumed(tiny_model, demo_data, tmp_path, capsys):
+    from lib.train import RunSpec, train
+
+    out = tmp_path / "lora-64"
+    config = load_config("demo", "lora", overrides=demo_overrides(tiny_model, "train.learning_rate=5e-3"))
+
+    def run(seed: int) -> dict:
+        spec = RunSpec(name="lora-64", profile="demo", method="lora", size="64", examples=parse_count("64"), seed=seed)
+        return train(config, spec, demo_data, out)
+
+    first = run(42)
+    first_adapter = sha256_file(out / "adapter" / "adapter_model.safetensors")
+    assert (out / "checkpoints" / f"checkpoint-{first['steps']}").is_dir()  # a finished run keeps its last one
+
+    second = run(7)  # the same folder, another seed: make reruns training when settings change
+    message = capsys.readouterr().out
+    assert "discarding" in message and "made from other inputs (run changed)" in message
+    assert "resuming" not in message
+    assert second["steps"] == first["steps"] and second["tokens_per_s"] > 0  # every step trained anew
+    assert sha256_file(out / "adapter" / "adapter_model.safetensors") != first_adapter
+    assert read_json(out / "config.json")["run"]["seed"] == 7
+
+
+# --- one process per run folder and per data folder -------------------------------------------------
+
+
+def test_a_second_holder_of_a_lock_stops_with_one_line(tmp_path):
+    with exclusive(tmp_path / ".lock", "training lora-64"):
+        with pytest.raises(UserError, match=r"training lora-64 is already in progress \(pid \d+ on .* since "):
+            with exclusive(tmp_path / ".lock", "training lora-64"):
+                pass
+    with exclusive(tmp_path / ".lock", "training lora-64"):  # released when its holder is done
+        pass
+
+
+def hold_lock(lock_file: Path) -> subprocess.Popen:
+    """Another process holding `lock_file`, as a running training or evaluation would."""
+    code = ("import sys, time; from lib.io import exclusive\n"
+            "with exclusive(sys.argv[1], 'a test'):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock_file)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_run_in_progress_is_not_evaluated_twice_and_a_killed_holder_frees_it(run_cli, tmp_path):
+    run_dir = tmp_path / "runs" / "base"
+    holder = hold_lock(run_dir / ".lock")
+    try:
+        second = run_cli("evaluate", "--profile", "demo", "--run-dir", run_dir, "--data", tmp_path / "data")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # as a crash would: the kernel releases the lock
+        holder.wait()
+    assert second.returncode == 2
+    assert second.stderr.strip().count("\n") == 0 and "evaluating base is already in progress" in second.stderr
+    after = run_cli("evaluate", "--profile", "demo", "--run-dir", run_dir, "--data", tmp_path / "data")
+    assert "already in progress" not in after.stderr and "test.jsonl: no such split" in after.stderr
+
+
+def test_the_data_step_takes_its_folder(run_cli, tmp_path):
+    out = tmp_path / "processed"
+    holder = hold_lock(out / ".data.lock")
+    try:
+        second = run_cli("data", "--profile", "demo", "--raw-dir", tmp_path / "raw", "--out", out, "--sizes", "64")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 2 and "preparing the data is already in progress" in second.stderr
+    assert not (out / "manifest.json").exists()
+
+
+# --- input files: what JSON cannot say, and what it says after its end ----------------------------
+
+
+def test_content_after_a_json_array_is_an_error_naming_its_line(tmp_path):
+    record = {"instruction": "头痛怎么办？", "output": "建议休息，必要时就医。"}
+    path = tmp_path / "two-arrays.json"
+    path.write_text(json.dumps([record]) + "\n" + json.dumps([record, record]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"two-arrays.json:2: content after the end of the JSON array"):
+        read_examples(path, "test", max_bad_fraction=1.0)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's JSON parser recurses
+GOOD = {"instruction": "头痛怎么办？", "output": "建议休息，必要时就医。"}
+
+
+@pytest.mark.parametrize("container", ["jsonl", "json"])
+def test_pathological_records_are_malformed_lines_not_crashes(tmp_path, container):
+    surrogate = '{"instruction": "\\ud800", "output": "无法写成 UTF-8 的文字"}'  # valid JSON, not Unicode
+    lines = [json.dumps(GOOD, ensure_ascii=False), DEEP, surrogate, json.dumps(GOOD, ensure_ascii=False)]
+    path = tmp_path / f"records.{container}"
+    text = "\n".join(lines) if container == "jsonl" else "[\n" + ",\n".join(lines) + "\n]"
+    path.write_text(text + "\n", encoding="utf-8")
+    result = read_examples(path, "test", max_bad_fraction=1.0)
+    offset = 0 if container == "jsonl" else 1  # the array's "[" is line 1
+    assert [line for line, _ in result.malformed] == [2 + offset, 3 + offset]
+    assert [why for _, why in result.malformed] == ["nested too deeply to read",
+                                                    "a string that is not valid Unicode (a lone surrogate)"]
+    assert len(result.examples) == 2
+
+
+def test_a_split_with_pathological_records_still_writes(run_cli, tmp_path):
+    records = [{"instruction": f"第{i}个问题：头痛伴有恶心怎么办？", "output": f"第{i}个回答：建议休息，测量血压，必要时就医检查。"}
+               for i in range(60)]
+    path = write_jsonl(tmp_path / "qa.jsonl", [*records[:30], '{"instruction": "\\udc00", "output": "x"}', *records[30:]])
+    finished = run_cli("data", "--profile", "demo", "--raw-dir", tmp_path / "raw", "--out", tmp_path / "out",
+                       "--sizes", "20", "--set", f"data.source={path}", "--set", "data.test_size=10",
+                       "--set", "data.dev_size=10", "--set", "data.max_bad_fraction=0.05")
+    assert finished.returncode == 0, finished.stderr
+    assert "line 31: a string that is not valid Unicode" in finished.stderr
+    assert read_json(tmp_path / "out" / "cleaning_report.json")["malformed_lines"] == 1
+
+
+# --- a run whose adapter weights are gone is not a finished run --------------------------------------
+
+
+def test_an_adapter_without_weights_is_one_line_and_make_trains_it_again(tmp_path):
+    from lib.model import check_adapter_base
+
+    adapter = tmp_path / "runs" / "lora-64" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "models/tiny-qwen2"}', encoding="utf-8")
+    with pytest.raises(UserError, match=r"adapter: no complete adapter here \(adapter_model.safetensors missing\); "
+                                        r"`make exp-lora-64` trains it"):
+        check_adapter_base(adapter, "models/tiny-qwen2")
+
+    results = tmp_path / "results"
+    run_dir = results / "demo" / "runs" / "lora-64"
+    (run_dir / "adapter").mkdir(parents=True)
+    for name in ("train.done", "eval.json"):
+        (run_dir / name).write_text("{}", encoding="utf-8")
+    plan = subprocess.run(["make", "-n", "exp-lora-64", "PROFILE=demo", f"RESULTS_DIR={results}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert f"--out {run_dir}\n" in plan.stdout and "-m lib evaluate" in plan.stdout  # trained again, not "done"
+
+
+# --- every make target ends up newer than its inputs --------------------------------------------------
+
+
+def make(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+    settings = "data.synthetic_size=600 data.test_size=20 data.dev_size=20 eval.mcq_size=20"
+    return subprocess.run(["make", "PROFILE=demo", f"DATA_DIR={data_dir}", f"SET={settings}", *arguments],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_data_targets_are_satisfied_after_a_settings_change(tmp_path):
+    data_dir = tmp_path / "data"
+    assert make(data_dir, "data", "SIZES=50").returncode == 0
+    items = data_dir / "processed" / "demo" / "mcq.jsonl"
+    before = items.stat().st_mtime_ns
+    time.sleep(0.01)
+    changed = make(data_dir, "data", "SIZES=50 100")  # new sizes rerun the data steps; the items stay the same
+    assert changed.returncode == 0, changed.stderr
+    assert items.stat().st_mtime_ns == before  # the evaluations that read them are not redone
+    plan = make(data_dir, "-n", "data", "SIZES=50 100").stdout
+    assert "-m lib" not in plan, plan  # nothing left to do, however often make is asked
