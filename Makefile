@@ -231,7 +231,11 @@ $(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard
 $(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done)
 	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --out $(RESULTS) $(GRID_ARGS)
 
+# The figures' Chinese labels need the report's font: TeX and its fonts are checked (and installed
+# where we may) first; without them the figures are drawn with English labels, and `make paper`
+# says what is missing.
 $(GENERATED)/figures/figures.json: $(RESULTS)/summary.csv
+	@$(MAKE) tex >/dev/null 2>&1 || true
 	$(CLI) figures --summary $(RESULTS) --runs $(RUNS) --png $(RESULTS)/figures --pdf $(GENERATED)/figures
 
 $(GENERATED)/report.done: $(RESULTS)/summary.csv $(GENERATED)/figures/figures.json $(PROCESSED)/manifest.json
@@ -244,8 +248,10 @@ $(PDF): $(GENERATED)/report.done paper/report.tex paper/preamble.tex paper/refer
 	@$(MAKE) tex >/dev/null
 	$(CLI) paper --profile $(PROFILE) --generated $(GENERATED) --out $(@D) >/dev/null
 
+# TeX and its fonts are installed (where missing, and where we may) while the experiments run,
+# and ready before the figures, whose labels need the fonts.
 demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/report.pdf
-	$(MAKE) PROFILE=demo all-experiments
+	@$(MAKE) tex >/dev/null 2>&1 & tex=$$!; $(MAKE) PROFILE=demo all-experiments; wait $$tex || true
 	$(MAKE) PROFILE=demo paper
 
 # --- benchmarks ---------------------------------------------------------------------------------

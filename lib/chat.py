@@ -18,7 +18,7 @@ from lib.config import BASE_RUN
 from lib.errors import UserError
 
 
-def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, stop_ids: list[int]) -> str:
+def reply(model, tokenizer, messages: list[dict], decoding) -> str:
     """Generate one answer, printing it as it streams; returns the full text."""
     import torch
     from transformers import TextStreamer
@@ -28,19 +28,19 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int, stop_ids:
     inputs = tokenizer(render_prompt(tokenizer, messages), return_tensors="pt", add_special_tokens=False)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode():
-        output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+        output = model.generate(**inputs.to(model.device), generation_config=decoding.generation_config(),
+                                streamer=streamer)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
 def chat(config, run_dir: Path) -> None:
+    from lib.evaluate.generate import study_decoding
     from lib.model import load_for_inference
-    from lib.prompts import end_of_turn_ids
 
     adapter_dir = None if run_dir.name == BASE_RUN else run_dir / "adapter"
     tokenizer, model = load_for_inference(config, adapter_dir)
-    stop_ids = end_of_turn_ids(tokenizer, model)
+    decoding = study_decoding(config, tokenizer, model)
     system = [{"role": "system", "content": config.data.system_prompt}]
     messages = list(system)
     interactive = sys.stdin.isatty()
@@ -59,8 +59,7 @@ def chat(config, run_dir: Path) -> None:
         if not interactive:
             print(f"你: {question}")
         print("助手: ", end="", flush=True)
-        answer = reply(model, tokenizer, messages + [{"role": "user", "content": question}],
-                       config.eval.max_new_tokens, stop_ids)
+        answer = reply(model, tokenizer, messages + [{"role": "user", "content": question}], decoding)
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     print()
 

@@ -63,12 +63,19 @@ class BatchPlan:
 
 
 def plan_batches(effective: int, per_device: int, processes: int) -> BatchPlan:
-    """E.g. effective 16 with 8 per device on 1 GPU -> accumulate 2; on 2 GPUs -> 1."""
-    per_step = per_device * processes
-    if effective % per_step:
-        raise UserError(f"train.effective_batch_size={effective} is not a multiple of train.per_device_batch_size="
-                        f"{per_device} x {processes} processes; choose sizes that divide it")
-    return BatchPlan(per_device, effective // per_step, processes)
+    """The layout that keeps exactly `effective` examples per optimizer step on `processes`: each
+    process takes effective / processes examples a step, in micro-batches of the largest size up to
+    `per_device` that divides them, accumulated. 16 with 8 per device: 1 process -> 8 x 2, 2 -> 8 x 1,
+    4 -> 4 x 1; 16 with 6 per device on 1 process -> 4 x 4. Only a process count that does not divide
+    the effective batch has no layout (16 over 3 processes)."""
+    if effective % processes:
+        counts = ", ".join(str(n) for n in range(1, effective + 1) if effective % n == 0)
+        raise UserError(f"train.effective_batch_size={effective} examples per step cannot be split evenly over "
+                        f"{processes} processes; launch {counts} processes, or set an effective batch size "
+                        f"that {processes} divides")
+    per_process = effective // processes
+    micro = max(size for size in range(1, min(per_device, per_process) + 1) if per_process % size == 0)
+    return BatchPlan(micro, per_process // micro, processes)
 
 
 # --- checks before loading anything ---------------------------------------------------------------
@@ -262,31 +269,38 @@ def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batc
     dtype = compute_dtype(config.model.dtype)
     tokenizer = load_tokenizer(config)
     trainer = lora_trainer(config, load_model(config, dtype), sft_config(config, spec, batch, dtype, out, **overrides),
-                           dtype, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
+                           train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
     return trainer, dtype
 
 
-def lora_trainer(config: Config, model, args, dtype, **inputs):
+def lora_trainer(config: Config, model, args, **inputs):
     """SFTTrainer attaching the configured LoRA adapters to a loaded `model`, with the two
     work-arounds below; `inputs` are the datasets and the processing class."""
     from trl import SFTTrainer
 
     keep_4bit_layers_trainable_after_eval(model)
     trainer = SFTTrainer(model=model, args=args, peft_config=lora_config(config), **inputs)
-    keep_qlora_adapters_in_fp32_without_bf16(trainer, config, dtype)
+    keep_adapters_in_fp32(trainer.model)
     return trainer
 
 
-def keep_qlora_adapters_in_fp32_without_bf16(trainer, config: Config, dtype) -> None:
-    """TRL stores QLoRA adapters in bf16 (the paper's choice on bf16 hardware). On fp16 GPUs
-    (T4) and CPUs bf16 has no fast path and fp16 adapters cannot be unscaled by the AMP
-    grad scaler, so the adapters stay in fp32 there, as PEFT keeps them for plain LoRA."""
-    import torch
+def keep_adapters_in_fp32(model) -> None:
+    """Trainable parameters, and so their gradients and AdamW's moments, in fp32 for LoRA and
+    QLoRA alike, on every device. PEFT keeps plain LoRA's adapters in fp32, but TRL casts a 4-bit
+    model's adapters to bf16, where late updates are lost: at a learning rate of 2e-5 near the end
+    of the cosine schedule, a weight of 0.02 moves by 2e-5 x ~1 = 2e-5, below half of bf16's spacing
+    at 0.02 (2^-6 x 2^-7 = 1.2e-4), so 0.02 - 2e-5 rounds back to 0.02. "QLoRA - LoRA" would then
+    mix the 4-bit base with lost updates. The matrix products still run in the compute dtype (the
+    Trainer's autocast)."""
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
 
-    if config.quantization.load_in_4bit and dtype != torch.bfloat16:
-        for parameter in trainer.model.parameters():
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()
+
+def adapter_dtype(model) -> str:
+    """The dtype of the trainable parameters (one for all of them), as configs spell dtypes."""
+    dtypes = {dtype_name(p.dtype) for p in model.parameters() if p.requires_grad}
+    return dtypes.pop() if len(dtypes) == 1 else "/".join(sorted(dtypes))
 
 
 def keep_4bit_layers_trainable_after_eval(model) -> None:
@@ -321,9 +335,13 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "run": spec.name,
         "examples": spec.examples,
         "epochs": state.num_train_epochs,
-        "steps": state.global_step,
+        "steps": state.global_step,  # optimizer steps
         "effective_batch_size": batch.effective,
+        # packed rows hold several examples each: then examples per step is what the steps took on average
+        "examples_per_step": (spec.examples * state.num_train_epochs / state.global_step
+                              if trainer.args.packing and state.global_step else batch.effective),
         "train_tokens": state.num_input_tokens_seen,  # real tokens, padding excluded, all processes
+        "tokens_per_step": state.num_input_tokens_seen / state.global_step if state.global_step else None,
         "wall_time_s": clock.total_seconds,
         "tokens_per_s": tokens_per_s,
         **peak_memory(),
@@ -333,6 +351,7 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "best_dev_loss": min(dev_losses) if dev_losses else None,
         "device": device_name,
         "dtype": dtype_text,
+        "adapter_dtype": adapter_dtype(model),
         "processes": batch.processes,
         "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_text) if tokens_per_s else None,
         "mfu_formula": MFU_FORMULA,

@@ -32,16 +32,17 @@ def eval_config(tiny_model, method="lora"):
 
 
 def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_data):
-    from lib.evaluate.generate import TransformersGenerator
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
     from lib.model import load_for_inference
-    from lib.prompts import end_of_turn_ids, prompt_messages, render_prompt
+    from lib.prompts import prompt_messages, render_prompt
 
-    tokenizer, model = load_for_inference(eval_config(tiny_model))
+    config = eval_config(tiny_model)
+    tokenizer, model = load_for_inference(config)
     test = list(read_jsonl(demo_data / "test.jsonl"))[:12]
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
-    generator = TransformersGenerator(model, tokenizer, end_of_turn_ids(tokenizer, model))
-    batched = generator.generate(prompts, 16, batch_size=6, progress=False)
-    single = generator.generate(prompts, 16, batch_size=1, progress=False)
+    generator = TransformersGenerator(model, tokenizer, study_decoding(config, tokenizer, model))
+    batched = generator.generate(prompts, batch_size=6, progress=False)
+    single = generator.generate(prompts, batch_size=1, progress=False)
     assert [a.text for a in batched] == [a.text for a in single]
     assert [a.new_tokens for a in batched] == [a.new_tokens for a in single]
     assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
@@ -79,11 +80,11 @@ def test_an_interrupted_generation_keeps_its_finished_answers(trained_run, tiny_
     expected = (trained_run / "predictions.jsonl").read_bytes()
     original = TransformersGenerator.generate
 
-    def crash_after_first_batch(self, prompts, max_new_tokens, batch_size, progress=True, on_batch=None):
+    def crash_after_first_batch(self, prompts, batch_size, progress=True, on_batch=None):
         def then_crash(batch, answers):
             on_batch(batch, answers)
             raise KeyboardInterrupt
-        return original(self, prompts, max_new_tokens, batch_size, progress, then_crash)
+        return original(self, prompts, batch_size, progress, then_crash)
 
     TransformersGenerator.generate = crash_after_first_batch
     try:

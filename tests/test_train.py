@@ -80,12 +80,19 @@ def test_loss_mask_is_the_assistant_turns_with_their_end_of_turn(tokenizer_with_
     assert ids == list(row["input_ids"]) and mask == trainer_mask
 
 
-def test_batch_plan_keeps_the_effective_batch():
+def test_batch_plan_keeps_the_effective_batch_on_every_process_count_that_divides_it():
     assert plan_batches(16, 8, 1).accumulation == 2
     assert plan_batches(16, 8, 2).accumulation == 1
     assert plan_batches(16, 4, 2).effective == 16
-    with pytest.raises(UserError, match="effective_batch_size=16"):
-        plan_batches(16, 6, 1)
+    for processes in (1, 2, 4, 8, 16):  # the README's NPROC=4, the 2-node x 8-GPU sbatch example
+        layout = plan_batches(16, 8, processes)
+        assert layout.effective == 16 and layout.per_device <= 8
+    assert (plan_batches(16, 8, 4).per_device, plan_batches(16, 8, 4).accumulation) == (4, 1)
+    assert (plan_batches(16, 6, 1).per_device, plan_batches(16, 6, 1).accumulation) == (4, 4)  # 6 does not divide 16
+    assert (plan_batches(8, 8, 4).per_device, plan_batches(8, 8, 4).accumulation) == (2, 1)  # the demo on 4 processes
+    with pytest.raises(UserError, match=r"effective_batch_size=16 examples per step cannot be split evenly over 3 "
+                                        r"processes; launch 1, 2, 4, 8, 16 processes"):
+        plan_batches(16, 8, 3)
 
 
 def test_paper_profile_refuses_a_machine_without_gpu(tmp_path):
@@ -111,6 +118,7 @@ def test_a_short_run_learns(tiny_model, demo_data, tmp_path):
     assert metrics["steps"] == 16  # 128 examples / 8 per step, 1 epoch
     assert metrics["train_tokens"] > 128 * 20  # real tokens, no padding
     assert metrics["trainable_params"] < metrics["total_params"] / 5
+    assert metrics["examples_per_step"] == 8 and metrics["tokens_per_step"] == metrics["train_tokens"] / 16
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
 
 

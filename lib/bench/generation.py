@@ -23,17 +23,17 @@ from lib.io import hardware, provenance, read_jsonl
 TARGET_SPEEDUP = 5.0
 
 
-def timed(generator, prompts: list[str], max_new_tokens: int, batch_size: int) -> tuple[list, float]:
+def timed(generator, prompts: list[str], batch_size: int) -> tuple[list, float]:
     started = time.perf_counter()
-    answers = generator.generate(prompts, max_new_tokens, batch_size)
+    answers = generator.generate(prompts, batch_size)
     return answers, time.perf_counter() - started
 
 
 def run_benchmark(model: Path, items: int, scratch: Path) -> dict:
     from lib.data.prepare import prepare
-    from lib.evaluate.generate import TransformersGenerator
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
     from lib.model import load_for_inference
-    from lib.prompts import end_of_turn_ids, prompt_messages, render_prompt
+    from lib.prompts import prompt_messages, render_prompt
 
     config = load_config("demo", overrides=[f"model.name_or_path={model}", f"data.test_size={items}",
                                             "data.dev_size=50", "data.synthetic_size=2000"])
@@ -41,11 +41,11 @@ def run_benchmark(model: Path, items: int, scratch: Path) -> dict:
     test = list(read_jsonl(scratch / "processed" / "test.jsonl"))
     tokenizer, loaded = load_for_inference(config)
     prompts = [render_prompt(tokenizer, prompt_messages(record["messages"])) for record in test]
-    generator = TransformersGenerator(loaded, tokenizer, end_of_turn_ids(tokenizer, loaded))
+    generator = TransformersGenerator(loaded, tokenizer, study_decoding(config, tokenizer, loaded))
     new_tokens, batch_size = config.eval.max_new_tokens, config.eval.batch_size
 
-    batched, batched_seconds = timed(generator, prompts, new_tokens, batch_size)
-    single, single_seconds = timed(generator, prompts, new_tokens, 1)
+    batched, batched_seconds = timed(generator, prompts, batch_size)
+    single, single_seconds = timed(generator, prompts, 1)
     identical = sum(a.text == b.text for a, b in zip(batched, single))
     speedup = single_seconds / batched_seconds
     per_thousand = batched_seconds / len(prompts) * 1000

@@ -1,8 +1,11 @@
 """Deterministic answers for the test set: greedy decoding, batched, two backends, one interface.
 
-Both backends take the same rendered prompts (lib.prompts.render_prompt) and the same decoding
-settings: greedy, at most max_new_tokens, stop at the end-of-turn token. Each returns, per
-prompt, the answer text, the number of tokens generated and whether it hit the length limit.
+Both backends take the same rendered prompts (lib.prompts.render_prompt) and one `Decoding`: greedy,
+at most max_new_tokens, stop at the end-of-turn tokens, built from the study's configuration and
+never from the model's generation_config.json (Qwen2.5-3B-Instruct's asks for sampling and a
+repetition penalty of 1.05, which `generate(do_sample=False)` would still apply and vLLM would not).
+Each backend returns, per prompt, the answer text, the number of tokens generated and whether it
+hit the length limit; eval.json records the decoding and the backend.
 
 - TransformersGenerator (always): `generate` on left-padded batches of prompts of similar
   length (sorted by length, so little padding is computed). Batched greedy decoding gives the
@@ -17,6 +20,50 @@ import importlib.util
 from dataclasses import dataclass
 
 from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Greedy decoding: at every step the most likely token, no sampling, no beams."""
+    max_new_tokens: int
+    stop_ids: tuple[int, ...]  # the first one generated ends the answer (lib.prompts.end_of_turn_ids)
+    pad_id: int
+    repetition_penalty: float = 1.0  # 1.0: none (the study's); eval.repetition_penalty
+
+    def generation_config(self):
+        """transformers' GenerationConfig of this decoding, every value explicit: generate() fills
+        only values left unset from the model's own generation_config.json, so none is left unset
+        (the library's neutral defaults first, then the study's)."""
+        from transformers import GenerationConfig
+
+        neutral = GenerationConfig._get_default_generation_params()
+        return GenerationConfig(**neutral | {
+            "do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty, "eos_token_id": list(self.stop_ids),
+            "pad_token_id": self.pad_id, "bos_token_id": None,
+        })
+
+    def sampling_params(self):
+        """vLLM's SamplingParams of this decoding (temperature 0 is vLLM's greedy)."""
+        from vllm import SamplingParams
+
+        return SamplingParams(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=self.repetition_penalty,
+                              max_tokens=self.max_new_tokens, stop_token_ids=list(self.stop_ids),
+                              skip_special_tokens=True)
+
+    def record(self, backend: str) -> dict:
+        """What eval.json says of how its answers were written; runs are comparable only when
+        these agree (lib.analysis checks it)."""
+        return {"backend": backend, "strategy": "greedy", "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.repetition_penalty, "stop_ids": list(self.stop_ids)}
+
+
+def study_decoding(config, tokenizer, model) -> Decoding:
+    """The configured decoding, stopping at the model's end-of-turn tokens."""
+    from lib.prompts import end_of_turn_ids
+
+    return Decoding(max_new_tokens=config.eval.max_new_tokens, stop_ids=tuple(end_of_turn_ids(tokenizer, model)),
+                    pad_id=tokenizer.pad_token_id)
 
 
 @dataclass
@@ -51,13 +98,13 @@ def left_padded(sequences: list[list[int]], pad_id: int):
 class TransformersGenerator:
     name = "transformers"
 
-    def __init__(self, model, tokenizer, stop_ids: list[int]):
+    def __init__(self, model, tokenizer, decoding: Decoding):
         self.model = model
         self.tokenizer = tokenizer
-        self.stop_ids = stop_ids
+        self.decoding = decoding
+        self.generation_config = decoding.generation_config()
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = True,
-                 on_batch=None) -> list[Answer]:
+    def generate(self, prompts: list[str], batch_size: int, progress: bool = True, on_batch=None) -> list[Answer]:
         """Answers in prompt order; `on_batch(indices, answers)` sees each batch as it finishes."""
         import torch
 
@@ -68,33 +115,29 @@ class TransformersGenerator:
             # left padding: the new tokens of every row then start at one column
             ids, attention, _ = left_padded([encoded[i] for i in batch], self.tokenizer.pad_token_id)
             with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=ids.to(self.model.device),
-                    attention_mask=attention.to(self.model.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
+                output = self.model.generate(input_ids=ids.to(self.model.device),
+                                             attention_mask=attention.to(self.model.device),
+                                             generation_config=self.generation_config)
             new = output[:, ids.shape[1]:].tolist()
-            done = [self._answer(tokens, max_new_tokens) for tokens in new]
+            done = [self._answer(tokens) for tokens in new]
             for index, answer in zip(batch, done):
                 answers[index] = answer
             if on_batch is not None:
                 on_batch(batch, done)
         return answers
 
-    def _answer(self, tokens: list[int], max_new_tokens: int) -> Answer:
-        stops = [position for position, token in enumerate(tokens) if token in self.stop_ids]
+    def _answer(self, tokens: list[int]) -> Answer:
+        stops = [position for position, token in enumerate(tokens) if token in self.decoding.stop_ids]
         length = stops[0] + 1 if stops else len(tokens)
         text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
-        return Answer(text=text, new_tokens=length, hit_length_limit=not stops and length >= max_new_tokens)
+        return Answer(text=text, new_tokens=length,
+                      hit_length_limit=not stops and length >= self.decoding.max_new_tokens)
 
 
 class VllmGenerator:
     name = "vllm"
 
-    def __init__(self, base_location: str, adapter_dir: str | None, stop_ids: list[int], dtype: str, quantized: bool,
+    def __init__(self, base_location: str, adapter_dir: str | None, decoding: Decoding, dtype: str, quantized: bool,
                  max_lora_rank: int):
         from vllm import LLM
 
@@ -105,19 +148,16 @@ class VllmGenerator:
             enable_lora=adapter_dir is not None,
             max_lora_rank=max_lora_rank,
             seed=0,
+            generation_config="vllm",  # vLLM's neutral defaults, not the model's generation_config.json
         )
         self.adapter_dir = adapter_dir
-        self.stop_ids = stop_ids
+        self.decoding = decoding
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = True,
-                 on_batch=None) -> list[Answer]:
-        from vllm import SamplingParams
+    def generate(self, prompts: list[str], batch_size: int, progress: bool = True, on_batch=None) -> list[Answer]:
         from vllm.lora.request import LoRARequest
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids,
-                                skip_special_tokens=True)
         lora = LoRARequest("adapter", 1, self.adapter_dir) if self.adapter_dir else None
-        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=progress)
+        outputs = self.llm.generate(prompts, self.decoding.sampling_params(), lora_request=lora, use_tqdm=progress)
         answers = [Answer(text=o.outputs[0].text.strip(), new_tokens=len(o.outputs[0].token_ids),
                           hit_length_limit=o.outputs[0].finish_reason == "length") for o in outputs]
         if on_batch is not None:

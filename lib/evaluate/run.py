@@ -94,33 +94,31 @@ def generate_resumably(generator, prompts: list[str], settings: dict, run_dir: P
                 handle.write(jsonl_bytes({"index": todo[p], **vars(a)} for p, a in zip(batch, answers)))
                 handle.flush()
 
-            fresh = generator.generate([prompts[i] for i in todo], settings["max_new_tokens"],
-                                       settings["batch_size"], on_batch=keep)
+            fresh = generator.generate([prompts[i] for i in todo], settings["batch_size"], on_batch=keep)
         done.update(zip(todo, fresh))
     return [done[i] for i in range(len(prompts))]
 
 
-def make_generator(config, backend: str, model, tokenizer, stop_ids: list[int], adapter_dir: Path | None):
+def make_generator(config, backend: str, model, tokenizer, decoding, adapter_dir: Path | None):
     from lib.evaluate.generate import TransformersGenerator, VllmGenerator
     from lib.model import compute_dtype, dtype_name, model_location
 
     if backend == "vllm":
         return VllmGenerator(model_location(config.model.name_or_path), str(adapter_dir) if adapter_dir else None,
-                             stop_ids, dtype_name(compute_dtype(config.model.dtype)),
+                             decoding, dtype_name(compute_dtype(config.model.dtype)),
                              config.quantization.load_in_4bit, max_lora_rank=config.lora.r)
-    return TransformersGenerator(model, tokenizer, stop_ids)
+    return TransformersGenerator(model, tokenizer, decoding)
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 
 def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
-    from lib.evaluate.generate import choose_backend
+    from lib.evaluate.generate import choose_backend, study_decoding
     from lib.evaluate.likelihood import item_losses
     from lib.evaluate.metrics import corpus_metrics, item_scores
     from lib.hardware import free_memory
     from lib.model import load_for_inference
-    from lib.prompts import end_of_turn_ids
 
     name = run_dir.name
     adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
@@ -136,16 +134,15 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     losses = item_losses(model, tokenizer, [r["messages"] for r in test], config.train.max_length,
                          config.eval.batch_size)
     knowledge = knowledge_track(config, model, tokenizer, data_dir, n_samples)
-    stop_ids = end_of_turn_ids(tokenizer, model)
+    decoding = study_decoding(config, tokenizer, model)
     if backend == "vllm":
         model = None  # vLLM loads its own copy of the weights: the GPU must not hold two
         free_memory()
 
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
-    settings = {"backend": backend, "max_new_tokens": config.eval.max_new_tokens,
-                "batch_size": config.eval.batch_size}
+    settings = {"decoding": decoding.record(backend), "batch_size": config.eval.batch_size}
     started = time.perf_counter()
-    generator = make_generator(config, backend, model, tokenizer, stop_ids, adapter_dir)
+    generator = make_generator(config, backend, model, tokenizer, decoding, adapter_dir)
     answers = generate_resumably(generator, prompts, settings, run_dir)
     settings["seconds"] = time.perf_counter() - started
 
