@@ -8,5 +8,12 @@ Data flows one way, one module per stage:
     lib.analysis  runs -> summary.csv, scaling fits
     lib.figures   summary -> figures;  lib.report  summary -> LaTeX tables and macros
 
+What training costs, beside the stages:
+
+    lib.architecture  the model shapes (Qwen2.5-3B, the demo's tiny one) and their parameter counts
+    lib.hardware      MFU and the peak memory a run or benchmark measured
+    lib.bench         the benchmarks, among them bench-gpu (lib.bench.gpu) and the memory plan
+                      without a GPU, `python -m lib plan` (lib.bench.memory)
+
 `python -m lib <command>` (or `medqa <command>`) is the one entry point; the Makefile calls it.
 """

@@ -28,7 +28,7 @@ COMMANDS = {
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
     "report": ("lib.report", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
     "paper": ("lib.paper", "compile paper/report.tex against one generated folder into a PDF; --check: can TeX build it here"),
-    "plan": ("lib.plan", "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
+    "plan": ("lib.bench.memory", "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
     "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
     "bench-collation": ("lib.bench.collation", "training tokens/s of this project's collation vs padding every example to 512"),
     "bench-generation": ("lib.bench.generation", "batched vs one-by-one greedy generation on the tiny model"),

@@ -41,7 +41,7 @@ class TinySpec:
     seed: int = 0
 
     def shape(self) -> dict:
-        """The Qwen2Config fields that fix the model's shape (lib.plan sizes its memory from them)."""
+        """The Qwen2Config fields that fix the model's shape (lib.architecture records them for the memory plan)."""
         return {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,

@@ -12,11 +12,11 @@ import math
 
 import pytest
 
+from lib.architecture import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
 from lib.bench import summary
 from lib.bench.gpu import (DEFAULT_LOG_MEAN, DEFAULT_LOG_SD, RECORD_FIELDS, TOKENS_PER_CHARACTER, Lengths,
                            character_lengths, default_lengths, synthetic_dataset)
 from lib.config import parse_count
-from lib.plan import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
 
 
 def bench(run_cli, tmp_path, tiny_model, demo_data, *extra):

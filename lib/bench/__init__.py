@@ -1,6 +1,16 @@
-"""Benchmarks of the pipeline's stages; each writes <name>.json and <name>.md under --out.
+"""Benchmarks of the pipeline's stages and what training costs; each writes <name>.json and
+<name>.md under --out (results/bench) through write_benchmark.
 
-    python -m lib bench-data --out results/bench      # the data pipeline on 100k generated records
+    lib.bench.data        python -m lib bench-data         the data pipeline on 100k generated records
+    lib.bench.collation   python -m lib bench-collation    training tokens/s: this collation vs padding to 512
+    lib.bench.generation  python -m lib bench-generation   batched vs one-by-one greedy generation
+    lib.bench.demo        python -m lib bench-demo         every stage of make demo, from scratch
+    lib.bench.gpu         python -m lib bench-gpu          LoRA/QLoRA training on a GPU: tokens/s, peak memory, MFU
+    lib.bench.memory      python -m lib plan               peak memory of LoRA/QLoRA training, estimated without a GPU
+    lib.bench.summary     python -m lib bench-summary      the headlines of all of them in results/bench/README.md
+
+The model shapes that bench-gpu builds and plan sizes are lib.architecture's; MFU and the measured
+peak memory are lib.hardware's.
 """
 
 from __future__ import annotations

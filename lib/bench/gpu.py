@@ -3,7 +3,7 @@
     python -m lib bench-gpu --out results/bench --data data/processed/paper     (one GPU, under 8 minutes)
     python -m lib bench-gpu --out results/bench --profile demo --steps 2         (CPU, the tiny model, seconds)
 
-It builds a model with the exact Qwen2.5-3B-Instruct architecture (lib.plan.QWEN2_5_3B) and random
+It builds a model with the exact Qwen2.5-3B-Instruct architecture (lib.architecture.QWEN2_5_3B) and random
 weights, since speed and memory do not depend on the weights' values, and saves it once as
 safetensors in a temporary folder, so that every variant loads through lib.model.load_model as the
 study does (QLoRA quantises while loading). For each variant
@@ -21,13 +21,12 @@ them the projected wall time of every cell of the grid (experiments/grid.yaml) a
 epochs. One variant failing (out of memory, say) is recorded with its error and the others go on.
 
 Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
-machine and the library versions; `python -m lib plan` compares its estimates with them.
+machine and the library versions; `python -m lib plan` (lib.bench.memory) compares its estimates with them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import math
 import platform
@@ -40,12 +39,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lib.architecture import ARCHITECTURES, Architecture, default_architecture, qwen2_config
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
 from lib.hardware import MFU_FORMULA, free_memory, peak_flops
 from lib.io import hardware, installed_version, provenance, read_jsonl, shown
-from lib.plan import MODEL_CONFIGS, Architecture, default_architecture
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
 # gone are skipped (and recorded as skipped).
@@ -179,13 +178,6 @@ def placeholder_tokenizer():
 # --- the model -------------------------------------------------------------------------------------
 
 
-def qwen2_config(arch: Architecture):
-    from transformers import Qwen2Config
-
-    shape = {name: value for name, value in dataclasses.asdict(arch).items() if name != "name"}
-    return Qwen2Config(**shape, pad_token_id=0)
-
-
 def save_random_model(arch: Architecture, dtype, folder: Path) -> Path:
     """A random-init model of `arch` saved as safetensors (bf16 Qwen2.5-3B: 6.2 GB), built on the GPU
     where there is one (seconds instead of minutes of CPU initialisation)."""
@@ -217,7 +209,7 @@ class Variant:
         return f"{self.method}-{kernels}-{'packed' if self.packing else 'padded'}"
 
 
-def variants(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
+def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
     """Every variant, most informative first, with the reason it cannot run here (or None)."""
     flash = flash_attention_missing()
     liger = None if importlib.util.find_spec("liger_kernel") else "liger_kernel is not installed"
@@ -282,7 +274,7 @@ def make_measured_window(warmup_steps: int, last_step: int):
 
 class LargestBatch:
     """Wraps the trainer's collator and notes the micro-batch with the most token positions: the one
-    that sets the memory peak, and the shape at which lib.plan compares its estimate."""
+    that sets the memory peak, and the shape at which lib.bench.memory compares its estimate."""
 
     def __init__(self, collate):
         self.collate = collate
@@ -413,21 +405,22 @@ def projected_hours(tokens_per_s: float | None, config: Config, lengths: Lengths
 OPTIONAL_PACKAGES = ("flash-attn", "liger-kernel")
 
 
-def machine() -> dict:
+def machine_description() -> dict:
+    """Where the benchmark ran: platform, CPU, GPU and driver, and which optional kernels were installed."""
     import torch
 
-    info = {**hardware(), "cpu": cpu_model(), "torch_cuda": torch.version.cuda}
+    info = {**hardware(), "cpu": cpu_name(), "torch_cuda": torch.version.cuda}
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
         info |= {"gpu": properties.name, "gpu_memory_gb": properties.total_memory / 2**30,
-                 "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver()}
+                 "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
     else:
         info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
     info["optional_packages"] = {name: installed_version(name) for name in OPTIONAL_PACKAGES}
     return info
 
 
-def cpu_model() -> str:
+def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
@@ -436,7 +429,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def nvidia_driver() -> str | None:
+def nvidia_driver_version() -> str | None:
     if shutil.which("nvidia-smi") is None:
         return None
     result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -453,7 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for gpu-<profile>.json and gpu-<profile>.md, e.g. results/bench")
-    parser.add_argument("--model-config", default=None, choices=sorted(MODEL_CONFIGS),
+    parser.add_argument("--model-config", default=None, choices=sorted(ARCHITECTURES),
                         help="architecture (default: qwen2.5-3b, or tiny, the demo's, for a profile without a GPU)")
     parser.add_argument("--data", type=Path, default=None,
                         help="prepared splits whose lengths the examples follow (default: data/processed/<profile>)")
@@ -488,7 +481,7 @@ def run(args: argparse.Namespace) -> None:
         model_dir = save_random_model(arch, dtype, Path(scratch) / "model")
         print(f"bench-gpu: random {arch.name} saved ({time.perf_counter() - started:.0f} s); "
               f"lengths from {lengths.source}")
-        for variant, why_not in tqdm(variants(grid.methods), desc="bench-gpu", unit="variant"):
+        for variant, why_not in tqdm(variants_to_measure(grid.methods), desc="bench-gpu", unit="variant"):
             if why_not is None and time.perf_counter() - started > args.time_budget:
                 why_not = f"time budget of {args.time_budget:.0f} s spent"
             if why_not is not None:
@@ -512,7 +505,7 @@ def run(args: argparse.Namespace) -> None:
         "lengths": lengths.summary(base.train.max_length),
         "grid": {"methods": list(grid.methods), "sizes": list(grid.sizes), "epochs": base.train.epochs},
         "variants": records,
-        "machine": machine(),
+        "machine": machine_description(),
         "seconds": time.perf_counter() - started,
         "mfu_formula": MFU_FORMULA,
         "provenance": provenance({"profile": args.profile, "model_config": arch.name, "variants": args.variant,
@@ -545,8 +538,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {v['name']} | {v['status']}: {v['error']} | | | | | |")
             continue
         largest = v["largest_batch"]
-        lines.append(f"| {v['name']} | ok | {v['tokens_per_s']:,.0f} | {number(v['peak_memory_allocated_gb'])} "
-                     f"| {number(v['peak_memory_reserved_gb'])} | {number(v['mfu'], '.1%')} "
+        allocated, reserved = v["peak_memory_allocated_gb"], v["peak_memory_reserved_gb"]
+        lines.append(f"| {v['name']} | ok | {v['tokens_per_s']:,.0f} | {format_optional_number(allocated)} "
+                     f"| {format_optional_number(reserved)} | {format_optional_number(v['mfu'], '.1%')} "
                      f"| {largest['rows']} x {largest['length']} |")
     sizes = result["grid"]["sizes"]
     lines += ["", f"Projected training time, hours ({result['grid']['epochs']:g} epochs; examples x epochs x "
@@ -556,5 +550,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def number(value: float | None, spec: str = ".2f") -> str:
+def format_optional_number(value: float | None, spec: str = ".2f") -> str:
+    """`value` in the format `spec`, or n/a where it was not measured (None)."""
     return "n/a" if value is None else format(value, spec)

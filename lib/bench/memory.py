@@ -26,6 +26,9 @@ results/bench/gpu-<profile>.json, used only when it measured the same architectu
 run (--runs, default results/<profile>/runs/*/train_metrics.json) measured a peak, the table shows
 it next to the estimate at the same shape and on the same device (bench-gpu's on CUDA, a run's
 where it trained), with the ratio measured / estimated.
+
+It lives beside bench-gpu (lib.bench.gpu), whose measurements it reads; the shapes and parameter
+counts it starts from are lib.architecture's.
 """
 
 from __future__ import annotations
@@ -37,136 +40,13 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from lib.architecture import (ARCHITECTURES, Architecture, default_architecture, linear_shapes, lora_parameter_count,
+                              lora_targets, parameter_counts)
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid
-from lib.errors import UserError
 from lib.io import REPO_ROOT, provenance, read_json, shown
 
 GIB = 2**30
-
-# --- the architectures ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The shape of a Qwen2 decoder: all that memory and speed depend on."""
-    name: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    max_position_embeddings: int
-    tie_word_embeddings: bool
-    rope_theta: float
-    rms_norm_eps: float
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def kv_size(self) -> int:
-        """Width of the key (and of the value) projection: grouped-query attention shares heads."""
-        return self.num_key_value_heads * self.head_dim
-
-
-# config.json of Qwen/Qwen2.5-3B-Instruct on the Hugging Face hub
-# (https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/config.json): 3.09B parameters.
-QWEN2_5_3B = Architecture(
-    name="qwen2.5-3b",
-    vocab_size=151_936,
-    hidden_size=2_048,
-    intermediate_size=11_008,
-    num_hidden_layers=36,
-    num_attention_heads=16,
-    num_key_value_heads=2,
-    max_position_embeddings=32_768,
-    tie_word_embeddings=True,
-    rope_theta=1_000_000.0,
-    rms_norm_eps=1e-6,
-)
-
-
-def tiny_architecture() -> Architecture:
-    """The demo's tiny Qwen2 (lib.tiny_model), with Qwen2Config's defaults for what it leaves unset."""
-    from lib.tiny_model import TinySpec
-
-    return Architecture(name="tiny", **TinySpec().shape(), rope_theta=10_000.0, rms_norm_eps=1e-6)
-
-
-MODEL_CONFIGS = {"qwen2.5-3b": lambda: QWEN2_5_3B, "tiny": tiny_architecture}
-
-
-def architecture(name: str) -> Architecture:
-    if name not in MODEL_CONFIGS:
-        raise UserError(f"--model-config {name}: unknown (known: {', '.join(MODEL_CONFIGS)})")
-    return MODEL_CONFIGS[name]()
-
-
-def default_architecture(config: Config, name: str | None) -> Architecture:
-    """--model-config, else the profile's own: the 3B model where it trains on a GPU, else the tiny one."""
-    return architecture(name or ("qwen2.5-3b" if config.train.require_gpu else "tiny"))
-
-
-# --- parameters ------------------------------------------------------------------------------------
-
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each projection of one decoder layer."""
-    h, kv, inter = arch.hidden_size, arch.kv_size, arch.intermediate_size
-    return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
-
-
-@dataclass(frozen=True)
-class ParameterCounts:
-    embedding: int  # vocab x hidden; also the output layer when the two are tied
-    output: int  # a separate output layer (0 when tied)
-    linear: int  # the seven projections of every layer: what QLoRA quantises
-    small: int  # q/k/v biases and RMSNorm weights
-
-    @property
-    def total(self) -> int:
-        return self.embedding + self.output + self.linear + self.small
-
-
-def parameter_counts(arch: Architecture) -> ParameterCounts:
-    """Qwen2.5-3B: embedding 151,936 x 2,048 = 311.2M; per layer 77.07M in the projections
-    + 2,560 q/k/v biases + 4,096 norm weights; x 36 layers + final norm = 3,085.9M."""
-    h, layers = arch.hidden_size, arch.num_hidden_layers
-    embedding = arch.vocab_size * h
-    per_layer_linear = sum(i * o for i, o in linear_shapes(arch).values())
-    per_layer_small = (h + 2 * arch.kv_size) + 2 * h  # q, k, v biases; two RMSNorms
-    return ParameterCounts(
-        embedding=embedding,
-        output=0 if arch.tie_word_embeddings else embedding,
-        linear=layers * per_layer_linear,
-        small=layers * per_layer_small + h,  # + the final RMSNorm
-    )
-
-
-def lora_targets(target_modules: list[str] | str) -> tuple[str, ...]:
-    """The projections LoRA adapts: PEFT's "all-linear" is every one but the output layer."""
-    if target_modules == "all-linear":
-        return LINEAR_MODULES
-    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    unknown = [name for name in names if name not in LINEAR_MODULES]
-    if unknown:
-        raise UserError(f"lora.target_modules: {', '.join(unknown)} is not a Qwen2 projection "
-                        f"(known: {', '.join(LINEAR_MODULES)}, or all-linear)")
-    return tuple(name for name in LINEAR_MODULES if name in names)
-
-
-def lora_parameter_count(arch: Architecture, r: int, targets: tuple[str, ...]) -> int:
-    """A (r x in) + B (out x r) per adapted projection: Qwen2.5-3B, r=16, all-linear =
-    36 x 16 x (4,096 + 2,304 + 2,304 + 4,096 + 3 x 13,056) = 29.93M."""
-    shapes = linear_shapes(arch)
-    return arch.num_hidden_layers * sum(r * (shapes[name][0] + shapes[name][1]) for name in targets)
-
 
 # --- precision -------------------------------------------------------------------------------------
 
@@ -196,7 +76,7 @@ CPU_HEAD_BACKWARD_TILES = 8
 
 
 @dataclass(frozen=True)
-class Setting:
+class TrainingSetting:
     """Everything the estimate depends on besides the architecture."""
     method: str  # lora | qlora
     batch: int  # rows of one micro-batch (1 with packing: all examples in one row)
@@ -221,7 +101,7 @@ class Setting:
         return adapter_bytes(self.method, self.dtype) > DTYPE_BYTES[self.dtype]
 
 
-def layer_activation_bytes(arch: Architecture, setting: Setting) -> float:
+def layer_activation_bytes(arch: Architecture, setting: TrainingSetting) -> float:
     """Bytes autograd keeps per token for one decoder layer, counted tensor by tensor.
 
     Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
@@ -242,7 +122,7 @@ def layer_activation_bytes(arch: Architecture, setting: Setting) -> float:
 
     m = 1 byte on a GPU (a bool dropout mask), on a CPU the dropout's scaled noise in the adapter
     dtype. Qwen2.5-3B, bf16 on a GPU, all-linear, sdpa: 169,000 + 2 s bytes per token per layer,
-    6.1 MB per token for 36 layers. tests/test_plan.py checks this formula against the tensors autograd saves.
+    6.1 MB per token for 36 layers. tests/test_memory.py checks this formula against the tensors autograd saves.
     """
     p = DTYPE_BYTES[setting.dtype]
     h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
@@ -257,7 +137,7 @@ def layer_activation_bytes(arch: Architecture, setting: Setting) -> float:
     return norms + adapters + attention + attention_mask + mlp
 
 
-def backward_working_bytes(arch: Architecture, setting: Setting) -> float:
+def backward_working_bytes(arch: Architecture, setting: TrainingSetting) -> float:
     """Gradients alive at once while one layer is back-propagated, per token (measured on a CPU with
     torch.profiler for several h and I): the MLP's, I wide, in the training dtype; under autocast
     two fp32 ones through LoRA's cast and dropout, as wide as the widest adapted input (I with
@@ -269,7 +149,7 @@ def backward_working_bytes(arch: Architecture, setting: Setting) -> float:
     return p * inter + fp32_path + (2 * p + 4) * h
 
 
-def head_bytes(arch: Architecture, setting: Setting) -> dict:
+def loss_head_bytes(arch: Architecture, setting: TrainingSetting) -> dict:
     """TRL's fused LM head: what it keeps for backward (per scored token) and its backward working set.
 
     On a GPU only the tokens with a label are scored (all of them in this estimate: an upper bound);
@@ -299,7 +179,7 @@ DEFAULT_ALLOCATOR_SLACK = 0.10
 
 
 @dataclass(frozen=True)
-class Estimate:
+class MemoryEstimate:
     """Peak memory in GiB, by component; `allocated` compares with torch.cuda.max_memory_allocated
     (or, on a CPU, with the training's share of the process's peak resident size)."""
     weights: float
@@ -315,7 +195,10 @@ class Estimate:
     unfused_logits: float
 
 
-def estimate(arch: Architecture, setting: Setting, overhead_gb: float, allocator_slack: float = 0.0) -> Estimate:
+def estimate_memory(arch: Architecture, setting: TrainingSetting, overhead_gb: float,
+                    allocator_slack: float = 0.0) -> MemoryEstimate:
+    """Peak memory of training `arch` in `setting`, by component; the total adds `overhead_gb` (the
+    runtime's) and, on CUDA, `allocator_slack` as a share of what is allocated."""
     p = DTYPE_BYTES[setting.dtype]
     counts = parameter_counts(arch)
     # weights: Qwen2.5-3B in bf16 = 3.086e9 x 2 B = 5.75 GiB; QLoRA = 2.775e9 x 4.127 / 8 B in NF4
@@ -332,17 +215,17 @@ def estimate(arch: Architecture, setting: Setting, overhead_gb: float, allocator
     autocast_copies = trainable * p if setting.autocast else 0  # kept for backward, all layers or one
     per_layer = layer_activation_bytes(arch, setting) * setting.tokens
     outside = setting.tokens * (4 * arch.hidden_size + 4 + 2 * p * arch.head_dim)  # final norm, RoPE cos/sin
-    head = head_bytes(arch, setting)
-    without = layers * per_layer + outside + head["saved"]
+    head = loss_head_bytes(arch, setting)
+    without_checkpointing = layers * per_layer + outside + head["saved"]
     # with checkpointing each layer keeps only its input, p x h per token (Korthikanti et al.,
     # section 4.2, "full recomputation"), and one layer is recomputed at a time in backward
-    with_ = layers * p * arch.hidden_size * setting.tokens + outside + head["saved"]
+    with_checkpointing = layers * p * arch.hidden_size * setting.tokens + outside + head["saved"]
     layer_backward = backward_working_bytes(arch, setting) * setting.tokens
     if setting.gradient_checkpointing:
-        activations = with_
+        activations = with_checkpointing
         layer_backward += per_layer + autocast_copies / layers
     else:
-        activations = without
+        activations = without_checkpointing
         adapter_state += autocast_copies
     backward = max(head["backward"], layer_backward)
     allocated = weights + adapter_state + activations + backward
@@ -350,12 +233,12 @@ def estimate(arch: Architecture, setting: Setting, overhead_gb: float, allocator
         overhead = overhead_gb * GIB + allocator_slack * allocated
     else:
         overhead = overhead_gb * GIB
-    return Estimate(
+    return MemoryEstimate(
         weights=weights / GIB,
         adapters=adapter_state / GIB,
         activations=activations / GIB,
-        activations_without_checkpointing=without / GIB,
-        activations_with_checkpointing=with_ / GIB,
+        activations_without_checkpointing=without_checkpointing / GIB,
+        activations_with_checkpointing=with_checkpointing / GIB,
         loss_head=(head["saved"] + head["backward"]) / GIB,
         backward=backward / GIB,
         allocated=allocated / GIB,
@@ -365,15 +248,15 @@ def estimate(arch: Architecture, setting: Setting, overhead_gb: float, allocator
     )
 
 
-def setting_from_config(config: Config, method: str, batch: int, seq: int, dtype: str, device: str,
-                        masked: bool | None = None) -> Setting:
+def training_setting(config: Config, method: str, batch: int, seq: int, dtype: str, device: str,
+                     masked: bool | None = None) -> TrainingSetting:
     """The configured LoRA and checkpointing; `masked` defaults to the configured attention."""
     if masked is None:
         masked = config.model.attn_implementation != "flash_attention_2"
-    return Setting(method=method, batch=batch, seq=seq, dtype=dtype, device=device,
-                   lora_r=config.lora.r, lora_targets=lora_targets(config.lora.target_modules),
-                   lora_dropout=config.lora.dropout,
-                   gradient_checkpointing=config.train.gradient_checkpointing, masked=masked)
+    return TrainingSetting(method=method, batch=batch, seq=seq, dtype=dtype, device=device,
+                           lora_r=config.lora.r, lora_targets=lora_targets(config.lora.target_modules),
+                           lora_dropout=config.lora.dropout,
+                           gradient_checkpointing=config.train.gradient_checkpointing, masked=masked)
 
 
 # --- overhead ----------------------------------------------------------------------------------------
@@ -406,19 +289,19 @@ CARDS = (
 )
 
 
-def card_fits(arch: Architecture, setting: Setting, allocator_slack: float) -> dict[str, bool]:
+def card_fits(arch: Architecture, setting: TrainingSetting, allocator_slack: float) -> dict[str, bool]:
     """Whether the estimate (at the card's own dtype, CUDA context and slack included) fits each card."""
     fits = {}
     for name, usable_gb, dtype in CARDS:
         on_card = replace(setting, dtype=dtype, device="cuda")
-        fits[name] = estimate(arch, on_card, CUDA_CONTEXT_GB, allocator_slack).total <= usable_gb
+        fits[name] = estimate_memory(arch, on_card, CUDA_CONTEXT_GB, allocator_slack).total <= usable_gb
     return fits
 
 
 # --- measurements to compare with -------------------------------------------------------------------
 
 
-def bench_measurements(path: Path, arch: Architecture) -> tuple[list[dict], list[str]]:
+def bench_gpu_measurements(path: Path, arch: Architecture) -> tuple[list[dict], list[str]]:
     """Measured peaks of bench-gpu's variants with the shape of their largest micro-batch (only
     CUDA's allocator statistics are kept: a variant run on a CPU has none), and a note where the
     file measured another architecture, whose peaks say nothing of this one."""
@@ -447,7 +330,7 @@ def bench_measurements(path: Path, arch: Architecture) -> tuple[list[dict], list
     return measured, []
 
 
-def run_measurements(runs_dir: Path) -> list[dict]:
+def finished_run_measurements(runs_dir: Path) -> list[dict]:
     """Measured peaks of finished runs, compared at per_device_batch_size x max_length from the run's
     own config.json: over thousands of micro-batches the longest reaches max_length (p99 of real
     examples is ~876 tokens)."""
@@ -487,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lib.cli import add_config_arguments
 
     add_config_arguments(parser, method=False)
-    parser.add_argument("--model-config", default=None, choices=sorted(MODEL_CONFIGS),
+    parser.add_argument("--model-config", default=None, choices=sorted(ARCHITECTURES),
                         help="architecture (default: tiny for a profile without a GPU, else qwen2.5-3b)")
     parser.add_argument("--batch", type=int, default=None, help="rows per micro-batch (default: train.per_device_batch_size)")
     parser.add_argument("--seq", type=int, action="append", default=None,
@@ -503,7 +386,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    result = plan(args)
+    result = memory_plan(args)
     text = markdown(result)
     if args.out is None:
         print(text, end="")
@@ -511,7 +394,9 @@ def run(args: argparse.Namespace) -> None:
         write_benchmark(args.out, f"plan-{args.profile}", result, text)
 
 
-def plan(args: argparse.Namespace) -> dict:
+def memory_plan(args: argparse.Namespace) -> dict:
+    """What plan-<profile>.json holds: every method of the grid at each --seq, the cards it fits,
+    and the measured peaks next to the estimate at their own shape."""
     grid = load_grid(args.profile)
     configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides) for method in grid.methods}
     first = configs[grid.methods[0]]
@@ -522,9 +407,9 @@ def plan(args: argparse.Namespace) -> dict:
     batch = args.batch or first.train.per_device_batch_size
     seqs = args.seq or [first.train.max_length]
 
-    measured, notes = bench_measurements(args.bench or Path("results/bench") / f"gpu-{args.profile}.json", arch)
+    measured, notes = bench_gpu_measurements(args.bench or Path("results/bench") / f"gpu-{args.profile}.json", arch)
     runs_dir = args.runs or Path("results") / args.profile / "runs"
-    measured += run_measurements(runs_dir) if runs_dir.is_dir() else []
+    measured += finished_run_measurements(runs_dir) if runs_dir.is_dir() else []
     notes += [f"{m['source']}: method {m['method']!r} is not in the grid ({', '.join(grid.methods)}): left out"
               for m in measured if m["method"] not in configs]
     measured = [m for m in measured if m["method"] in configs]
@@ -538,18 +423,19 @@ def plan(args: argparse.Namespace) -> dict:
     rows = []
     for method in grid.methods:
         for seq in seqs:
-            setting = setting_from_config(configs[method], method, batch, seq, dtype, device)
+            setting = training_setting(configs[method], method, batch, seq, dtype, device)
             rows.append({"method": method, "batch": batch, "seq": seq,
-                         **asdict(estimate(arch, setting, runtime_overhead_gb(device), slack)),
+                         **asdict(estimate_memory(arch, setting, runtime_overhead_gb(device), slack)),
                          "fits": card_fits(arch, setting, slack) if device == "cuda" else None})
     comparisons = []
-    for m in measured:
-        setting = setting_from_config(configs[m["method"]], m["method"], m["batch"], m["seq"],
-                                      m["dtype"] or dtype, m["device"], masked=m["masked"])
-        estimated = estimate(arch, setting, runtime_overhead_gb(m["device"]), slack)
+    for measurement in measured:
+        method = measurement["method"]
+        setting = training_setting(configs[method], method, measurement["batch"], measurement["seq"],
+                                   measurement["dtype"] or dtype, measurement["device"], masked=measurement["masked"])
+        estimated = estimate_memory(arch, setting, runtime_overhead_gb(measurement["device"]), slack)
         # the CUDA allocator's peak leaves out the context; a process's resident size holds everything
-        compared = estimated.allocated if m["kind"] == "cuda_max_allocated" else estimated.total
-        comparisons.append({**m, "estimated_gb": compared, "ratio": m["peak_gb"] / compared})
+        compared = estimated.allocated if measurement["kind"] == "cuda_max_allocated" else estimated.total
+        comparisons.append({**measurement, "estimated_gb": compared, "ratio": measurement["peak_gb"] / compared})
 
     counts = parameter_counts(arch)
     return {

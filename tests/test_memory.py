@@ -1,5 +1,6 @@
-"""The memory planner: parameter arithmetic, the activation formula against autograd, the tiny
-model's estimate against a measured training run, and the 3B table.
+"""The memory planner (lib.bench.memory, `python -m lib plan`): QLoRA's weights, the activation
+formula against autograd, the tiny model's estimate against a measured training run, the 3B table
+and the measured peaks beside it.
 """
 
 from __future__ import annotations
@@ -13,42 +14,24 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from lib.architecture import QWEN2_5_3B, lora_parameter_count, qwen2_config, tiny_architecture
+from lib.bench.memory import (GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes,
+                              training_setting)
 from lib.config import load_config
-from lib.plan import (GIB, QWEN2_5_3B, cpu_runtime_baseline_gb, estimate, layer_activation_bytes,
-                      lora_parameter_count, lora_targets, parameter_counts, setting_from_config, tiny_architecture)
-
-
-def test_qwen_3b_parameters_match_transformers_and_peft():
-    from peft import get_peft_model
-
-    from lib.bench.gpu import qwen2_config
-    from lib.train import lora_config
-
-    with torch.device("meta"):  # shapes only, no memory
-        from transformers import Qwen2ForCausalLM
-
-        model = Qwen2ForCausalLM(qwen2_config(QWEN2_5_3B))
-    counts = parameter_counts(QWEN2_5_3B)
-    assert counts.total == sum(p.numel() for p in model.parameters()) == 3_085_938_688
-    assert counts.embedding == 151_936 * 2_048 and counts.output == 0  # tied
-    lora = load_config("paper", "lora").lora
-    peft_model = get_peft_model(model, lora_config(load_config("paper", "lora")))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    assert lora_parameter_count(QWEN2_5_3B, lora.r, lora_targets(lora.target_modules)) == trainable == 29_933_568
 
 
 def test_qlora_weights_are_nf4_linear_layers_and_16_bit_rest():
     config = load_config("paper", "qlora")
-    setting = setting_from_config(config, "qlora", 8, 256, "bfloat16", "cuda")
+    setting = training_setting(config, "qlora", 8, 256, "bfloat16", "cuda")
     # 36 layers x (2 x 2048^2 + 2 x 2048 x 256 + 3 x 2048 x 11008) weights at 4 + 8/64 + 32/(64 x 256)
     # bits, and embedding + biases + norms at 2 bytes
     linear = 36 * (2 * 2048**2 + 2 * 2048 * 256 + 3 * 2048 * 11008)
     rest = 3_085_938_688 - linear
     expected = (linear * 4.126953125 / 8 + rest * 2) / GIB
-    assert estimate(QWEN2_5_3B, setting, 0.5).weights == pytest.approx(expected)
+    assert estimate_memory(QWEN2_5_3B, setting, 0.5).weights == pytest.approx(expected)
     assert expected == pytest.approx(1.91, abs=0.01)
-    lora = setting_from_config(load_config("paper", "lora"), "lora", 8, 256, "bfloat16", "cuda")
-    assert estimate(QWEN2_5_3B, lora, 0.5).weights == pytest.approx(3_085_938_688 * 2 / GIB)
+    lora = training_setting(load_config("paper", "lora"), "lora", 8, 256, "bfloat16", "cuda")
+    assert estimate_memory(QWEN2_5_3B, lora, 0.5).weights == pytest.approx(3_085_938_688 * 2 / GIB)
 
 
 def saved_bytes(arch, config, dtype) -> int:
@@ -56,7 +39,6 @@ def saved_bytes(arch, config, dtype) -> int:
     from peft import get_peft_model
     from transformers import Qwen2ForCausalLM
 
-    from lib.bench.gpu import qwen2_config
     from lib.train import lora_config
 
     torch.manual_seed(0)
@@ -88,7 +70,7 @@ def test_layer_formula_is_what_autograd_saves(dtype):
     one, two = (replace(tiny, num_hidden_layers=layers) for layers in (1, 2))
     torch_dtype = getattr(torch, dtype)
     measured = saved_bytes(two, config, torch_dtype) - saved_bytes(one, config, torch_dtype)
-    setting = setting_from_config(config, "lora", 2, 64, dtype, "cpu")
+    setting = training_setting(config, "lora", 2, 64, dtype, "cpu")
     # under autocast the 16-bit copies of the fp32 adapters are kept too
     copies = lora_parameter_count(one, config.lora.r, setting.lora_targets) * 2 if setting.autocast else 0
     assert measured == layer_activation_bytes(tiny, setting) * 2 * 64 + copies
@@ -98,9 +80,9 @@ MEASURE_TRAINING_RSS = """
 import json, resource, sys, tempfile
 from pathlib import Path
 import torch
+from lib.architecture import tiny_architecture
 from lib.bench.gpu import Lengths, Variant, measure_variant, save_random_model, variant_config
 from lib.model import process_state
-from lib.plan import tiny_architecture
 
 seq = int(sys.argv[1])
 process_state()
@@ -128,8 +110,8 @@ def test_tiny_estimate_is_within_30_percent_of_a_measured_training_run():
     measured = json.loads(stdout.strip().splitlines()[-1])
     assert measured["largest"]["rows"] == config.train.per_device_batch_size and measured["largest"]["length"] == seq
 
-    setting = setting_from_config(config, "lora", config.train.per_device_batch_size, seq, "float32", "cpu")
-    estimated = estimate(tiny_architecture(), setting, baseline_gb)
+    setting = training_setting(config, "lora", config.train.per_device_batch_size, seq, "float32", "cpu")
+    estimated = estimate_memory(tiny_architecture(), setting, baseline_gb)
     # The estimate counts live tensors; glibc keeps some freed blocks in its heap, so the
     # process's peak resident size runs 10-20% above it here.
     assert measured["peak_gb"] / estimated.total == pytest.approx(1.0, abs=0.3)
@@ -170,8 +152,8 @@ def test_plan_puts_measured_peaks_next_to_the_estimate(run_cli, tmp_path):
     bench.write_text(json.dumps({"architecture": "qwen2.5-3b", "variants": [measured]}))
     result, table, _ = plan(run_cli, tmp_path, "paper", "--bench", bench)
     comparison, = result["measured"]
-    setting = setting_from_config(load_config("paper", "lora"), "lora", 8, 512, "bfloat16", "cuda")
-    assert comparison["ratio"] == pytest.approx(8.0 / estimate(QWEN2_5_3B, setting, 0.5).allocated)
+    setting = training_setting(load_config("paper", "lora"), "lora", 8, 512, "bfloat16", "cuda")
+    assert comparison["ratio"] == pytest.approx(8.0 / estimate_memory(QWEN2_5_3B, setting, 0.5).allocated)
     # the measured reserved / allocated ratio replaces the assumed allocator slack
     assert result["settings"]["allocator_slack"] == pytest.approx(0.1)
     assert result["settings"]["allocator_slack_source"].startswith("measured")
@@ -179,16 +161,16 @@ def test_plan_puts_measured_peaks_next_to_the_estimate(run_cli, tmp_path):
 
 
 def plan_in_process(monkeypatch, *args) -> dict:
-    """plan() as `python -m lib plan ARGS` computes it, with the CPU runtime's size fixed at 1 GiB
+    """memory_plan() as `python -m lib plan ARGS` computes it, with the CPU runtime's size fixed at 1 GiB
     (measuring it imports the training stack in a subprocess: seconds, and not what is tested)."""
     import argparse
 
-    from lib import plan as planner
+    from lib.bench import memory as planner
 
     monkeypatch.setattr(planner, "cpu_runtime_baseline_gb", lambda: 1.0)
     parser = argparse.ArgumentParser()
     planner.add_arguments(parser)
-    return planner.plan(parser.parse_args([str(arg) for arg in args]))
+    return planner.memory_plan(parser.parse_args([str(arg) for arg in args]))
 
 
 def bench_file(path, architecture: str, *variants) -> str:
@@ -219,8 +201,8 @@ def test_measurements_are_estimated_where_they_were_made(monkeypatch, tmp_path):
     lora = load_config("paper", "lora")
     for measured, seq, peak in zip(result["measured"], (512, 1024), (8.0, 10.0)):
         assert measured["device"] == "cuda"  # not the plan's cpu
-        setting = setting_from_config(lora, "lora", 8, seq, "bfloat16", "cuda")
-        assert measured["ratio"] == pytest.approx(peak / estimate(QWEN2_5_3B, setting, 0.5).allocated)
+        setting = training_setting(lora, "lora", 8, seq, "bfloat16", "cuda")
+        assert measured["ratio"] == pytest.approx(peak / estimate_memory(QWEN2_5_3B, setting, 0.5).allocated)
     assert len(result["measured"]) == 2
     assert result["notes"] == [f"{bench}: dora-sdpa-padded: method 'dora' is not in the grid (lora, qlora): left out"]
     # the slack is the largest measured reserved / allocated (12 / 10), named by its source
