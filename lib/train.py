@@ -125,19 +125,13 @@ def make_wall_clock(resumed_seconds: float):
         def __init__(self):
             self.earlier = resumed_seconds
             self.started = None
-            self.session_start_tokens = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
-            self.session_start_tokens = state.num_input_tokens_seen
-
-        @property
-        def session_seconds(self) -> float:
-            return 0.0 if self.started is None else time.perf_counter() - self.started
 
         @property
         def total_seconds(self) -> float:
-            return self.earlier + self.session_seconds
+            return self.earlier + (0.0 if self.started is None else time.perf_counter() - self.started)
 
         def tokens_per_second(self, state) -> float | None:
             """Real tokens of every session over their time (the trainer's state carries the

@@ -74,3 +74,11 @@ def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
     return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
             "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
+
+
+@pytest.fixture(scope="session")
+def qwen_standin(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 with every property of Qwen2.5-3B-Instruct but its size (tests/standin.py)."""
+    from standin import build_standin
+
+    return build_standin(tmp_path_factory.mktemp("models") / "qwen2.5-standin")

@@ -74,7 +74,7 @@ def build_model(tokenizer):
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from lib.plan import QWEN2_5_3B
+    from lib.architecture import QWEN2_5_3B
 
     shape = {name: value for name, value in dataclasses.asdict(QWEN2_5_3B).items() if name != "name"}
     config = Qwen2Config(**(shape | STANDIN_SIZES), bos_token_id=ENDOFTEXT, eos_token_id=IM_END,

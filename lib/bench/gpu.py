@@ -252,22 +252,22 @@ def make_measured_window(warmup_steps: int, last_step: int):
 
     class MeasuredWindow(TrainerCallback):
         def __init__(self):
-            self.session_start_tokens = 0
+            self.start_tokens = self.end_tokens = 0
             self.started = self.ended = None
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == warmup_steps:
-                self.started, self.session_start_tokens = now(), state.num_input_tokens_seen
+                self.started, self.start_tokens = now(), state.num_input_tokens_seen
             elif state.global_step == last_step:
-                self.ended = now()
-
-        @property
-        def session_seconds(self) -> float:
-            return self.ended - self.started if self.started is not None and self.ended is not None else 0.0
+                self.ended, self.end_tokens = now(), state.num_input_tokens_seen
 
         @property
         def total_seconds(self) -> float:
-            return self.session_seconds
+            return self.ended - self.started if self.started is not None and self.ended is not None else 0.0
+
+        def tokens_per_second(self, state) -> float | None:
+            seconds = self.total_seconds
+            return (self.end_tokens - self.start_tokens) / seconds if seconds > 0 else None
 
     return MeasuredWindow()
 
@@ -320,7 +320,7 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
     )
     trainer = None
     try:
-        trainer = lora_trainer(config, model, args, dtype, train_dataset=dataset, processing_class=placeholder_tokenizer())
+        trainer = lora_trainer(config, model, args, train_dataset=dataset, processing_class=placeholder_tokenizer())
         window = make_measured_window(warmup, warmup + steps)
         trainer.add_callback(window)
         largest = LargestBatch(trainer.data_collator)

@@ -58,10 +58,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NF4_BITS_PER_WEIGHT = 4 + 8 / 64 + 32 / (64 * 256)
 
 
-def adapter_bytes(method: str, dtype: str) -> int:
-    """PEFT keeps LoRA adapters in fp32; TRL casts QLoRA adapters to bf16, except where lib.train
-    keeps them in fp32 (fp16 GPUs and CPUs, where bf16 adapters cannot be trained)."""
-    return 2 if method == "qlora" and dtype == "bfloat16" else 4
+# lib.train keeps the adapters of both methods in fp32 on every device (lib.train.keep_adapters_in_fp32).
+ADAPTER_BYTES = 4
 
 
 # --- activations -------------------------------------------------------------------------------------
@@ -98,7 +96,7 @@ class TrainingSetting:
     @property
     def autocast(self) -> bool:
         """fp32 adapters on a 16-bit model run under autocast, which keeps 16-bit copies of them."""
-        return adapter_bytes(self.method, self.dtype) > DTYPE_BYTES[self.dtype]
+        return ADAPTER_BYTES > DTYPE_BYTES[self.dtype]
 
 
 def layer_activation_bytes(arch: Architecture, setting: TrainingSetting) -> float:
@@ -126,7 +124,7 @@ def layer_activation_bytes(arch: Architecture, setting: TrainingSetting) -> floa
     """
     p = DTYPE_BYTES[setting.dtype]
     h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
-    mask = 0 if setting.lora_dropout == 0 else 1 if setting.device == "cuda" else adapter_bytes(setting.method, setting.dtype)
+    mask = 0 if setting.lora_dropout == 0 else 1 if setting.device == "cuda" else ADAPTER_BYTES
     shapes = linear_shapes(arch)
     norms = 2 * (4 * h + 4)
     adapters = sum((p + mask) * shapes[name][0] + p * setting.lora_r for name in setting.lora_targets)
@@ -210,7 +208,7 @@ def estimate_memory(arch: Architecture, setting: TrainingSetting, overhead_gb: f
     # adapters: parameter + gradient + two AdamW moments, all in the adapter dtype (torch's AdamW
     # keeps its moments in the parameter's dtype): 29.9M x 4 x 4 B = 0.45 GiB for fp32 LoRA
     trainable = lora_parameter_count(arch, setting.lora_r, setting.lora_targets)
-    adapter_state = trainable * 4 * adapter_bytes(setting.method, setting.dtype)
+    adapter_state = trainable * 4 * ADAPTER_BYTES
     layers = arch.num_hidden_layers
     autocast_copies = trainable * p if setting.autocast else 0  # kept for backward, all layers or one
     per_layer = layer_activation_bytes(arch, setting) * setting.tokens
