@@ -77,9 +77,8 @@ from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
-from lib.tex import is_missing
 from lib.stats import (
-    BOOTSTRAP_SEED, CONFIDENCE, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
+    BOOTSTRAP_SEED, CONFIDENCE, is_missing, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
     token_weighted_loss,
 )
 
