@@ -1,6 +1,6 @@
 """lib/figures.py and lib/fonts.py: Chinese renders, partial results draw what they can.
 
-Run directories come from tests/test_analysis.py's `write_run` (the schemas of the run files).
+Run directories come from tests/builders.py's `write_run` (the schemas of the run files).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 from pypdf import PdfReader
-from test_analysis import write_run
 
+from builders import write_run
 from lib import fonts
 from lib.analysis import power_law
 from lib.cli import main

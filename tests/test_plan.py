@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 from lib.config import load_config
 from lib.plan import (GIB, QWEN2_5_3B, cpu_runtime_baseline_gb, estimate, layer_activation_bytes,
                       lora_parameter_count, lora_targets, parameter_counts, setting_from_config, tiny_architecture)
