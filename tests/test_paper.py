@@ -19,7 +19,8 @@ import pytest
 from lib import cli
 from lib.config import load_grid, run_name
 from lib.errors import UserError
-from lib.report import load_study, write_report
+from lib.report.study import load_study
+from lib.report.write import write_report
 from lib.paper import (
     PAPER_DIR, build_pdf, check_setup, missing_name, providing_package, tex_packages, tex_tools_missing,
 )

@@ -1,5 +1,6 @@
-"""The generated LaTeX of the report (lib/report.py, lib/tex.py): escaping, number formats,
-macros read from a small study, tables, and what a partial study says is missing.
+"""The generated LaTeX of the report (lib/report/, lib/tex.py): escaping, number formats,
+macros read from a small study, tables, what a partial study says is missing, and the sections
+in step with paper/report.tex.
 
 The study is tests/builders.py's `write_study` (also used by tests/test_paper.py, which compiles
 the PDF): every input of `python -m lib report` by the schemas the stages agree on, with numbers
@@ -14,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from builders import PROFILE, QUESTION, read_macros, write_study
+from builders import PROFILE, QUESTION, REPO_ROOT, read_macros, write_study
+from lib.report import write
 from lib.config import load_grid, parse_count, run_name
 from lib.errors import UserError
-from lib.report import load_study, write_report
+from lib.report.section import Section, Table, Tabular
+from lib.report.sections import SECTIONS
+from lib.report.status import missing_items
+from lib.report.study import load_study
+from lib.report.write import write_report
 from lib.tex import (
     MINUS, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
 )
@@ -203,7 +209,7 @@ def test_a_narrowed_grid_expects_only_its_own_runs(tmp_path):
     # the full grid over the same summary names the runs of the other sizes as missing
     full = load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
     missing_runs = [run_name(m, s, grid.default_seed, grid.default_seed) for m in grid.methods for s in grid.sizes[2:]]
-    assert all(escape(run) in " ".join(full.missing) for run in missing_runs)
+    assert all(escape(run) in " ".join(missing_items(full)) for run in missing_runs)
 
 
 def test_only_the_analysed_trends_have_macros(tmp_path):
@@ -237,3 +243,57 @@ def test_the_best_run_is_the_one_examples_json_names(tmp_path):
     assert macros["BestRun"] == chosen and macros["BestMethod"] == "QLoRA"
     assert macros["BestRougeL"] == format_number(20.0 - 0.5, 1)  # qlora at the smallest size
 
+
+# --- the sections ---------------------------------------------------------------------------------
+
+
+def test_the_sections_are_those_report_tex_switches_on_and_inputs():
+    report_tex = (REPO_ROOT / "paper" / "report.tex").read_text(encoding="utf-8")
+    assert {section.name for section in SECTIONS} == set(re.findall(r"\\ifHave([A-Za-z]+)", report_tex))
+    assert set(re.findall(r"\\([A-Za-z]+)MissingNote", report_tex)) <= {section.name for section in SECTIONS}
+    stems = [file.stem for section in SECTIONS for file in section.files]
+    assert sorted(stems) == sorted(set(re.findall(r"\\input\{\\GeneratedDir/tables/([a-z_]+)\}", report_tex)))
+
+
+def test_a_table_can_be_missing_while_its_section_is_there(tmp_path):
+    # every fine-tuned run still training: summary.csv has the rows (the results section is
+    # there) but no run has a training time, so the cost table says why it is empty
+    grid = load_grid(PROFILE)
+    seed = grid.default_seed
+    training = {run_name(m, s, seed, seed): "training" for m in grid.methods for s in grid.sizes}
+    out = generate(tmp_path, unfinished=training)
+    assert r"\HaveResultstrue" in (out / "status.tex").read_text(encoding="utf-8")
+    cost = (out / "tables" / "cost.tex").read_text(encoding="utf-8")
+    assert r"\MissingInput{还没有运行完成训练，训练成本尚无法给出。}" in cost and r"\label{tab:cost}" in cost
+    assert r"\textit{训练未完成}" in (out / "tables" / "results.tex").read_text(encoding="utf-8")
+
+
+def test_a_new_section_is_one_declaration(tmp_path, monkeypatch):
+    def wide(study) -> list[Tabular]:  # two floats: a table too wide for one
+        return [Tabular("l", ["运行"], [[r"\texttt{a}"]]), Tabular("l", ["运行"], [[r"\texttt{b}"]], note="注")]
+
+    extra = Section(name="Preference", present=lambda study: study.rows is not None,
+                    missing_sentence=lambda study: "还没有偏好评测。", macros=lambda study: {"NumVotes": "12"},
+                    files=(Table("preference", "偏好", "tab:preference", wide),))
+    monkeypatch.setattr(write, "SECTIONS", (*SECTIONS, extra))
+    out = generate(tmp_path)
+    assert read_macros(out)["NumVotes"] == "12"
+    status = (out / "status.tex").read_text(encoding="utf-8")
+    assert r"\HavePreferencetrue" in status
+    assert r"\newcommand{\PreferenceMissingNote}{\MissingInput{还没有偏好评测。}}" in status
+    preference = (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert r"\caption{偏好（1/2）}\label{tab:preference}" in preference
+    assert r"\caption{偏好（2/2）}\label{tab:preference:2}" in preference and preference.count("注") == 1
+    # without its inputs, the same declaration gives the float that says what is missing
+    out = tmp_path / "empty-generated"
+    write.write_report(load_study(tmp_path / "none", tmp_path / "none", tmp_path / "none", PROFILE), out)
+    assert r"\caption{偏好}\label{tab:preference}" in (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert r"\HavePreferencefalse" in (out / "status.tex").read_text(encoding="utf-8")
+
+
+def test_a_macro_defined_by_two_sections_is_an_error(tmp_path, monkeypatch):
+    clash = Section(name="Clash", present=lambda study: True, missing_sentence=lambda study: "",
+                    macros=lambda study: {"BestRun": "x"}, files=())
+    monkeypatch.setattr(write, "SECTIONS", (*SECTIONS, clash))
+    with pytest.raises(ValueError, match=r"macro names defined twice \(section Clash\): \['BestRun'\]"):
+        generate(tmp_path)
