@@ -78,9 +78,10 @@ def unreachable_hub(monkeypatch, error: Exception) -> None:
 
 
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
-              cost=None, mcq=None, tokens=None, log_history=None):
-    """One run directory; eval.json's metrics are computed from the per-item scores given;
-    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}})."""
+              cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
+    """One run directory; eval.json's test_loss and rougeL are computed from the per-item scores
+    given, `metrics` adds others (as corpus_metrics returns them); `mcq` is eval.json's mcq
+    object ({"overall": {...}, "per_source": {...}})."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
@@ -100,7 +101,8 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
         for i in range(n)
     ])
     rows = np.column_stack([np.multiply(item_losses, tokens), tokens])  # [summed NLL, tokens]
-    metrics = {"test_loss": bootstrap(rows, token_weighted_loss, 200), "rougeL": bootstrap(rouge, n_samples=200)}
+    metrics = (metrics or {}) | {"test_loss": bootstrap(rows, token_weighted_loss, 200),
+                                 "rougeL": bootstrap(rouge, n_samples=200)}
     result = {"run": name, "n_items": n, "metrics": metrics}
     if mcq is not None:
         result["mcq"] = mcq
