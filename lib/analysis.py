@@ -27,10 +27,12 @@ scaling.json    {"loss_fits": {method: {"status": "ok" | "too_few_points" | "fit
                    on a bound, a run whose predictions.jsonl does not reproduce its eval.json
                    test_loss or rougeL, a fit without per-item losses], "provenance"}
 summary.md      the table in Markdown (every metric any run has, judge_* included, with 95%
-                intervals), then the scaling analysis.
+                intervals), what each metric measures, the cost table, then the scaling analysis.
 summary.csv     one row per run: run, method, size, examples, seed, status, then <metric>,
                 <metric>_ci_low, <metric>_ci_high for every metric of eval.json (mcq_accuracy from
-                its mcq.overall), then the training cost columns (COST_COLUMNS). Empty = unknown.
+                its mcq.overall) in the order of the registry lib.evaluate.metrics.METRICS (the
+                judge's only where a run has them; unregistered ones last, sorted), then the
+                training cost columns (COST_COLUMNS). Empty = unknown.
 
 Status: done (eval.json present), missing (no directory), training (no train.done),
 not_evaluated (trained, no eval.json). `base` (the untuned model: method base, 0 examples) has
@@ -76,18 +78,13 @@ from tqdm import tqdm
 from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
+from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
-from lib.tex import is_missing
 from lib.stats import (
-    BOOTSTRAP_SEED, CONFIDENCE, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
+    BOOTSTRAP_SEED, CONFIDENCE, is_missing, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
     token_weighted_loss,
 )
 
-# Metrics of eval.json in the order the table shows them; others found there follow, sorted.
-METRICS = (
-    "test_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu4_char", "bleu4_word",
-    "distinct1", "distinct2", "answer_chars", "empty_rate", "truncated_rate", "mcq_accuracy",
-)
 COST_COLUMNS = (
     "wall_time_s", "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params",
     "train_tokens", "steps", "final_train_loss", "best_dev_loss",
@@ -185,11 +182,12 @@ def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
 
 
 def metric_names(rows: list[dict]) -> list[str]:
-    """Every metric: the known ones in METRICS order, then the others found (judge_*), sorted."""
-    found = {key for row in rows for key in row}
-    extra = sorted(key for key in found - set(ID_COLUMNS) - set(COST_COLUMNS)
-                   if not key.endswith(("_ci_low", "_ci_high")) and key not in METRICS)
-    return [*METRICS, *extra]
+    """Every metric: the registered ones in registry order (lib.evaluate.metrics.METRICS; an
+    optional one, the judge's, only where a run has it), then the others found, sorted."""
+    found = {key for row in rows for key in row
+             if key not in ID_COLUMNS and key not in COST_COLUMNS and not key.endswith(("_ci_low", "_ci_high"))}
+    registered = [name for name, metric in METRICS.items() if not metric.optional or name in found]
+    return [*registered, *sorted(found - set(METRICS))]
 
 
 def summary_columns(rows: list[dict]) -> list[str]:
@@ -547,7 +545,7 @@ def choose_examples(rows: list[dict], predictions: dict[str, dict[str, dict]], c
 # --- Markdown ----------------------------------------------------------------------------------
 
 
-def number(value, count: bool = False) -> str:
+def readable_number(value, count: bool = False) -> str:
     """A number for reading: counts and values from 100 up as integers with separators, values
     from 1 up with 2 decimal places, smaller ones with 3."""
     if is_missing(value):
@@ -559,8 +557,8 @@ def number(value, count: bool = False) -> str:
 
 
 def with_interval(row: dict, name: str) -> str:
-    value = number(row.get(name))
-    low, high = number(row.get(f"{name}_ci_low")), number(row.get(f"{name}_ci_high"))
+    value = readable_number(row.get(name))
+    low, high = readable_number(row.get(f"{name}_ci_low")), readable_number(row.get(f"{name}_ci_high"))
     return f"{value} [{low}, {high}]" if value and low and high else value
 
 
@@ -574,10 +572,10 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
 def interval_text(stat: dict | None) -> str:
     if not stat:
         return ""
-    value = number(stat.get("value", stat.get("difference")))
+    value = readable_number(stat.get("value", stat.get("difference")))
     if stat.get("ci_low") is None:
         return value
-    return f"{value} [{number(stat['ci_low'])}, {number(stat['ci_high'])}]"
+    return f"{value} [{readable_number(stat['ci_low'])}, {readable_number(stat['ci_high'])}]"
 
 
 def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
@@ -591,14 +589,33 @@ def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
         f"Runs: {status_counts}. Values with 95% bootstrap intervals over test items.",
         "## Quality",
         markdown_table(["run", "status", "examples", *metrics],
-                       [[r["run"], r["status"], number(r["examples"], count=True), *(with_interval(r, m) for m in metrics)]
-                        for r in rows]),
+                       [[r["run"], r["status"], readable_number(r["examples"], count=True),
+                         *(with_interval(r, m) for m in metrics)] for r in rows]),
+        metrics_markdown(metrics),
         "## Training cost",
-        markdown_table(["run", *costs], [[r["run"], *(number(r.get(c), count=c in COUNT_COLUMNS) for c in costs)]
+        markdown_table(["run", *costs],
+                       [[r["run"], *(readable_number(r.get(c), count=c in COUNT_COLUMNS) for c in costs)]
                         for r in rows if r["method"] != BASE_RUN]),
         scaling_markdown(scaling),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+DIRECTION_WORDS = {True: "higher", False: "lower", None: "-"}
+
+
+def metrics_markdown(names: list[str]) -> str:
+    """What each metric of the quality table measures, as the registry declares it."""
+    lines = []
+    for name in names:
+        metric = METRICS.get(name)
+        if metric is None:
+            lines.append([name, "not registered in lib/evaluate/metrics.py", "", "", "", ""])
+            continue
+        lines.append([name, metric.english, DIRECTION_WORDS[metric.higher_is_better], metric.tokenised,
+                      metric.interval, metric.computed_in])
+    return "### The metrics\n\n" + markdown_table(
+        ["metric", "measures", "better", "tokenised as", "interval", "computed in"], lines)
 
 
 def scaling_markdown(scaling: dict) -> str:
@@ -607,7 +624,7 @@ def scaling_markdown(scaling: dict) -> str:
     trends = [[metric, method, item["status"], interval_text(item.get("slope_per_doubling"))]
               for metric, by_method in scaling["trends"].items() for method, item in by_method.items()]
     comparisons = [[c["size"], interval_text(c["rougeL_diff"]), interval_text(c["loss_diff"]),
-                    number(c["time_ratio"]), number(c["memory_ratio"]), number(c["throughput_ratio"])]
+                    *(readable_number(c[key]) for key in ("time_ratio", "memory_ratio", "throughput_ratio"))]
                    for c in scaling["lora_vs_qlora"]]
     parts = [
         "## Scaling of the test loss: L(D) = E + A * D^(-alpha)",
@@ -625,7 +642,7 @@ def scaling_markdown(scaling: dict) -> str:
 def holdout_text(holdout: dict | None) -> str:
     if not holdout or holdout["status"] != "ok":
         return holdout["status"] if holdout else ""
-    return (f"D={holdout['size']:,}: {number(holdout['predicted'])} vs {number(holdout['observed'])} "
+    return (f"D={holdout['size']:,}: {readable_number(holdout['predicted'])} vs {readable_number(holdout['observed'])} "
             f"({100 * holdout['rel_error']:.1f}% off)")
 
 

@@ -26,7 +26,7 @@ COMMANDS = {
     "chat": ("lib.chat", "chat with a run (or the base model) in the terminal, streaming the answer"),
     "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
-    "report": ("lib.report", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
+    "report": ("lib.report.write", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
     "paper": ("lib.paper", "compile paper/report.tex against one generated folder into a PDF; --check: can TeX build it here"),
     "plan": ("lib.bench.memory", "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
     "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),

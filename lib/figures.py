@@ -22,7 +22,8 @@ is skipped with a note, and an old file of it is removed, so the folders always 
 summary. Last, figures.json is written to both folders:
     {"made": [stems], "skipped": {stem: reason}, "cjk_font": family | null, "provenance": {...}}
 
-Labels are Chinese and English when a CJK font is installed (lib/fonts.py), English otherwise.
+Labels are Chinese and English when a CJK font is installed (lib/fonts.py), English otherwise;
+the metrics' labels are the registry's (lib.evaluate.metrics.METRICS).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import pandas as pd
 from lib.analysis import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES
 from lib.errors import UserError
+from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.tex import printable
 
@@ -51,12 +53,9 @@ FIT_STATUS_LABELS = {
     "fit_failed": ("拟合未收敛", "the fit did not converge"),
 }
 
-# Labels: key -> (Chinese, English). English alone where no CJK font is installed.
+# Labels other than the metrics' (lib.evaluate.metrics.METRICS has those): key -> (Chinese,
+# English). English alone where no CJK font is installed.
 LABELS = {
-    "test_loss": ("测试集损失", "test loss (nats/token)"),
-    "rougeL": ("ROUGE-L F1 (x100)", "ROUGE-L F1 (x100)"),
-    "bleu4_char": ("BLEU-4（字）", "BLEU-4 (characters)"),
-    "mcq_accuracy": ("知识选择题准确率 %", "MCQ accuracy (%)"),
     "examples": ("训练样本数", "training examples"),
     "base": ("基座模型", "base model"),
     "wall_time": ("训练时间", "training time"),
@@ -103,7 +102,9 @@ class Inputs:
         return self.cjk_font is not None
 
     def label(self, key: str, separator: str = "\n") -> str:
-        chinese, english = LABELS[key]
+        """The label of a metric (from the registry) or of another key of LABELS."""
+        metric = METRICS.get(key)
+        chinese, english = (metric.chinese, metric.english) if metric else LABELS[key]
         return f"{chinese}{separator}{english}" if self.chinese and chinese != english else english
 
 

@@ -11,12 +11,18 @@ resamples, shifted to centre on the point estimate (recentred_bootstrap).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0  # one seed for every interval, so all metrics of a run see the same resamples
+
+
+def is_missing(value) -> bool:
+    """None or NaN: a number no input gave."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def resample_indices(n_items: int, n_samples: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """LaTeX from Python: escaping, number formats, macros, tables.
 
-Everything the report generator (lib/report.py) writes into .tex files passes through here:
+Everything the report generator (lib/report/) writes into .tex files passes through here:
 user text through `escape`, numbers through the `format_*` functions (one format per kind of
 number, so the prose and the tables always agree), macro definitions through `macro`, tables
 through `table`. lib/paper.py compiles the result into the PDF.
@@ -8,9 +8,10 @@ through `table`. lib/paper.py compiles the result into the PDF.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
+
+from lib.stats import is_missing
 
 MISSING = r"\NA{}"  # report.tex defines \NA: the mark of a value that is not (yet) there
 MINUS = "\u2212"  # a real minus sign, not a hyphen
@@ -64,11 +65,6 @@ def truncate(text: str, limit: int) -> str:
 
 
 # --- numbers ------------------------------------------------------------------------------------
-
-
-def is_missing(value) -> bool:
-    """None or NaN: a number no input gave."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def format_number(value, decimals: int) -> str:

@@ -1,8 +1,8 @@
-"""Fixtures shared by the test files: running the command line, the development data folder."""
+"""Fixtures shared by the test files: running the command line, the development data folder, a
+tiny model and demo data built once per session. What tests build by hand is in builders.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from builders import REPO_ROOT
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
@@ -31,13 +32,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (it exists only on the development machine)")
     return SHARED_DATA
-
-
-def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
-    """Write records (dicts, or raw strings written as they are) one a line."""
-    lines = (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records)
-    path.write_text("".join(line + "\n" for line in lines), encoding=encoding)
-    return path
 
 
 # --- a tiny model and demo data, built once per test session -------------------------------------
@@ -67,13 +61,6 @@ def demo_data(tmp_path_factory) -> Path:
     prepare(config, root / "raw", root / "processed", ["64", "128"])
     mcq.prepare(config, root / "processed" / "mcq.jsonl")
     return root / "processed"
-
-
-def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
-    """Settings that make a demo-profile run take seconds in a test."""
-    return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
-            "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
-            "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """lib/analysis.py: the table of runs, the power-law fit, trends, LoRA vs QLoRA, examples.
 
-Run directories are built in tmp_path by `write_run`, following the schemas of the run files
-(config.json, train_metrics.json, train.done, predictions.jsonl, eval.json).
+Run directories are built in tmp_path by tests/builders.py's `write_run`, following the schemas
+of the run files (config.json, train_metrics.json, train.done, predictions.jsonl, eval.json).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import lib.analysis
+from builders import write_run
 from lib.analysis import (
     COST_COLUMNS, aligned_items, choose_examples, collect_runs, fit_power_law, fit_warnings, power_law,
     read_predictions, scaling_analysis, slope_per_doubling, summary_columns, summary_markdown,
@@ -20,42 +21,11 @@ from lib.analysis import (
 from lib.cli import main
 from lib.config import Grid, load_grid
 from lib.errors import UserError
-from lib.io import write_json, write_jsonl
-from lib.stats import bootstrap, token_weighted_loss
+from lib.io import write_json
+from lib.stats import token_weighted_loss
 
 SEED = 42
 GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SEED,))
-
-
-def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
-              cost=None, mcq=None, tokens=None, log_history=None):
-    """One run directory; eval.json's metrics are computed from the per-item scores given;
-    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}})."""
-    run_dir = runs_dir / name
-    run_dir.mkdir(parents=True)
-    method, _, size = name.partition("-")
-    if name != "base":
-        write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
-    if trained and name != "base":
-        write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
-        (run_dir / "train.done").write_text("")
-    if not evaluated or item_losses is None:
-        return run_dir
-    n = len(item_losses)
-    tokens = tokens if tokens is not None else [10] * n
-    rouge = rouge if rouge is not None else [20.0] * n
-    write_jsonl(run_dir / "predictions.jsonl", [
-        {"id": f"t{i}", "question": f"问题{i}", "reference": f"参考{i}", "prediction": f"{name}回答{i}",
-         "scores": {"rougeL": rouge[i], "loss": item_losses[i], "ref_tokens": tokens[i]}}
-        for i in range(n)
-    ])
-    rows = np.column_stack([np.multiply(item_losses, tokens), tokens])  # [summed NLL, tokens]
-    metrics = {"test_loss": bootstrap(rows, token_weighted_loss, 200), "rougeL": bootstrap(rouge, n_samples=200)}
-    result = {"run": name, "n_items": n, "metrics": metrics}
-    if mcq is not None:
-        result["mcq"] = mcq
-    write_json(run_dir / "eval.json", result)
-    return run_dir
 
 
 def analyse(runs, grid=GRID, n_samples=100):

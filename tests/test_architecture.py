@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 from lib.architecture import (QWEN2_5_3B, architecture_named, default_architecture, lora_parameter_count,
                               lora_targets, parameter_counts, qwen2_config)
 from lib.config import load_config

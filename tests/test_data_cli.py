@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import write_jsonl
+from builders import write_jsonl
 from lib.io import sha256_file
 
 ARGS = ("--profile", "demo", "--set", "data.synthetic_size=2000")

@@ -14,7 +14,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import errors
 
-from conftest import write_jsonl
+from builders import fake_hub_download, unreachable_hub, write_jsonl
 from lib.config import DataConfig
 from lib.data import hub, synthetic
 from lib.errors import UserError
@@ -26,18 +26,10 @@ DATA = dataclasses.replace(DataConfig(), raw_sample_size=100, seed=3)
 
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
-    """huggingface_hub.hf_hub_download replaced by a local file of 1,000 numbered records, laid
-    out like the hub cache (.../snapshots/<commit>/<file>); records each call."""
-    cached = tmp_path / "cache" / "datasets--shibing624--medical" / "snapshots" / COMMIT / DATA.hub_file
-    cached.parent.mkdir(parents=True)
+    """The hub download served from a local file of 1,000 numbered records: (the file, the calls)."""
+    cached, calls = fake_hub_download(monkeypatch, tmp_path / "cache" / "datasets--shibing624--medical", COMMIT,
+                                      DATA.hub_file)
     write_jsonl(cached, [{"instruction": f"问题{i}", "input": "", "output": f"回答{i}"} for i in range(1000)])
-    calls = []
-
-    def download(repo_id, filename, **kwargs):
-        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
-        return str(cached)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     return cached, calls
 
 
@@ -84,10 +76,7 @@ def test_a_second_run_reuses_the_raw_sample_without_the_network(fake_hub, tmp_pa
     errors.OfflineModeIsEnabled("HF_HUB_OFFLINE=1"),
 ])
 def test_an_unreachable_hub_is_one_line_that_says_what_to_do(tmp_path, monkeypatch, error):
-    def unreachable(*args, **kwargs):
-        raise error
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    unreachable_hub(monkeypatch, error)
     with pytest.raises(UserError) as raised:
         hub.fetch_sample(DATA, tmp_path / "raw")
     message = str(raised.value)

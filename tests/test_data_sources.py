@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import write_jsonl
+from builders import write_jsonl
 from lib.data import sources
 from lib.data.sources import read_examples
 from lib.errors import UserError

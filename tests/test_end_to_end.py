@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

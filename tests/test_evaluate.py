@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, demo_overrides
+from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config
 from lib.errors import UserError
 from lib.io import read_json, read_jsonl

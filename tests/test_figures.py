@@ -1,6 +1,6 @@
 """lib/figures.py and lib/fonts.py: Chinese renders, partial results draw what they can.
 
-Run directories come from tests/test_analysis.py's `write_run` (the schemas of the run files).
+Run directories come from tests/builders.py's `write_run` (the schemas of the run files).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 from pypdf import PdfReader
-from test_analysis import write_run
 
+from builders import write_run
 from lib import fonts
 from lib.analysis import power_law
 from lib.cli import main
@@ -83,7 +83,7 @@ def test_without_a_cjk_font_labels_are_english_and_examples_are_skipped(monkeypa
     inputs = Inputs(summary=None, scaling=None, examples={"best_run": "lora-1k", "examples": [{"id": "1"}]},
                     runs_dir=tmp_path, cjk_font=None)
     assert inputs.label("test_loss") == "test loss (nats/token)"
-    assert Inputs(None, None, None, tmp_path, "WenQuanYi Micro Hei").label("test_loss") == "测试集损失\ntest loss (nats/token)"
+    assert Inputs(None, None, None, tmp_path, "WenQuanYi Micro Hei").label("test_loss") == "测试损失\ntest loss (nats/token)"
     with pytest.raises(NothingToDraw, match="no Chinese font"):
         examples(inputs)
 

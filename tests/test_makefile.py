@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 from lib.config import load_config, load_grid
 
 

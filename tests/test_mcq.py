@@ -7,11 +7,10 @@ import copy
 import csv
 import json
 
-import huggingface_hub
 import pytest
 from huggingface_hub import errors
 
-from conftest import write_jsonl
+from builders import fake_hub_download, unreachable_hub, write_jsonl
 from lib.config import load_config
 from lib.data import mcq as mcq_data
 from lib.data.sources import read_examples
@@ -161,17 +160,9 @@ def test_the_demo_uses_the_generated_items(tmp_path):
 def test_the_hub_file_is_downloaded_and_read(tmp_path, monkeypatch):
     commit = "0123456789abcdef0123456789abcdef01234567"
     config = load_config("paper", overrides=["eval.mcq_size=2"])
-    cached = tmp_path / "snapshots" / commit / config.eval.mcq_hub_file
-    cached.parent.mkdir(parents=True)
+    cached, calls = fake_hub_download(monkeypatch, tmp_path, commit, config.eval.mcq_hub_file)
     cached.write_text(json.dumps([CMB, {**CMB, "answer": "ABD", "question_type": "多项选择题"}, CMB, CMB],
                                  ensure_ascii=False, indent=4), encoding="utf-8")
-    calls = []
-
-    def download(repo_id, filename, **kwargs):
-        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
-        return str(cached)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     report = mcq_data.prepare(config, tmp_path / "mcq.jsonl")
     assert calls == [{"repo_id": "FreedomIntelligence/CMB", "filename": "CMB-Exam/CMB-train/CMB-train-merge.json",
                       "repo_type": "dataset", "revision": "main"}]  # no endpoint passed: HF_ENDPOINT decides
@@ -181,10 +172,7 @@ def test_the_hub_file_is_downloaded_and_read(tmp_path, monkeypatch):
 
 
 def test_no_network_is_one_line_that_names_the_local_file_option(tmp_path, monkeypatch):
-    def unreachable(*args, **kwargs):
-        raise errors.LocalEntryNotFoundError("cannot find the requested files in the local cache")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    unreachable_hub(monkeypatch, errors.LocalEntryNotFoundError("cannot find the requested files in the local cache"))
     with pytest.raises(UserError) as raised:
         mcq_data.prepare(load_config("paper"), tmp_path / "mcq.jsonl")
     message = str(raised.value)

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 from lib.architecture import QWEN2_5_3B, lora_parameter_count, qwen2_config, tiny_architecture
 from lib.bench.memory import (GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes,
                               training_setting)

@@ -1,4 +1,6 @@
-"""Text metrics (lib/evaluate/metrics.py) against values computed by hand.
+"""Text metrics (lib/evaluate/metrics.py) against values computed by hand, and the metric
+registry: one entry is all a new metric of generated text needs to reach eval.json, the summary
+and the report.
 
 Word tokens are jieba's; each test first pins the segmentation it relies on, so a change of jieba
 shows up as a failed segmentation, not as a puzzling score. ROUGE-N of rouge_chinese compares
@@ -7,13 +9,20 @@ the sets of distinct n-grams; F1 = 2PR / (P + R).
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import sacrebleu
 
-from lib.evaluate.metrics import corpus_metrics, item_scores, words
+from builders import REPO_ROOT, read_macros, write_run
+from lib.cli import main
+from lib.evaluate.metrics import MEAN_OVER_ITEMS, METRICS, WORDS, Metric, corpus_metrics, item_scores, words
 from lib.stats import bootstrap
+from lib.tex import format_number, macro_name
 
 # Pair A: the answer leaves out half of the advice.
 HYPOTHESIS_A = "高血压患者应该低盐饮食"
@@ -144,3 +153,64 @@ def test_the_same_seed_gives_the_same_intervals():
     first = corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=100, seed=7)
     assert first == corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=100, seed=7)
     assert first != corpus_metrics(PREDICTIONS, REFERENCES, [False] * 5, n_samples=100, seed=8)
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+
+def test_every_registered_metric_has_its_own_macro_name_and_labels():
+    names = [macro_name(name) for name in METRICS]
+    assert len(set(names)) == len(METRICS) and all(name == metric.name for name, metric in METRICS.items())
+    assert all(metric.chinese and metric.english and metric.decimals >= 0 for metric in METRICS.values())
+    # a metric without a compute function says where it comes from
+    assert all(metric.compute or metric.computed_in != "lib/evaluate/metrics.py" for metric in METRICS.values())
+
+
+def test_corpus_metrics_computes_every_registered_metric_of_generated_text():
+    results = corpus_metrics([HYPOTHESIS_A, HYPOTHESIS_B], [REFERENCE_A, REFERENCE_B], [False, True], n_samples=50)
+    assert list(results) == [name for name, metric in METRICS.items() if metric.compute]
+
+
+def answer_words(answers) -> dict:
+    """Mean jieba words per answer: the metric a newcomer registers in the test below."""
+    return answers.interval([len(w) for w in answers.prediction_words])
+
+
+def test_one_registry_entry_carries_a_new_metric_into_eval_json_the_summary_and_the_report(tmp_path, monkeypatch):
+    monkeypatch.setitem(METRICS, "answer_words", Metric(
+        "answer_words", "答案词数", "answer length (words)", 1, None, WORDS, MEAN_OVER_ITEMS, answer_words))
+    runs, results, out = tmp_path / "runs", tmp_path / "results", tmp_path / "generated"
+    answers = {"base": [HYPOTHESIS_A, HYPOTHESIS_A], "lora-1k": [REFERENCE_A, HYPOTHESIS_B]}
+    for run, predictions in answers.items():
+        metrics = corpus_metrics(predictions, [REFERENCE_A, REFERENCE_B], [False, False], n_samples=50)
+        write_run(runs, run, [3.0, 2.0] if run == "base" else [2.0, 1.0], metrics=metrics)
+    # HYPOTHESIS_A has 5 words; REFERENCE_A 9 and HYPOTHESIS_B 7 (the segmentations pinned above)
+    eval_json = json.loads((runs / "lora-1k" / "eval.json").read_text(encoding="utf-8"))
+    assert eval_json["metrics"]["answer_words"]["value"] == 8.0
+
+    grid = ["--profile", "demo", "--methods", "lora", "--sizes", "1k", "--seeds", "42"]
+    main(["summarize", "--runs", str(runs), "--out", str(results), *grid])
+    with (results / "summary.csv").open(encoding="utf-8") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert float(rows["base"]["answer_words"]) == 5.0 and float(rows["lora-1k"]["answer_words"]) == 8.0
+    assert rows["lora-1k"]["answer_words_ci_low"] != ""
+    summary_md = (results / "summary.md").read_text(encoding="utf-8")
+    assert "| answer_words |" in summary_md and "5.00 [5.00, 5.00]" in summary_md
+    assert "| answer_words | answer length (words) | - | jieba words |" in summary_md
+
+    main(["report", "--results", str(results), "--runs", str(runs), "--data", str(tmp_path / "data"),
+          "--out", str(out), *grid])
+    macros = read_macros(out)
+    assert macros["BaseAnswerWords"] == "5.0" and macros["BestAnswerWords"] == "8.0"
+    assert macros["BestGainAnswerWords"] == "3.0" and macros["LoraLargestAnswerWords"] == "8.0"
+    assert macros["BestAnswerWordsLow"] == format_number(float(rows["lora-1k"]["answer_words_ci_low"]), 1)
+    results_table = (out / "tables" / "results.tex").read_text(encoding="utf-8")
+    assert "答案词数" in results_table and r"\ValueCI{8.0}" in results_table
+
+
+def test_the_summary_and_the_report_start_without_the_text_metric_libraries():
+    # the registry lives beside the metrics; reading it must not load what computing them needs
+    code = ("import sys, lib.analysis, lib.report.write, lib.figures; "
+            "print(sorted(m for m in ('jieba', 'rouge_chinese', 'sacrebleu', 'scipy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
 """The PDF of the report (paper/report.tex built by `python -m lib paper`, lib/paper.py) from the
-small study of tests/test_report.py: the generated numbers and a Chinese example are in the PDF's
+small study of tests/builders.py's write_study: the generated numbers and a Chinese example are in the PDF's
 text, a partial study says what is missing, the demo disclaimer is there for demo only.
 
 Building needs TeX (xelatex, latexmk, bibtex: `make setup-tex`); those tests skip without it.
@@ -19,12 +19,12 @@ import pytest
 from lib import cli
 from lib.config import load_grid, run_name
 from lib.errors import UserError
-from lib.report import load_study, write_report
+from lib.report.study import load_study
+from lib.report.write import write_report
 from lib.paper import (
     PAPER_DIR, build_pdf, check_setup, missing_name, providing_package, tex_packages, tex_tools_missing,
 )
-from conftest import REPO_ROOT
-from test_report import QUESTION, read_macros, write_study
+from builders import QUESTION, REPO_ROOT, read_macros, write_study
 
 pypdf = pytest.importorskip("pypdf")
 needs_tex = pytest.mark.skipif(

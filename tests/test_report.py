@@ -1,195 +1,32 @@
-"""The generated LaTeX of the report (lib/report.py, lib/tex.py): escaping, number formats,
-macros read from a small study written here, tables, and what a partial study says is missing.
+"""The generated LaTeX of the report (lib/report/, lib/tex.py): escaping, number formats,
+macros read from a small study, tables, what a partial study says is missing, and the sections
+in step with paper/report.tex.
 
-`write_study` (also used by tests/test_paper.py, which compiles the PDF) writes every input of
-`python -m lib report` by the schemas the stages agree on, with numbers chosen so that each
-macro's expected text can be worked out by hand.
+The study is tests/builders.py's `write_study` (also used by tests/test_paper.py, which compiles
+the PDF): every input of `python -m lib report` by the schemas the stages agree on, with numbers
+chosen so that each macro's expected text can be worked out by hand.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from builders import PROFILE, QUESTION, REPO_ROOT, read_macros, write_study
+from lib.report import write
 from lib.config import load_grid, parse_count, run_name
 from lib.errors import UserError
-from lib.report import load_study, write_report
+from lib.report.section import Section, Table, Tabular
+from lib.report.sections import SECTIONS
+from lib.report.status import missing_items
+from lib.report.study import load_study
+from lib.report.write import write_report
 from lib.tex import (
     MINUS, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
 )
-
-PROFILE = "demo"
-QUESTION = "高血压患者能不能喝咖啡？"
-BEST_ANSWER = "可以适量饮用，但每天不宜超过两杯，并注意监测血压。"
-METRIC_NAMES = ("test_loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu4_char", "bleu4_word",
-                "distinct1", "distinct2", "answer_chars", "empty_rate", "truncated_rate", "mcq_accuracy")
-
-
-def stat(value: float, half_width: float) -> dict:
-    return {"value": value, "ci_low": value - half_width, "ci_high": value + half_width, "n": 200}
-
-
-def run_metrics(method: str, size_index: int) -> dict:
-    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA."""
-    if method == "base":
-        loss, rouge = 3.14159, 12.345
-    else:
-        loss = 2.5 - 0.2 * size_index + (0.05 if method == "qlora" else 0.0)
-        rouge = 20.0 + 2.5 * size_index - (0.5 if method == "qlora" else 0.0)
-    return {
-        "test_loss": stat(loss, 0.05), "perplexity": stat(2.718281828 ** loss, 0.5),
-        "rouge1": stat(rouge + 5, 1.0), "rouge2": stat(rouge / 2, 1.0), "rougeL": stat(rouge, 1.0),
-        "bleu4_char": stat(rouge / 3, 0.8), "bleu4_word": stat(rouge / 4, 0.8),
-        "distinct1": stat(40.0, 2.0), "distinct2": stat(60.0, 2.0), "answer_chars": stat(88.0, 5.0),
-        "empty_rate": stat(0.5, 0.5), "truncated_rate": stat(2.0, 1.0),
-    }
-
-
-def mcq(method: str, size_index: int) -> dict:
-    accuracy = 41.25 if method == "base" else 40.0 - size_index
-    return {"overall": stat(accuracy, 4.0),
-            "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)}}
-
-
-def config(method: str, size: str, seed: int, profile: str) -> dict:
-    return {
-        "run": {"name": run_name(method, size, seed, seed), "profile": profile, "method": method, "size": size,
-                "examples": parse_count(size), "seed": seed},
-        "data": {"source": "synthetic", "seed": 42},
-        "model": {"name_or_path": "models/tiny-qwen2"},
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "quantization": {"load_in_4bit": method == "qlora", "quant_type": "nf4", "double_quant": True},
-        "train": {"epochs": 1.0, "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-                  "effective_batch_size": 8, "per_device_batch_size": 8, "max_length": 256, "packing": False},
-        "eval": {"max_new_tokens": 64, "bootstrap_samples": 200},
-        "resolved": {"dtype": "float32", "processes": 1, "gradient_accumulation_steps": 1},
-        "provenance": provenance_record(seed),
-    }
-
-
-def provenance_record(seed: int) -> dict:
-    return {"created": "2026-11-28T10:00:00+00:00", "git": {"commit": "0123456789abcdef0123", "dirty": False},
-            "versions": {"python": "3.11.2", "torch": "2.13.0", "transformers": "5.23.0"},
-            "hardware": {"platform": "Linux-6.1-x86_64", "cpu_count": 2}, "seed": seed}
-
-
-def cost(method: str, size_index: int) -> dict:
-    return {"wall_time_s": 90.0 * (size_index + 1) * (1.5 if method == "qlora" else 1.0),
-            "tokens_per_s": 12345.6 / (1.5 if method == "qlora" else 1.0),
-            "peak_memory_gb": 1.2 if method == "qlora" else 2.0, "trainable_params": 45_000,
-            "total_params": 1_400_000, "train_tokens": 250_000.0 * (size_index + 1), "steps": 32 * (size_index + 1),
-            "final_train_loss": 2.0, "best_dev_loss": 2.1}
-
-
-def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> dict[str, Path]:
-    """Every input of `report` for the profile's grid under `root`; `unfinished` maps run names
-    to a status other than done (missing, training, not_evaluated) for a partial study. Returns
-    the command's paths."""
-    unfinished = unfinished or {}
-    grid = load_grid(profile)
-    seed = grid.default_seed
-    data, results = root / "data", root / "results"
-    runs = results / "runs"
-    data.mkdir(parents=True)
-    runs.mkdir(parents=True)
-
-    rules = [("normalise", "全角转半角、去除首尾空白", 0), ("too_short", "问题 < 4 字或回答 < 8 字", 25),
-             ("ads_urls_phones", "含网址（如 http://a.b/c_d?x=1&y=2）、电话或 100% 广告的回答 #spam", 8),
-             ("near_duplicate", "MinHash 估计 Jaccard ≥ 0.8 的重复问题", 55)]
-    (data / "cleaning_report.json").write_text(json.dumps({
-        "input_records": 1200, "malformed_lines": 3,
-        "rules": [{"rule": r, "description": d, "dropped": n, "examples": []} | ({"changed": 12} if n == 0 else {})
-                  for r, d, n in rules],
-        "kept": 1112}, ensure_ascii=False), encoding="utf-8")
-    files = {"test.jsonl": 200, "dev.jsonl": 100, "mcq.jsonl": 60}
-    files |= {f"train-{size}.jsonl": parse_count(size) for size in grid.sizes}
-    (data / "manifest.json").write_text(json.dumps({
-        "clean_records": 1112, "sizes": {size: parse_count(size) for size in grid.sizes},
-        "files": {name: {"count": count, "sha256": f"{count:064x}"} for name, count in files.items()}}),
-        encoding="utf-8")
-
-    rows = []
-    identities = [("base", "base", "0", 0, "")] + [
-        (run_name(m, s, seed, seed), m, s, i, seed) for m in grid.methods for i, s in enumerate(grid.sizes)]
-    for run, method, size, index, run_seed in identities:
-        status = unfinished.get(run, "done")
-        row = {"run": run, "method": method, "size": size, "examples": parse_count(size) if method != "base" else 0,
-               "seed": run_seed, "status": status}
-        run_dir = runs / run
-        if status != "missing":
-            run_dir.mkdir()
-        if method != "base" and status in ("done", "not_evaluated", "training"):
-            (run_dir / "config.json").write_text(json.dumps(config(method, size, seed, profile)), encoding="utf-8")
-        if method != "base" and status in ("done", "not_evaluated"):
-            row |= cost(method, index)
-            (run_dir / "train_metrics.json").write_text(json.dumps(
-                cost(method, index) | {"peak_memory_kind": "process_rss", "mfu": None}), encoding="utf-8")
-            (run_dir / "train.done").write_text("")
-        if status == "done":
-            metrics = run_metrics(method, index)
-            (run_dir / "eval.json").write_text(json.dumps({
-                "run": run, "n_items": 200, "metrics": metrics, "mcq": mcq(method, index),
-                "provenance": provenance_record(seed)}), encoding="utf-8")
-            for name, value in (metrics | {"mcq_accuracy": mcq(method, index)["overall"]}).items():
-                row |= {name: value["value"], f"{name}_ci_low": value["ci_low"], f"{name}_ci_high": value["ci_high"]}
-        rows.append(row)
-    columns = ["run", "method", "size", "examples", "seed", "status"]
-    columns += [f"{m}{s}" for m in METRIC_NAMES for s in ("", "_ci_low", "_ci_high")]
-    columns += list(cost("lora", 0))
-    with (results / "summary.csv").open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-    def done(method: str) -> list[tuple[int, dict]]:
-        return [(i, r) for i, r in enumerate(rows[1:]) if r["method"] == method and r["status"] == "done"]
-
-    fits = {}
-    for method in grid.methods:
-        points = [[r["examples"], r["test_loss"]] for _, r in done(method)]
-        if len(points) < 3:
-            fits[method] = {"status": "too_few_points", "points": points}
-            continue
-        fits[method] = {
-            "status": "ok", "E": {"value": 1.2345, "ci_low": 1.1, "ci_high": 1.3},
-            "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
-            "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
-            "points": points,
-            "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
-                        "abs_error": 0.057, "rel_error": 0.03}}
-    comparisons = []
-    for size in grid.sizes:
-        lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
-                       for m in ("lora", "qlora"))
-        if lora and qlora and lora["status"] == qlora["status"] == "done":
-            comparisons.append({
-                "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
-                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31, "p_value": 0.21, "n": 200},
-                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_value": 0.0001, "n": 200},
-                "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
-    (results / "scaling.json").write_text(json.dumps({
-        "loss_fits": fits,
-        "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
-                   for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
-                                         ("mcq_accuracy", {"value": -1.0, "ci_low": -4.0, "ci_high": 2.0}))},
-        "lora_vs_qlora": comparisons}), encoding="utf-8")
-    trained = [r for r in rows[1:] if r["status"] == "done"]
-    if trained:
-        best = min(trained, key=lambda r: r["test_loss"])["run"]
-        examples = {"best_run": best, "examples": [
-            {"id": "test-0007", "question": QUESTION, "reference": "高血压患者可以适量喝咖啡，" * 30,
-             "base": "咖啡 咖啡 $%&_#{}~^\\ 咖啡", "best": BEST_ANSWER}]}
-        (results / "examples.json").write_text(json.dumps(examples, ensure_ascii=False), encoding="utf-8")
-    return {"results": results, "runs": runs, "data": data}
-
-
-def read_macros(folder: Path) -> dict[str, str]:
-    text = (folder / "macros.tex").read_text(encoding="utf-8")
-    return dict(re.findall(r"^\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}$", text, flags=re.MULTILINE))
 
 
 def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> Path:
@@ -372,7 +209,7 @@ def test_a_narrowed_grid_expects_only_its_own_runs(tmp_path):
     # the full grid over the same summary names the runs of the other sizes as missing
     full = load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
     missing_runs = [run_name(m, s, grid.default_seed, grid.default_seed) for m in grid.methods for s in grid.sizes[2:]]
-    assert all(escape(run) in " ".join(full.missing) for run in missing_runs)
+    assert all(escape(run) in " ".join(missing_items(full)) for run in missing_runs)
 
 
 def test_only_the_analysed_trends_have_macros(tmp_path):
@@ -405,3 +242,58 @@ def test_the_best_run_is_the_one_examples_json_names(tmp_path):
     macros = read_macros(out)
     assert macros["BestRun"] == chosen and macros["BestMethod"] == "QLoRA"
     assert macros["BestRougeL"] == format_number(20.0 - 0.5, 1)  # qlora at the smallest size
+
+
+# --- the sections ---------------------------------------------------------------------------------
+
+
+def test_the_sections_are_those_report_tex_switches_on_and_inputs():
+    report_tex = (REPO_ROOT / "paper" / "report.tex").read_text(encoding="utf-8")
+    assert {section.name for section in SECTIONS} == set(re.findall(r"\\ifHave([A-Za-z]+)", report_tex))
+    assert set(re.findall(r"\\([A-Za-z]+)MissingNote", report_tex)) <= {section.name for section in SECTIONS}
+    stems = [file.stem for section in SECTIONS for file in section.files]
+    assert sorted(stems) == sorted(set(re.findall(r"\\input\{\\GeneratedDir/tables/([a-z_]+)\}", report_tex)))
+
+
+def test_a_table_can_be_missing_while_its_section_is_there(tmp_path):
+    # every fine-tuned run still training: summary.csv has the rows (the results section is
+    # there) but no run has a training time, so the cost table says why it is empty
+    grid = load_grid(PROFILE)
+    seed = grid.default_seed
+    training = {run_name(m, s, seed, seed): "training" for m in grid.methods for s in grid.sizes}
+    out = generate(tmp_path, unfinished=training)
+    assert r"\HaveResultstrue" in (out / "status.tex").read_text(encoding="utf-8")
+    cost = (out / "tables" / "cost.tex").read_text(encoding="utf-8")
+    assert r"\MissingInput{还没有运行完成训练，训练成本尚无法给出。}" in cost and r"\label{tab:cost}" in cost
+    assert r"\textit{训练未完成}" in (out / "tables" / "results.tex").read_text(encoding="utf-8")
+
+
+def test_a_new_section_is_one_declaration(tmp_path, monkeypatch):
+    def wide(study) -> list[Tabular]:  # two floats: a table too wide for one
+        return [Tabular("l", ["运行"], [[r"\texttt{a}"]]), Tabular("l", ["运行"], [[r"\texttt{b}"]], note="注")]
+
+    extra = Section(name="Preference", present=lambda study: study.rows is not None,
+                    missing_sentence=lambda study: "还没有偏好评测。", macros=lambda study: {"NumVotes": "12"},
+                    files=(Table("preference", "偏好", "tab:preference", wide),))
+    monkeypatch.setattr(write, "SECTIONS", (*SECTIONS, extra))
+    out = generate(tmp_path)
+    assert read_macros(out)["NumVotes"] == "12"
+    status = (out / "status.tex").read_text(encoding="utf-8")
+    assert r"\HavePreferencetrue" in status
+    assert r"\newcommand{\PreferenceMissingNote}{\MissingInput{还没有偏好评测。}}" in status
+    preference = (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert r"\caption{偏好（1/2）}\label{tab:preference}" in preference
+    assert r"\caption{偏好（2/2）}\label{tab:preference:2}" in preference and preference.count("注") == 1
+    # without its inputs, the same declaration gives the float that says what is missing
+    out = tmp_path / "empty-generated"
+    write.write_report(load_study(tmp_path / "none", tmp_path / "none", tmp_path / "none", PROFILE), out)
+    assert r"\caption{偏好}\label{tab:preference}" in (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert r"\HavePreferencefalse" in (out / "status.tex").read_text(encoding="utf-8")
+
+
+def test_a_macro_defined_by_two_sections_is_an_error(tmp_path, monkeypatch):
+    clash = Section(name="Clash", present=lambda study: True, missing_sentence=lambda study: "",
+                    macros=lambda study: {"BestRun": "x"}, files=())
+    monkeypatch.setattr(write, "SECTIONS", (*SECTIONS, clash))
+    with pytest.raises(ValueError, match=r"macro names defined twice \(section Clash\): \['BestRun'\]"):
+        generate(tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, demo_overrides, write_jsonl
+from builders import REPO_ROOT, demo_overrides, write_jsonl
 from lib.config import load_config, parse_count
 from lib.data.sources import read_examples
 from lib.errors import UserError

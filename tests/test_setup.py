@@ -6,7 +6,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO_ROOT
+from builders import REPO_ROOT
 
 
 def test_environment_yml_mirrors_pyproject():

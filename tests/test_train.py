@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT, demo_overrides
+from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config, parse_count
 from lib.errors import UserError
 from lib.io import read_json

@@ -1,0 +1,70 @@
+"""Small helpers the report's sections share: nested lookups in the run files, the values of
+several runs in one cell, names of methods and runs, paths, rules between groups of rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lib.config import BASE_RUN, METHOD_NAMES
+from lib.io import shown
+from lib.stats import CONFIDENCE
+from lib.tex import MISSING, escape, format_count, format_number
+
+BASE_NAME = "基座模型"  # the untuned model where a method's name goes
+STATUS_WORDS = {"missing": "尚未开始", "training": "训练未完成", "not_evaluated": "已训练、未评测"}
+CONFIDENCE_PERCENT = format_number(100 * CONFIDENCE, 0)  # '95'
+CONFIDENCE_TEXT = CONFIDENCE_PERCENT + r"\%"  # '95\%' for captions
+
+
+def nested_value(mapping: dict | None, dotted: str):
+    """mapping['a']['b'] for 'a.b', or None where any step is absent."""
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def distinct_values(values: list, format_value: Callable) -> str:
+    """The formatted values, each once, joined by ' / ' (settings that differ between runs
+    show every value instead of the first one's); missing when there are none."""
+    shown_values = list(dict.fromkeys(format_value(v) for v in values if v is not None))
+    return " / ".join(shown_values) if shown_values else MISSING
+
+
+def format_plain(value) -> str:
+    """A configured number as written: 2.0 -> '2', 0.05 -> '0.05', 1024 -> '1,024'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return escape(value)
+    return format_count(value) if float(value).is_integer() else escape(f"{value:g}")
+
+
+def method_name(method: str | None) -> str:
+    return BASE_NAME if method == BASE_RUN else METHOD_NAMES.get(method, escape(method or "?"))
+
+
+def run_label(row: dict, default_seed: int) -> list[str]:
+    """The method and size cells of a run (a non-default seed is named)."""
+    if row["run"] == BASE_RUN:
+        return [BASE_NAME, "0"]
+    size = format_count(row.get("examples")) if row.get("examples") is not None else escape(row.get("size") or "")
+    seed = row.get("seed")
+    if seed is not None and int(seed) != default_seed:
+        size += f"（种子 {int(seed)}）"
+    return [method_name(row.get("method")) if row.get("method") else escape(row["run"]), size]
+
+
+def path_text(path: Path) -> str:
+    """A path in typewriter type that may break after each slash."""
+    return r"\texttt{" + escape(shown(path)).replace("/", r"/\allowbreak{}") + "}"
+
+
+def grouped(rows: list[list[str]], groups: list) -> list:
+    """The table rows with a rule (None) wherever the group (the method) changes."""
+    ruled = []
+    for index, (row, group) in enumerate(zip(rows, groups)):
+        if index and group != groups[index - 1]:
+            ruled.append(None)
+        ruled.append(row)
+    return ruled

@@ -1,0 +1,281 @@
+"""What the tests build: study files by the schemas the stages agree on, and fakes of the outside
+world. Test files import these; no test file imports another.
+
+    write_jsonl      records (or raw lines) one a line
+    demo_overrides   settings that make a demo-profile run take seconds
+    fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
+                     file laid out like the hub cache / failing as offline machines see it
+    write_run        one run directory (config.json, train_metrics.json, train.done,
+                     predictions.jsonl, eval.json) from per-item scores
+    write_study      every input of `python -m lib report` (processed data, runs, summary,
+                     scaling, examples), with numbers chosen so that each macro's expected text
+                     can be worked out by hand; read_macros reads the macros.tex it leads to
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from lib.config import load_grid, parse_count, run_name
+from lib.evaluate.metrics import METRICS
+from lib.io import write_json
+from lib.stats import bootstrap, token_weighted_loss
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
+    """Write records (dicts, or raw strings written as they are) one a line."""
+    lines = (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records)
+    path.write_text("".join(line + "\n" for line in lines), encoding=encoding)
+    return path
+
+
+def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
+    """Settings that make a demo-profile run take seconds in a test."""
+    return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
+            "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
+            "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
+
+
+# --- the Hugging Face hub ------------------------------------------------------------------------
+
+
+def fake_hub_download(monkeypatch, cache: Path, commit: str, filename: str) -> tuple[Path, list[dict]]:
+    """huggingface_hub.hf_hub_download replaced by one that returns the file
+    <cache>/snapshots/<commit>/<filename> (the hub cache's layout; the caller writes it) and
+    records the arguments of each call. Returns that path and the list of calls."""
+    import huggingface_hub
+
+    cached = cache / "snapshots" / commit / filename
+    cached.parent.mkdir(parents=True)
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
+        return str(cached)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return cached, calls
+
+
+def unreachable_hub(monkeypatch, error: Exception) -> None:
+    """huggingface_hub.hf_hub_download replaced by one that raises `error`, as without a network."""
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
+              cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
+    """One run directory; eval.json's test_loss and rougeL are computed from the per-item scores
+    given, `metrics` adds others (as corpus_metrics returns them); `mcq` is eval.json's mcq
+    object ({"overall": {...}, "per_source": {...}})."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    method, _, size = name.partition("-")
+    if name != "base":
+        write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
+    if trained and name != "base":
+        write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
+        (run_dir / "train.done").write_text("")
+    if not evaluated or item_losses is None:
+        return run_dir
+    n = len(item_losses)
+    tokens = tokens if tokens is not None else [10] * n
+    rouge = rouge if rouge is not None else [20.0] * n
+    write_jsonl(run_dir / "predictions.jsonl", [
+        {"id": f"t{i}", "question": f"问题{i}", "reference": f"参考{i}", "prediction": f"{name}回答{i}",
+         "scores": {"rougeL": rouge[i], "loss": item_losses[i], "ref_tokens": tokens[i]}}
+        for i in range(n)
+    ])
+    rows = np.column_stack([np.multiply(item_losses, tokens), tokens])  # [summed NLL, tokens]
+    metrics = (metrics or {}) | {"test_loss": bootstrap(rows, token_weighted_loss, 200),
+                                 "rougeL": bootstrap(rouge, n_samples=200)}
+    result = {"run": name, "n_items": n, "metrics": metrics}
+    if mcq is not None:
+        result["mcq"] = mcq
+    write_json(run_dir / "eval.json", result)
+    return run_dir
+
+
+# --- a whole study, for the report -----------------------------------------------------------------
+
+PROFILE = "demo"
+QUESTION = "高血压患者能不能喝咖啡？"
+BEST_ANSWER = "可以适量饮用，但每天不宜超过两杯，并注意监测血压。"
+
+
+def stat(value: float, half_width: float) -> dict:
+    return {"value": value, "ci_low": value - half_width, "ci_high": value + half_width, "n": 200}
+
+
+def run_metrics(method: str, size_index: int) -> dict:
+    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA."""
+    if method == "base":
+        loss, rouge = 3.14159, 12.345
+    else:
+        loss = 2.5 - 0.2 * size_index + (0.05 if method == "qlora" else 0.0)
+        rouge = 20.0 + 2.5 * size_index - (0.5 if method == "qlora" else 0.0)
+    return {
+        "test_loss": stat(loss, 0.05), "perplexity": stat(2.718281828 ** loss, 0.5),
+        "rouge1": stat(rouge + 5, 1.0), "rouge2": stat(rouge / 2, 1.0), "rougeL": stat(rouge, 1.0),
+        "bleu4_char": stat(rouge / 3, 0.8), "bleu4_word": stat(rouge / 4, 0.8),
+        "distinct1": stat(40.0, 2.0), "distinct2": stat(60.0, 2.0), "answer_chars": stat(88.0, 5.0),
+        "empty_rate": stat(0.5, 0.5), "truncated_rate": stat(2.0, 1.0),
+    }
+
+
+def mcq(method: str, size_index: int) -> dict:
+    accuracy = 41.25 if method == "base" else 40.0 - size_index
+    return {"overall": stat(accuracy, 4.0),
+            "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)}}
+
+
+def config(method: str, size: str, seed: int, profile: str) -> dict:
+    return {
+        "run": {"name": run_name(method, size, seed, seed), "profile": profile, "method": method, "size": size,
+                "examples": parse_count(size), "seed": seed},
+        "data": {"source": "synthetic", "seed": 42},
+        "model": {"name_or_path": "models/tiny-qwen2"},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "quantization": {"load_in_4bit": method == "qlora", "quant_type": "nf4", "double_quant": True},
+        "train": {"epochs": 1.0, "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
+                  "effective_batch_size": 8, "per_device_batch_size": 8, "max_length": 256, "packing": False},
+        "eval": {"max_new_tokens": 64, "bootstrap_samples": 200},
+        "resolved": {"dtype": "float32", "processes": 1, "gradient_accumulation_steps": 1},
+        "provenance": provenance_record(seed),
+    }
+
+
+def provenance_record(seed: int) -> dict:
+    return {"created": "2026-11-28T10:00:00+00:00", "git": {"commit": "0123456789abcdef0123", "dirty": False},
+            "versions": {"python": "3.11.2", "torch": "2.13.0", "transformers": "5.23.0"},
+            "hardware": {"platform": "Linux-6.1-x86_64", "cpu_count": 2}, "seed": seed}
+
+
+def cost(method: str, size_index: int) -> dict:
+    return {"wall_time_s": 90.0 * (size_index + 1) * (1.5 if method == "qlora" else 1.0),
+            "tokens_per_s": 12345.6 / (1.5 if method == "qlora" else 1.0),
+            "peak_memory_gb": 1.2 if method == "qlora" else 2.0, "trainable_params": 45_000,
+            "total_params": 1_400_000, "train_tokens": 250_000.0 * (size_index + 1), "steps": 32 * (size_index + 1),
+            "final_train_loss": 2.0, "best_dev_loss": 2.1}
+
+
+def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> dict[str, Path]:
+    """Every input of `report` for the profile's grid under `root`; `unfinished` maps run names
+    to a status other than done (missing, training, not_evaluated) for a partial study. Returns
+    the command's paths."""
+    unfinished = unfinished or {}
+    grid = load_grid(profile)
+    seed = grid.default_seed
+    data, results = root / "data", root / "results"
+    runs = results / "runs"
+    data.mkdir(parents=True)
+    runs.mkdir(parents=True)
+
+    rules = [("normalise", "全角转半角、去除首尾空白", 0), ("too_short", "问题 < 4 字或回答 < 8 字", 25),
+             ("ads_urls_phones", "含网址（如 http://a.b/c_d?x=1&y=2）、电话或 100% 广告的回答 #spam", 8),
+             ("near_duplicate", "MinHash 估计 Jaccard ≥ 0.8 的重复问题", 55)]
+    (data / "cleaning_report.json").write_text(json.dumps({
+        "input_records": 1200, "malformed_lines": 3,
+        "rules": [{"rule": r, "description": d, "dropped": n, "examples": []} | ({"changed": 12} if n == 0 else {})
+                  for r, d, n in rules],
+        "kept": 1112}, ensure_ascii=False), encoding="utf-8")
+    files = {"test.jsonl": 200, "dev.jsonl": 100, "mcq.jsonl": 60}
+    files |= {f"train-{size}.jsonl": parse_count(size) for size in grid.sizes}
+    (data / "manifest.json").write_text(json.dumps({
+        "clean_records": 1112, "sizes": {size: parse_count(size) for size in grid.sizes},
+        "files": {name: {"count": count, "sha256": f"{count:064x}"} for name, count in files.items()}}),
+        encoding="utf-8")
+
+    rows = []
+    identities = [("base", "base", "0", 0, "")] + [
+        (run_name(m, s, seed, seed), m, s, i, seed) for m in grid.methods for i, s in enumerate(grid.sizes)]
+    for run, method, size, index, run_seed in identities:
+        status = unfinished.get(run, "done")
+        row = {"run": run, "method": method, "size": size, "examples": parse_count(size) if method != "base" else 0,
+               "seed": run_seed, "status": status}
+        run_dir = runs / run
+        if status != "missing":
+            run_dir.mkdir()
+        if method != "base" and status in ("done", "not_evaluated", "training"):
+            (run_dir / "config.json").write_text(json.dumps(config(method, size, seed, profile)), encoding="utf-8")
+        if method != "base" and status in ("done", "not_evaluated"):
+            row |= cost(method, index)
+            (run_dir / "train_metrics.json").write_text(json.dumps(
+                cost(method, index) | {"peak_memory_kind": "process_rss", "mfu": None}), encoding="utf-8")
+            (run_dir / "train.done").write_text("")
+        if status == "done":
+            metrics = run_metrics(method, index)
+            (run_dir / "eval.json").write_text(json.dumps({
+                "run": run, "n_items": 200, "metrics": metrics, "mcq": mcq(method, index),
+                "provenance": provenance_record(seed)}), encoding="utf-8")
+            for name, value in (metrics | {"mcq_accuracy": mcq(method, index)["overall"]}).items():
+                row |= {name: value["value"], f"{name}_ci_low": value["ci_low"], f"{name}_ci_high": value["ci_high"]}
+        rows.append(row)
+    columns = ["run", "method", "size", "examples", "seed", "status"]
+    quoted = [name for name, metric in METRICS.items() if not metric.optional]  # summary.csv's metric columns
+    columns += [f"{m}{s}" for m in quoted for s in ("", "_ci_low", "_ci_high")]
+    columns += list(cost("lora", 0))
+    with (results / "summary.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def done(method: str) -> list[tuple[int, dict]]:
+        return [(i, r) for i, r in enumerate(rows[1:]) if r["method"] == method and r["status"] == "done"]
+
+    fits = {}
+    for method in grid.methods:
+        points = [[r["examples"], r["test_loss"]] for _, r in done(method)]
+        if len(points) < 3:
+            fits[method] = {"status": "too_few_points", "points": points}
+            continue
+        fits[method] = {
+            "status": "ok", "E": {"value": 1.2345, "ci_low": 1.1, "ci_high": 1.3},
+            "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
+            "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
+            "points": points,
+            "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
+                        "abs_error": 0.057, "rel_error": 0.03}}
+    comparisons = []
+    for size in grid.sizes:
+        lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
+                       for m in ("lora", "qlora"))
+        if lora and qlora and lora["status"] == qlora["status"] == "done":
+            comparisons.append({
+                "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
+                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31, "p_value": 0.21, "n": 200},
+                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_value": 0.0001, "n": 200},
+                "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
+    (results / "scaling.json").write_text(json.dumps({
+        "loss_fits": fits,
+        "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
+                   for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
+                                         ("mcq_accuracy", {"value": -1.0, "ci_low": -4.0, "ci_high": 2.0}))},
+        "lora_vs_qlora": comparisons}), encoding="utf-8")
+    trained = [r for r in rows[1:] if r["status"] == "done"]
+    if trained:
+        best = min(trained, key=lambda r: r["test_loss"])["run"]
+        examples = {"best_run": best, "examples": [
+            {"id": "test-0007", "question": QUESTION, "reference": "高血压患者可以适量喝咖啡，" * 30,
+             "base": "咖啡 咖啡 $%&_#{}~^\\ 咖啡", "best": BEST_ANSWER}]}
+        (results / "examples.json").write_text(json.dumps(examples, ensure_ascii=False), encoding="utf-8")
+    return {"results": results, "runs": runs, "data": data}
+
+
+def read_macros(folder: Path) -> dict[str, str]:
+    text = (folder / "macros.tex").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}$", text, flags=re.MULTILINE))
