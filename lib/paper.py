@@ -25,7 +25,6 @@ from pathlib import Path
 
 from lib.errors import UserError
 from lib.io import REPO_ROOT, atomic_write, shown
-from lib.tex import escape
 
 PAPER_DIR = REPO_ROOT / "paper"
 MAIN_TEX = PAPER_DIR / "report.tex"
@@ -154,6 +153,8 @@ def build_pdf(generated: Path, out: Path, profile: str, main_tex: Path = MAIN_TE
 
 def check_generated(generated: Path, profile: str) -> None:
     """The generated folder exists and was made for this profile (demo and paper never mix)."""
+    from lib.tex import escape  # (with numpy: the build runs in the project's environment, the check need not)
+
     macros = generated / "macros.tex"
     if not macros.is_file():
         raise UserError(f"{shown(macros)}: no such file; write it first with "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,13 @@ def test_a_missing_metric_names_the_package_that_ships_it():
     assert providing_package("pzdr.tfm") == "texlive-fonts-recommended"
     assert providing_package("ctexart.cls") == "texlive-lang-chinese"
     assert providing_package("WenQuanYi Micro Hei Mono") == "fonts-wqy-microhei"
+
+
+def test_the_check_needs_only_the_standard_library():
+    # `make setup-tex` runs it with the system Python, before the project's environment exists
+    code = "import sys, lib.cli, lib.paper; print(sorted(m for m in ('numpy', 'torch', 'yaml') if m in sys.modules))"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert imported.stdout.strip() == "[]", imported.stderr
 
 
 def test_setup_tex_installs_exactly_the_list_and_ends_with_the_check():
