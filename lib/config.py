@@ -1,15 +1,21 @@
-"""Experiment configuration: YAML recipes in experiments/ layered into typed dataclasses.
+"""Experiment configuration: YAML recipes in experiments/ layered into typed, checked dataclasses.
 
 A run's configuration is built from these layers, later ones winning:
 
-    experiments/base.yaml                 shared defaults of the study
+    experiments/base.yaml                 every setting's default, with the reason for it
     experiments/<method>.yaml             lora or qlora
-    experiments/profiles/<profile>.yaml   paper (Qwen2.5-3B, real data) or demo (tiny model, CPU)
+    experiments/profiles/<profile>.yaml   paper (Qwen2.5-3B, real data) or demo (tiny model, CPU):
+                                          only what differs from base.yaml
     experiments/variants/<name>.yaml      optional, e.g. seed-study (the seed study's settings)
     overrides                             `section.key=value` from the command line
 
-Every key is checked against the dataclasses below: a mistyped key is an error that names the
-file and the key, never a silently ignored setting. The grid (methods, sizes, seeds) lives in
+The dataclasses below declare each setting's type and allowed values; base.yaml alone holds the
+values, so a default is written once. Loading checks, in this order: every key names a declared
+field (a mistyped key is an error naming the file and the key, never a silently ignored setting);
+every value has the field's type; base.yaml sets every field; and, once all layers and overrides
+are applied, every value lies in its declared range (`Range`, `OneOf`), so that a bad setting
+stops a command before any data is read or model loaded, in one line that names the key, the
+value, the layer it came from and what is allowed. The grid (methods, sizes, seeds) lives in
 experiments/grid.yaml; see `load_grid`.
 
     python -m lib config --profile demo --method qlora --set train.epochs=1   # print a resolved config
@@ -19,12 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 from decimal import Decimal
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 
@@ -34,115 +43,206 @@ from lib.io import REPO_ROOT, shown
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
 
+# --- allowed values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting allows. A bound is a number or the name of another field of the same
+    section (max_answer_chars is at least min_answer_chars); `multiple_of` names such a field."""
+
+    at_least: float | str | None = None
+    above: float | None = None
+    at_most: float | str | None = None
+    below: float | None = None
+    multiple_of: str | None = None
+
+    def problem(self, value: float, section, section_name: str) -> str | None:
+        """'must be ...' when `value` breaks a bound, else None."""
+        def bound(limit):
+            return getattr(section, limit) if isinstance(limit, str) else limit
+
+        # a divisor below 1 is reported at its own field, not as a division by zero here
+        divisor = bound(self.multiple_of) if self.multiple_of is not None else None
+        broken = ((self.at_least is not None and value < bound(self.at_least))
+                  or (self.above is not None and value <= self.above)
+                  or (self.at_most is not None and value > bound(self.at_most))
+                  or (self.below is not None and value >= self.below)
+                  or (divisor is not None and divisor >= 1 and value % divisor != 0))
+        return f"must be {self.describe(section, section_name)}" if broken else None
+
+    def describe(self, section, section_name: str) -> str:
+        """'at least 0 and below 1'; a bound that is another field shows that field's value."""
+        def shown_bound(limit):
+            if not isinstance(limit, str):
+                return shown_value(limit)
+            return f"{section_name}.{limit} ({shown_value(getattr(section, limit))})"
+
+        parts = [f"{words} {shown_bound(limit)}" for words, limit in (
+            ("at least", self.at_least), ("above", self.above), ("at most", self.at_most), ("below", self.below),
+            ("a multiple of", self.multiple_of)) if limit is not None]
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The words a text setting allows (each item of a list setting)."""
+
+    choices: tuple[str, ...]
+
+    def problem(self, value: str | list[str], section, section_name: str) -> str | None:
+        items = value if isinstance(value, list) else [value]
+        if all(item in self.choices for item in items):
+            return None
+        return f"must be {self.describe(section, section_name)}"
+
+    def describe(self, section, section_name: str) -> str:
+        return "one of " + ", ".join(self.choices)
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # auto: lib.model.compute_dtype picks per device
+# transformers' own attention paths (AttentionInterface, plus the model's eager code); the
+# tests keep this list equal to the installed transformers' list.
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+# transformers' SchedulerType names that need nothing but the warmup and the step count: the
+# other three (cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay) need scheduler
+# arguments this configuration does not carry and would fail when training starts.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "greedy")
+# transformers' reporting integrations (INTEGRATION_TO_CALLBACK) with its "all" and "none"
+REPORT_TO = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte",
+             "kubeflow", "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")
+
+# --- the settings ------------------------------------------------------------------------------
+# Each field: its type, its allowed values, its meaning. Its default is in experiments/base.yaml.
+# A text setting is never empty; a setting that may be None (off) is checked only when set.
+
+COUNT = Range(at_least=1)  # examples, steps, tokens, items: at least one
+SHARE = Range(at_least=0, at_most=1)
+
+
 @dataclass
 class DataConfig:
-    source: str = "hub"  # "hub", "synthetic", or the path of a local file in any supported format
-    hub_repo: str = "shibing624/medical"
-    hub_file: str = "finetune/train_zh_0.json"
-    hub_revision: str = "main"
-    raw_sample_size: int = 100_000  # records sampled (seeded) from the hub file into data/raw
-    synthetic_size: int = 8_000  # raw records made by the generator when source=synthetic
-    test_size: int = 1_000
-    dev_size: int = 500
-    seed: int = 42  # splits and the train shuffle; independent of the training seed
-    system_prompt: str = "你是一名专业、严谨的医学助手。请根据用户描述给出准确、清晰、有帮助的回答，必要时建议就医。"
-    max_bad_fraction: float = 0.01  # a local file with more malformed lines than this is rejected
+    source: str  # "hub", "synthetic", or the path of a local file in any supported format
+    hub_repo: str
+    hub_file: str
+    hub_revision: str
+    raw_sample_size: Annotated[int, COUNT]  # records sampled (seeded) from the hub file into data/raw
+    synthetic_size: Annotated[int, COUNT]  # raw records made by the generator when source=synthetic
+    test_size: Annotated[int, COUNT]  # an empty test set would fail only after training and evaluation
+    dev_size: Annotated[int, COUNT]  # the dev loss during training needs at least one example
+    # splits, the train shuffle and the MCQ sample; not the training seed. numpy refuses negative seeds.
+    seed: Annotated[int, Range(at_least=0)]
+    system_prompt: str
+    max_bad_fraction: Annotated[float, SHARE]  # a local file with more malformed lines than this is rejected
 
 
 @dataclass
 class CleaningConfig:
-    min_question_chars: int = 4
-    max_question_chars: int = 500
-    min_answer_chars: int = 5  # "心源性肝硬化。" (7) answers; "多喝水。" (4) says nothing to learn
-    max_answer_chars: int = 2_000
-    max_example_tokens: int | None = None  # with a tokenizer at hand; None = no token limit
-    min_chinese_ratio: float = 0.3  # share of CJK characters among letters and CJK characters
-    near_duplicate_threshold: float = 0.8  # Jaccard similarity of the questions' character shingles
-    shingle_chars: int = 3  # a question is compared as the set of its character n-grams of this length
-    minhash_permutations: int = 128
+    min_question_chars: Annotated[int, Range(at_least=0)]  # 0: no lower limit (empty ones are dropped anyway)
+    max_question_chars: Annotated[int, Range(at_least="min_question_chars")]
+    min_answer_chars: Annotated[int, Range(at_least=0)]
+    max_answer_chars: Annotated[int, Range(at_least="min_answer_chars")]
+    max_example_tokens: Annotated[int | None, COUNT]  # with a tokenizer at hand; None = no token limit
+    min_chinese_ratio: Annotated[float, SHARE]  # share of CJK characters among letters and CJK characters
+    # Jaccard similarity of the questions' character shingles (base.yaml says why at most 0.95)
+    near_duplicate_threshold: Annotated[float, Range(above=0, at_most=0.95)]
+    shingle_chars: Annotated[int, COUNT]  # a question is compared as the set of its character n-grams of this length
+    minhash_permutations: Annotated[int, Range(at_least=16)]
 
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = "Qwen/Qwen2.5-3B-Instruct"  # hub id, or a local directory
-    revision: str = "main"
-    dtype: str = "auto"  # auto = bfloat16 where the GPU has it, float16 on older GPUs, float32 on CPU
-    attn_implementation: str = "sdpa"
+    name_or_path: str  # hub id, or a local directory
+    revision: str
+    dtype: Annotated[str, OneOf(DTYPES)]
+    attn_implementation: Annotated[str, OneOf(ATTENTION)]
 
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
+    r: Annotated[int, COUNT]  # the adapters' rank
+    alpha: Annotated[int, Range(above=0)]  # the adapters' output is scaled by alpha / r
+    dropout: Annotated[float, Range(at_least=0, below=1)]  # on the adapters' input; 1 would drop all of it
+    target_modules: list[str] | str  # "all-linear" or module names such as q_proj
 
 
 @dataclass
 class QuantizationConfig:
-    load_in_4bit: bool = False
-    quant_type: str = "nf4"
-    double_quant: bool = True
+    load_in_4bit: bool
+    quant_type: Annotated[str, OneOf(("nf4", "fp4"))]  # bitsandbytes' two 4-bit data types
+    double_quant: bool
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 2.0
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    effective_batch_size: int = 16  # per_device_batch_size x accumulation x processes
-    per_device_batch_size: int = 8
-    max_length: int = 1024
-    # None pads each batch to its longest example; the seed study padded every example to 512
-    # (make bench-collation measures what that costs)
-    pad_to_multiple_of: int | None = None
-    packing: bool = False
-    gradient_checkpointing: bool = True
-    eval_steps: int = 200
-    save_steps: int = 200
-    logging_steps: int = 10
-    report_to: list[str] | str = "tensorboard"
-    require_gpu: bool = True  # refuse to start on a machine without a GPU (the 3B study)
+    epochs: Annotated[float, Range(above=0)]
+    learning_rate: Annotated[float, Range(above=0)]
+    lr_scheduler: Annotated[str, OneOf(LR_SCHEDULERS)]
+    warmup_ratio: Annotated[float, Range(at_least=0, below=1)]  # share of the steps (transformers reads >= 1 as steps)
+    weight_decay: Annotated[float, Range(at_least=0)]
+    max_grad_norm: Annotated[float, Range(at_least=0)]  # 0 turns clipping off
+    # examples per optimizer step = per_device_batch_size x accumulation x processes
+    effective_batch_size: Annotated[int, Range(at_least=1, multiple_of="per_device_batch_size")]
+    per_device_batch_size: Annotated[int, COUNT]
+    max_length: Annotated[int, COUNT]  # tokens per example (or per packed row)
+    pad_to_multiple_of: Annotated[int | None, COUNT]  # None pads each batch to its longest example
+    packing: bool
+    gradient_checkpointing: bool
+    eval_steps: Annotated[int, COUNT]
+    save_steps: Annotated[int, COUNT]
+    logging_steps: Annotated[int, COUNT]
+    report_to: Annotated[list[str] | str, OneOf(REPORT_TO)]
+    require_gpu: bool  # refuse to start on a machine without a GPU (the 3B study)
 
 
 @dataclass
 class EvalConfig:
-    backend: str = "auto"  # auto = vllm where installed and a GPU is present, else transformers
-    batch_size: int = 16
-    max_new_tokens: int = 512
-    bootstrap_samples: int = 1_000
+    backend: Annotated[str, OneOf(("auto", "transformers", "vllm"))]  # auto = vllm where it can run
+    batch_size: Annotated[int, COUNT]
+    max_new_tokens: Annotated[int, COUNT]
+    # a 95% percentile interval leaves 2.5% of the resamples in each tail: at least one of 40
+    bootstrap_samples: Annotated[int, Range(at_least=40)]
     # The knowledge track (python -m lib mcq-data -> mcq.jsonl, see lib/data/mcq.py)
-    mcq_source: str = "hub"  # "hub", "synthetic", or a local file (CMB, CMExam, MedQA, CMMLU or Apollo shape)
-    mcq_hub_repo: str = "FreedomIntelligence/CMB"
-    mcq_hub_file: str = "CMB-Exam/CMB-train/CMB-train-merge.json"
-    mcq_hub_revision: str = "main"
-    mcq_size: int = 1_000  # single-answer items sampled from the source (seeded by data.seed)
-    judge: bool = False  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
-    judge_concurrency: int = 4  # judge requests in flight at once
+    mcq_source: str  # "hub", "synthetic", or a local file (CMB, CMExam, MedQA, CMMLU or Apollo shape)
+    mcq_hub_repo: str
+    mcq_hub_file: str
+    mcq_hub_revision: str
+    mcq_size: Annotated[int, COUNT]  # single-answer items sampled from the source (seeded by data.seed)
+    judge: bool  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
+    judge_concurrency: Annotated[int, COUNT]  # judge requests in flight at once
 
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig
+    cleaning: CleaningConfig
+    model: ModelConfig
+    lora: LoraConfig
+    quantization: QuantizationConfig
+    train: TrainConfig
+    eval: EvalConfig
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)  # {"data": DataConfig, ...}
+
+
+@functools.cache
+def declared_fields(section_type: type) -> dict[str, tuple[type, tuple]]:
+    """{field: (type, allowed-value rules)} of a section: `Annotated[int, COUNT]` -> (int, (COUNT,))."""
+    hints = typing.get_type_hints(section_type, include_extras=True)
+    return {name: (typing.get_type_hints(section_type)[name], getattr(hint, "__metadata__", ()))
+            for name, hint in hints.items()}
 
 
 # --- loading -----------------------------------------------------------------------------------
 
 
 def recipe_files(profile: str, method: str | None = None, variants: tuple[str, ...] = ()) -> list[Path]:
-    """The YAML files of one configuration, in the order they are applied."""
+    """The YAML files of one configuration, in the order they are applied: base.yaml first."""
     files = [EXPERIMENTS_DIR / "base.yaml"]
     if method is not None:
         files.append(EXPERIMENTS_DIR / f"{method}.yaml")
@@ -155,6 +255,38 @@ def recipe_files(profile: str, method: str | None = None, variants: tuple[str, .
     return files
 
 
+class Layers:
+    """The values of the layers applied so far, and for each key the layer that set it last."""
+
+    def __init__(self):
+        self.values: dict[str, dict] = {section: {} for section in SECTIONS}
+        self.origins: dict[str, str] = {}  # "data.test_size" -> "experiments/profiles/demo.yaml" or "override"
+
+    def apply(self, mapping: dict, origin: str) -> None:
+        """Set fields from a {section: {key: value}} mapping, checking names and types."""
+        for section_name, settings in mapping.items():
+            if section_name not in SECTIONS:
+                raise UserError(f"{origin}: unknown section {section_name!r}{_suggest(section_name, list(SECTIONS))}")
+            if not isinstance(settings, dict):
+                raise UserError(f"{origin}: section {section_name!r} must be a mapping of keys")
+            fields = declared_fields(SECTIONS[section_name])
+            for key, value in settings.items():
+                if key not in fields:
+                    raise UserError(f"{origin}: unknown key {section_name}.{key}{_suggest(key, list(fields))}")
+                self.values[section_name][key] = _coerce(value, fields[key][0], f"{origin}: {section_name}.{key}")
+                self.origins[f"{section_name}.{key}"] = origin
+
+    def require_every_field(self, origin: str) -> None:
+        """base.yaml holds the default of every setting: one it leaves out is named here."""
+        missing = [f"{section}.{name}" for section, section_type in SECTIONS.items()
+                   for name in declared_fields(section_type) if name not in self.values[section]]
+        if missing:
+            raise UserError(f"{origin}: no value for {', '.join(missing)} (this file holds the default of every "
+                            "setting; null turns an optional one off)")
+
+    def config(self) -> Config:
+        return Config(**{name: section_type(**self.values[name]) for name, section_type in SECTIONS.items()})
+
 
 def load_config(
     profile: str,
@@ -162,17 +294,56 @@ def load_config(
     variants: tuple[str, ...] = (),
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
-    """Build a Config from the recipe files and `section.key=value` overrides."""
-    config = Config()
-    for path in recipe_files(profile, method, variants):
-        apply_mapping(config, read_yaml(path), origin=shown(path))
+    """Build a Config from the recipe files and `section.key=value` overrides, and check it."""
+    base, *others = recipe_files(profile, method, variants)
+    layers = Layers()
+    layers.apply(read_yaml(base), origin=shown(base))
+    layers.require_every_field(origin=shown(base))
+    for path in others:
+        layers.apply(read_yaml(path), origin=shown(path))
     for override in overrides:
         key, sep, value = override.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise UserError(f"override {override!r}: expected section.key=value")
-        apply_mapping(config, {section: {name: yaml.safe_load(value)}}, origin="override")
+        layers.apply({section: {name: yaml.safe_load(value)}}, origin="override")
+    config = layers.config()
+    check_values(config, layers.origins)
     return config
+
+
+def check_values(config: Config, origins: dict[str, str]) -> None:
+    """Every setting against its declared Range or OneOf, and no empty text: one line per problem."""
+    problems = []
+    for section_name, section_type in SECTIONS.items():
+        section = getattr(config, section_name)
+        for name, (_, rules) in declared_fields(section_type).items():
+            value = getattr(section, name)
+            if value is None:
+                continue  # an optional setting that is off
+            found = ["must not be empty"] if is_empty(value) else []
+            found += [problem for rule in rules if (problem := rule.problem(value, section, section_name))]
+            if found:
+                key = f"{section_name}.{name}"
+                problems.append(f"{origins[key]}: {key}={shown_value(value)}: {found[0]}")
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        raise UserError(f"{len(problems)} settings are not allowed:\n  " + "\n  ".join(problems))
+
+
+def is_empty(value) -> bool:
+    """Blank text, an empty list, or a list with a blank item."""
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, list) and (not value or any(not item.strip() for item in value))
+
+
+def shown_value(value) -> str:
+    """A value as a user would type it: -1 for -1.0, 0.0002 for 2e-4, 'text' quoted."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def read_yaml(path: Path) -> dict:
@@ -183,27 +354,6 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(content, dict):
         raise UserError(f"{shown(path)}: expected a mapping of sections at the top level")
     return content
-
-
-def apply_mapping(config: Config, mapping: dict, origin: str) -> None:
-    """Set config fields from a {section: {key: value}} mapping, checking names and types."""
-    for section_name, values in mapping.items():
-        section = getattr(config, section_name, None) if section_name in _field_names(config) else None
-        if section is None:
-            raise UserError(f"{origin}: unknown section {section_name!r}{_suggest(section_name, _field_names(config))}")
-        if not isinstance(values, dict):
-            raise UserError(f"{origin}: section {section_name!r} must be a mapping of keys")
-        hints = typing.get_type_hints(type(section))
-        for key, value in values.items():
-            if key not in hints:
-                raise UserError(
-                    f"{origin}: unknown key {section_name}.{key}{_suggest(key, _field_names(section))}"
-                )
-            setattr(section, key, _coerce(value, hints[key], f"{origin}: {section_name}.{key}"))
-
-
-def _field_names(obj) -> list[str]:
-    return [f.name for f in dataclasses.fields(obj)]
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -244,9 +394,10 @@ def _try_convert(value, option):
         if isinstance(value, bool):
             return _FAILED
         try:
-            return float(value)  # YAML 1.1 reads 1e-4 as a string: accept it here
+            number = float(value)  # YAML 1.1 reads 1e-4 as a string: accept it here
         except (TypeError, ValueError):
             return _FAILED
+        return number if math.isfinite(number) else _FAILED  # nan would pass every range check
     if option is str:
         return value if isinstance(value, str) else _FAILED
     if typing.get_origin(option) is list:

@@ -1,10 +1,21 @@
-"""Configuration: the layers, the overrides, and the errors a mistyped setting gets."""
+"""Configuration: the layers, the overrides, the errors a mistyped setting gets, base.yaml as the
+one place of every default, and the range check of every setting when a configuration loads."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from lib.config import load_config, load_grid, parse_count, parse_run_name, run_name
+import lib.config as config_module
+from conftest import REPO_ROOT
+from lib.config import (ATTENTION, EXPERIMENTS_DIR, LR_SCHEDULERS, REPORT_TO, SECTIONS, OneOf, Range, declared_fields,
+                        load_config, load_grid, parse_count, parse_run_name, read_yaml, run_name)
 from lib.errors import UserError
 
 
@@ -38,6 +49,7 @@ def test_overrides_are_typed_from_the_dataclasses():
     ("train.epochs=many", r"train.epochs: expected float, got 'many'"),
     ("train.packing=1", r"train.packing: expected bool, got 1"),
     ("train.epochs", r"expected section.key=value"),
+    ("train.learning_rate=nan", r"train.learning_rate: expected float, got 'nan'"),  # NaN passes any bound
 ])
 def test_a_mistyped_setting_is_an_error_that_names_it(override, message):
     with pytest.raises(UserError, match=message):
@@ -65,3 +77,230 @@ def test_run_names_round_trip_and_the_default_seed_has_no_suffix():
     assert run_name("qlora", "60k", 7, grid.default_seed) == "qlora-60k-s7"
     assert parse_run_name("qlora-60k-s7", grid.default_seed) == ("qlora", "60k", 7)
     assert parse_run_name("lora-10k", grid.default_seed) == ("lora", "10k", grid.default_seed)
+
+
+# --- defaults in one place: experiments/base.yaml ------------------------------------------------
+
+
+def test_the_dataclasses_hold_no_default_value():
+    for section_type in SECTIONS.values():
+        for field in dataclasses.fields(section_type):
+            assert field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING, field.name
+
+
+@pytest.fixture
+def experiments(tmp_path, monkeypatch) -> Path:
+    """A copy of experiments/ that load_config reads instead of the real one."""
+    copy = tmp_path / "experiments"
+    shutil.copytree(EXPERIMENTS_DIR, copy)
+    monkeypatch.setattr(config_module, "EXPERIMENTS_DIR", copy)
+    return copy
+
+
+def test_a_field_that_base_yaml_leaves_out_is_an_error_naming_it(experiments):
+    base = experiments / "base.yaml"
+    base.write_text(base.read_text(encoding="utf-8").replace("  judge_concurrency: 4\n", ""), encoding="utf-8")
+    with pytest.raises(UserError, match=r"base.yaml: no value for eval.judge_concurrency \("):
+        load_config("paper")
+    # a later layer does not stand in for base.yaml: the default would depend on the profile
+    with (experiments / "profiles" / "paper.yaml").open("a", encoding="utf-8") as profile:
+        profile.write("eval:\n  judge_concurrency: 4\n")
+    with pytest.raises(UserError, match=r"base.yaml: no value for eval.judge_concurrency \("):
+        load_config("paper")
+
+
+def test_an_unknown_key_in_a_recipe_names_the_file_and_suggests_the_field(experiments):
+    (experiments / "variants" / "typo.yaml").write_text("lora:\n  dropuot: 0.1\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"variants/typo.yaml: unknown key lora.dropuot; did you mean 'dropout'\?"):
+        load_config("demo", variants=("typo",))
+
+
+# The Makefile reads a profile's model (MODEL) from the `name_or_path:` line of the profile file.
+READ_BY_THE_MAKEFILE = {"model.name_or_path"}
+
+
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_a_profile_holds_only_what_differs_from_base_yaml(profile):
+    base = read_yaml(EXPERIMENTS_DIR / "base.yaml")
+    for section, values in read_yaml(EXPERIMENTS_DIR / "profiles" / f"{profile}.yaml").items():
+        for key, value in values.items():
+            if f"{section}.{key}" not in READ_BY_THE_MAKEFILE:
+                assert value != base[section][key], f"profiles/{profile}.yaml repeats base.yaml's {section}.{key}"
+
+
+# --- every setting checked when it loads --------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    # counts and sizes: at least 1
+    ("data.test_size=-5", "override: data.test_size=-5: must be at least 1"),
+    ("data.test_size=0", "override: data.test_size=0: must be at least 1"),
+    ("lora.r=0", "override: lora.r=0: must be at least 1"),
+    ("train.per_device_batch_size=0", "override: train.per_device_batch_size=0: must be at least 1"),
+    ("train.eval_steps=0", "override: train.eval_steps=0: must be at least 1"),
+    # epochs and rates: above 0
+    ("train.epochs=-1", "override: train.epochs=-1: must be above 0"),
+    ("train.learning_rate=0", "override: train.learning_rate=0: must be above 0"),
+    ("lora.alpha=-16", "override: lora.alpha=-16: must be above 0"),
+    # shares: a dropout or a warmup share below 1
+    ("lora.dropout=1", "override: lora.dropout=1: must be at least 0 and below 1"),
+    ("train.warmup_ratio=1.5", "override: train.warmup_ratio=1.5: must be at least 0 and below 1"),
+    ("data.max_bad_fraction=-0.1", "override: data.max_bad_fraction=-0.1: must be at least 0 and at most 1"),
+    # thresholds in their meaningful range
+    ("cleaning.near_duplicate_threshold=1",
+     "override: cleaning.near_duplicate_threshold=1: must be above 0 and at most 0.95"),
+    ("cleaning.minhash_permutations=8", "override: cleaning.minhash_permutations=8: must be at least 16"),
+    ("eval.bootstrap_samples=10", "override: eval.bootstrap_samples=10: must be at least 40"),
+    # an optional setting, checked when it is set
+    ("cleaning.max_example_tokens=0", "override: cleaning.max_example_tokens=0: must be at least 1"),
+    # relations between fields
+    ("cleaning.max_answer_chars=3",
+     "override: cleaning.max_answer_chars=3: must be at least cleaning.min_answer_chars (5)"),
+    ("train.effective_batch_size=12",
+     "override: train.effective_batch_size=12: must be at least 1 and a multiple of train.per_device_batch_size (8)"),
+    # choices
+    ("model.dtype=fp16", "override: model.dtype='fp16': must be one of auto, float32, float16, bfloat16"),
+    ("quantization.quant_type=int4", "override: quantization.quant_type='int4': must be one of nf4, fp4"),
+    ("eval.backend=vlm", "override: eval.backend='vlm': must be one of auto, transformers, vllm"),
+    ("train.lr_scheduler=cosine_with_min_lr",
+     "override: train.lr_scheduler='cosine_with_min_lr': must be one of linear, "),
+    ("train.report_to=[tensorboard, tensorbord]",
+     "override: train.report_to=['tensorboard', 'tensorbord']: must be one of "),
+    ("model.attn_implementation=flash", "override: model.attn_implementation='flash': must be one of eager, sdpa, "),
+    # text
+    ("data.hub_repo=''", "override: data.hub_repo='': must not be empty"),
+    ("lora.target_modules=[]", "override: lora.target_modules=[]: must not be empty"),
+])
+def test_a_setting_out_of_its_range_is_one_line_naming_key_value_origin_and_range(override, message):
+    with pytest.raises(UserError) as refused:
+        load_config("demo", "lora", overrides=[override])
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_a_bad_value_in_a_recipe_file_names_that_file(experiments):
+    (experiments / "variants" / "tiny-rank.yaml").write_text("lora:\n  r: 0\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"variants/tiny-rank.yaml: lora.r=0: must be at least 1$"):
+        load_config("demo", variants=("tiny-rank",))
+    # the check runs on the final values: a later layer may repair an earlier one
+    assert load_config("demo", variants=("tiny-rank",), overrides=["lora.r=4"]).lora.r == 4
+
+
+def test_every_bad_setting_is_named_each_on_its_own_line():
+    with pytest.raises(UserError) as refused:
+        load_config("demo", overrides=["lora.r=0", "train.epochs=0", "eval.backend=gpu"])
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "3 settings are not allowed:"
+    assert [line.split("=")[0].strip() for line in lines[1:]] == ["override: lora.r", "override: train.epochs",
+                                                                   "override: eval.backend"]
+
+
+def test_data_with_a_negative_test_size_stops_in_one_line_and_writes_nothing(run_cli, tmp_path):
+    done = run_cli("data", "--profile", "demo", "--set", "data.test_size=-5", "--raw-dir", tmp_path / "raw",
+                   "--out", tmp_path / "out")
+    assert done.returncode == 2
+    assert done.stderr == "error: override: data.test_size=-5: must be at least 1\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_with_negative_epochs_stops_before_torch_is_imported(tmp_path):
+    # whether torch was imported says that no model (not even the library) was loaded
+    script = ("import sys\nfrom lib.cli import main\ntry:\n    main(sys.argv[1:])\n"
+              "finally:\n    print('torch imported' if 'torch' in sys.modules else 'torch not imported')")
+    out = tmp_path / "runs" / "lora-150"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "train", "--profile", "demo", "--method", "lora", "--size", "150",
+         "--seed", "42", "--data", str(tmp_path / "data"), "--out", str(out), "--set", "train.epochs=-1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "torch not imported\n"
+    assert done.stderr == "error: override: train.epochs=-1: must be above 0\n"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override", ["lora.r=0", "train.per_device_batch_size=0", "data.test_size=0"])
+def test_the_command_line_refuses_zero_sizes_in_one_line(run_cli, override):
+    done = run_cli("config", "--profile", "paper", "--method", "qlora", "--set", override)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: override: {override}: must be at least 1\n"
+
+
+# --- every field declares its range --------------------------------------------------------------
+
+
+def outside(rule: Range, kind: type, section) -> list:
+    """A value just outside each bound of `rule` (a field-named bound read from `section`)."""
+    step = 1 if kind is int else 0.01
+
+    def bound(limit):
+        return getattr(section, limit) if isinstance(limit, str) else limit
+
+    values = []
+    if rule.at_least is not None:
+        values.append(bound(rule.at_least) - step)
+    if rule.above is not None:
+        values.append(rule.above)
+    if rule.at_most is not None:
+        values.append(bound(rule.at_most) + step)
+    if rule.below is not None:
+        values.append(rule.below)
+    if rule.multiple_of is not None:
+        assert bound(rule.multiple_of) > 1, "pick a section whose divisor leaves room for a non-multiple"
+        values.append(bound(rule.multiple_of) + 1)
+    return values
+
+
+def numeric(kind) -> type | None:
+    """int or float for int, float and their optional forms, else None."""
+    options = set(getattr(kind, "__args__", (kind,))) - {type(None)}
+    return next(iter(options)) if len(options) == 1 and options <= {int, float} else None
+
+
+EVERY_KEY = [f"{section}.{name}" for section, section_type in SECTIONS.items() for name in declared_fields(section_type)]
+
+
+@pytest.mark.parametrize("key", EVERY_KEY)
+def test_every_setting_refuses_a_value_outside_its_declared_range(key):
+    """A numeric field must declare a lower bound: every count, size, rate, share and threshold
+    of this configuration has one, so a field added later without a range fails here. Each
+    bound is then tried one step outside. A text field refuses being empty, a field with
+    choices a word outside them; a yes/no field is settled by its type."""
+    section, name = key.split(".")
+    kind, rules = declared_fields(SECTIONS[section])[name]
+    config = load_config("paper", "lora")
+    candidates = []
+    if numeric(kind) is not None:
+        ranges = [rule for rule in rules if isinstance(rule, Range)]
+        assert any(r.at_least is not None or r.above is not None for r in ranges), f"{key} declares no lower bound"
+        candidates = [value for rule in ranges for value in outside(rule, numeric(kind), getattr(config, section))]
+    elif kind is not bool:
+        candidates = ["''"] + (["not-a-choice"] if any(isinstance(rule, OneOf) for rule in rules) else [])
+    for value in candidates:
+        with pytest.raises(UserError, match=rf"^override: {re.escape(key)}=.*: must "):
+            load_config("paper", "lora", overrides=[f"{key}={value}"])
+
+
+# --- the choices are transformers' own -----------------------------------------------------------
+
+
+def test_every_scheduler_transformers_can_build_from_steps_alone_is_allowed():
+    import torch
+    from transformers.optimization import get_scheduler
+    from transformers.trainer_utils import SchedulerType
+
+    def builds(name: str) -> bool:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        try:
+            get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10)
+        except (ValueError, TypeError):  # needs scheduler arguments this configuration does not carry
+            return False
+        return True
+
+    assert set(LR_SCHEDULERS) == {kind.value for kind in SchedulerType if builds(kind.value)}
+
+
+def test_reporting_and_attention_choices_are_the_installed_transformers_ones():
+    from transformers import AttentionInterface
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    assert set(REPORT_TO) == {"all", "none", *INTEGRATION_TO_CALLBACK}
+    # paged|eager is the attention of continuous-batching generation, not of a model that trains
+    assert set(ATTENTION) == {"eager", *(k for k in AttentionInterface().valid_keys() if not k.startswith("paged|"))}

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from lib.config import CleaningConfig
+from lib.config import load_config
 from lib.data.clean import clean, normalise_text
 from lib.data.sources import Example
 
-CONFIG = CleaningConfig()
+CONFIG = load_config("paper").cleaning  # the study's own settings
 QUESTION = "最近一周经常头痛头晕，晚上也睡不好，是什么原因？"
 ANSWER = "可能与血压升高有关，建议先测量血压，并到心血管内科做心电图和动态血压监测。"
 OTHER_QUESTION = "孩子咳嗽发烧两天了，需要去医院吗？"

@@ -15,13 +15,13 @@ import pytest
 from huggingface_hub import errors
 
 from builders import fake_hub_download, unreachable_hub, write_jsonl
-from lib.config import DataConfig
+from lib.config import load_config
 from lib.data import hub, synthetic
 from lib.errors import UserError
 from lib.io import read_json
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-DATA = dataclasses.replace(DataConfig(), raw_sample_size=100, seed=3)
+DATA = load_config("paper", overrides=["data.raw_sample_size=100", "data.seed=3"]).data
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ unchanged files alone, and a clear error for sizes the data cannot hold."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
 import pytest
 
-from lib.config import CleaningConfig, Config, DataConfig
+from lib.config import Config, load_config
 from lib.data.clean import Fingerprint
 from lib.data.prepare import prepare
 from lib.data.sources import Example
@@ -25,7 +24,7 @@ SIZES = ["250", "500", "1k"]
 def demo_config(**data) -> Config:
     """The demo's data settings on 2,000 generated records (about 1,600 survive cleaning)."""
     values = {"source": "synthetic", "synthetic_size": 2000, "test_size": 200, "dev_size": 100, "seed": 42, **data}
-    return Config(data=DataConfig(**values), cleaning=CleaningConfig())
+    return load_config("demo", overrides=[f"data.{key}={value}" for key, value in values.items()])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_test_and_dev_are_disjoint_from_train_including_near_duplicates(prepared
     assert (len(held_out), len(set(held_out))) == (300, 300)
     held_out_shingles = [shingles(q) for q in held_out]
     closest = max(len(s & t) / len(s | t) for s in map(shingles, train) for t in held_out_shingles)
-    assert closest < CleaningConfig().near_duplicate_threshold
+    assert closest < demo_config().cleaning.near_duplicate_threshold
 
 
 def test_records_are_chat_messages_with_the_system_prompt(prepared):
@@ -69,7 +68,7 @@ def test_records_are_chat_messages_with_the_system_prompt(prepared):
     assert set(record) == {"id", "source", "messages"}
     assert record["source"] == "synthetic" and record["id"].startswith("syn-")
     assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
-    assert record["messages"][0]["content"] == DataConfig().system_prompt
+    assert record["messages"][0]["content"] == demo_config().data.system_prompt
     ids = [r["id"] for name in ("test", "dev", "train-1k") for r in read_jsonl(out / f"{name}.jsonl")]
     assert len(ids) == len(set(ids))
 
@@ -139,10 +138,9 @@ def cut_with_twins(copy):
     returns the splits, each line's twin, and the train lines whose twin went to test or dev."""
     texts = DISTINCT_QUESTIONS + [copy(q) for q in DISTINCT_QUESTIONS]
     examples = [Example(q, "回答" * 5, [], "test", line) for line, q in enumerate(texts, start=1)]
-    cleaning = CleaningConfig()
-    fingerprints = [Fingerprint.of(q, cleaning) for q in texts]
-    data = dataclasses.replace(DataConfig(), test_size=10, dev_size=5, seed=3)
-    splits = cut(examples, fingerprints, data, cleaning)
+    config = demo_config(test_size=10, dev_size=5, seed=3)
+    fingerprints = [Fingerprint.of(q, config.cleaning) for q in texts]
+    splits = cut(examples, fingerprints, config.data, config.cleaning)
     held_out = {e.line for e in splits.test + splits.dev}
     twin = {line: (line + 40 if line <= 40 else line - 40) for line in range(1, 81)}
     return splits, twin, sorted(line for line in range(1, 81) if line not in held_out and twin[line] in held_out)

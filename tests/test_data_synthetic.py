@@ -9,12 +9,13 @@ import random
 import re
 from collections import Counter
 
-from lib.config import CleaningConfig, DataConfig, load_config
+from lib.config import load_config
 from lib.data import synthetic
 from lib.data.clean import clean
 from lib.data.sources import Example
 
 BY_NAME = {d.name: d for d in synthetic.DISEASES}
+DEMO = load_config("demo")
 
 
 def as_examples(records):
@@ -56,15 +57,15 @@ def test_answers_follow_from_the_disease_in_the_question():
 
 
 def test_every_cleaning_rule_has_something_to_drop():
-    result = clean(as_examples(synthetic.generate(2000, seed=1)), CleaningConfig())
+    result = clean(as_examples(synthetic.generate(2000, seed=1)), DEMO.cleaning)
     counts = {report.rule: report.dropped for report in result.reports}
     assert result.reports[0].changed > 0  # normalise changes records and drops none
     assert all(counts[rule] > 0 for rule in counts if rule != "normalise"), counts
 
 
 def test_the_demo_profile_keeps_enough_distinct_records():
-    data = load_config("demo").data
-    result = clean(as_examples(synthetic.generate(data.synthetic_size, data.seed)), CleaningConfig())
+    data = DEMO.data
+    result = clean(as_examples(synthetic.generate(data.synthetic_size, data.seed)), DEMO.cleaning)
     needed = data.test_size + data.dev_size + 2000  # the demo's largest train size is 2k
     assert len(result.kept) >= needed + 1000, len(result.kept)  # room for the overlap rule and changes
 
@@ -93,7 +94,7 @@ def test_multiple_choice_items_are_distinct_balanced_and_correct():
 def test_corpus_text_covers_the_knowledge_base():
     text = "\n".join(synthetic.corpus_text(n_records=200, seed=0))
     assert all(d.name in text and d.department in text for d in synthetic.DISEASES)
-    assert DataConfig().system_prompt not in text  # the tokenizer's builder adds the prompt it trains with
+    assert DEMO.data.system_prompt not in text  # the tokenizer's builder adds the prompt it trains with
 
 
 def answer_loss(train: list, test: list, order: int = 3) -> float:
@@ -123,7 +124,7 @@ def answer_loss(train: list, test: list, order: int = 3) -> float:
 
 
 def test_more_generated_data_gives_a_lower_test_loss():
-    examples = clean(as_examples(synthetic.generate(2000, seed=2)), CleaningConfig()).kept
+    examples = clean(as_examples(synthetic.generate(2000, seed=2)), DEMO.cleaning).kept
     test, pool = examples[:200], examples[200:]
     losses = [answer_loss(pool[:size], test) for size in (100, 400, 1200)]
     assert losses[0] > losses[1] > losses[2] and losses[2] < 0.75 * losses[0], losses
