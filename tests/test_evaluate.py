@@ -182,11 +182,11 @@ def test_answers_kept_from_an_interruption_belong_to_the_same_questions(tmp_path
     class Echo:  # answers with its prompt, so a reused answer would show
         name = "echo"
 
-        def generate(self, prompts, max_new_tokens, batch_size, progress=True, on_batch=None):
+        def generate(self, prompts, batch_size, progress=True, on_batch=None):
             answers = [Answer(prompt, 1, False) for prompt in prompts]
             on_batch(list(range(len(prompts))), answers)
             return answers
 
-    settings = {"backend": "echo", "max_new_tokens": 4, "batch_size": 2}
+    settings = {"decoding": {"backend": "echo", "max_new_tokens": 4}, "batch_size": 2}
     assert [a.text for a in generate_resumably(Echo(), ["问一", "问二"], settings, tmp_path)] == ["问一", "问二"]
     assert [a.text for a in generate_resumably(Echo(), ["问三", "问四"], settings, tmp_path)] == ["问三", "问四"]
