@@ -34,9 +34,9 @@ summary.csv     one row per run: run, method, size, examples, seed, status, then
                 judge's only where a run has them; unregistered ones last, sorted), then the
                 training cost columns (COST_COLUMNS). Empty = unknown.
 
-Status: done (eval.json present), missing (no directory), training (no train.done),
-not_evaluated (trained, no eval.json). `base` (the untuned model: method base, 0 examples) has
-no training, so it is done or not_evaluated.
+Status (lib.runs): done, missing, training, incomplete (its adapter's files are gone),
+not_evaluated, corrupt (a file of the run is not what its stage writes, predictions.jsonl
+included); `note` names the file of an incomplete or corrupt run, which is otherwise left out.
 
 The statistics, and why:
 - Loss fit: L(D) = E + A * D^(-alpha), D = training examples, L = test loss in nats per
@@ -79,7 +79,8 @@ from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
-from lib.io import atomic_write, provenance, read_json, read_jsonl, shown, write_json
+from lib.io import atomic_write, provenance, read_jsonl, shown, write_json
+from lib.runs import STATUSES, readable_run_files, run_status
 from lib.stats import (
     BOOTSTRAP_SEED, CONFIDENCE, is_missing, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
     token_weighted_loss,
@@ -89,8 +90,8 @@ COST_COLUMNS = (
     "wall_time_s", "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params",
     "train_tokens", "steps", "final_train_loss", "best_dev_loss",
 )
-ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status")
-TEXT_COLUMNS = ("run", "method", "size", "status")  # of summary.csv; the others are numbers
+ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status", "note")
+TEXT_COLUMNS = ("run", "method", "size", "status", "note")  # of summary.csv; the others are numbers
 COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
 TREND_METRICS = ("rougeL", "mcq_accuracy")
 COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
@@ -125,8 +126,9 @@ def expected_runs(grid: Grid, default_seed: int) -> list[dict]:
 
 def found_run_identity(run_dir: Path, default_seed: int) -> dict:
     """Identity of a run directory outside the grid: from its config.json, else from its name."""
-    if (run_dir / "config.json").is_file():
-        run = read_json(run_dir / "config.json").get("run", {})
+    config = readable_run_files(run_dir, ("config.json",)).get("config.json")
+    if config is not None:
+        run = config.get("run", {})
         size = run.get("size")
         return {"run": run_dir.name, "method": run.get("method"), "size": size,
                 "examples": run.get("examples", parse_count(size) if size else None), "seed": run.get("seed")}
@@ -135,14 +137,6 @@ def found_run_identity(run_dir: Path, default_seed: int) -> dict:
     except UserError:
         return {"run": run_dir.name, "method": None, "size": None, "examples": None, "seed": None}
     return {"run": run_dir.name, "method": method, "size": size, "examples": parse_count(size), "seed": seed}
-
-
-def run_status(run_dir: Path, is_base: bool) -> str:
-    if not run_dir.is_dir():
-        return "missing"
-    if not is_base and not (run_dir / "train.done").is_file():
-        return "training"
-    return "done" if (run_dir / "eval.json").is_file() else "not_evaluated"
 
 
 def metric_columns(eval_result: dict) -> dict:
@@ -160,13 +154,15 @@ def metric_columns(eval_result: dict) -> dict:
 
 
 def read_run(run_dir: Path, identity: dict) -> dict:
-    """One row of the summary: identity, status, metrics and cost of whatever files exist."""
-    row = {**identity, "status": run_status(run_dir, identity["method"] == BASE_RUN)}
-    if (run_dir / "eval.json").is_file():
-        row.update(metric_columns(read_json(run_dir / "eval.json")))
-    if (run_dir / "train_metrics.json").is_file():
-        train_metrics = read_json(run_dir / "train_metrics.json")
-        row.update({name: train_metrics.get(name) for name in COST_COLUMNS})
+    """One row of the summary: identity, status (and its note), metrics and cost of the run's files."""
+    status, note = run_status(run_dir)
+    row = {**identity, "status": status, "note": note}
+    if status != "corrupt":
+        files = readable_run_files(run_dir, ("eval.json", "train_metrics.json"))
+        if "eval.json" in files:
+            row.update(metric_columns(files["eval.json"]))
+        if "train_metrics.json" in files:
+            row.update({name: files["train_metrics.json"].get(name) for name in COST_COLUMNS})
     return row
 
 
@@ -239,13 +235,17 @@ def read_summary_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 def read_predictions(rows: list[dict], runs_dir: Path) -> dict[str, dict[str, dict]]:
     """{run: {item id: record}} of every finished run's predictions.jsonl ({} where it is
-    absent), read once for both the scaling analysis and the examples."""
+    absent), read once for both the scaling analysis and the examples. A file that does not read
+    makes its run corrupt (the row's status and note say so)."""
     predictions = {}
     for row in rows:
         if row["status"] == "done":
             path = runs_dir / row["run"] / "predictions.jsonl"
-            predictions[row["run"]] = ({item_id(record, path): record for record in read_jsonl(path)}
-                                       if path.is_file() else {})
+            try:
+                predictions[row["run"]] = ({item_id(record, path): record for record in read_jsonl(path)}
+                                           if path.is_file() else {})
+            except UserError as err:
+                row |= {"status": "corrupt", "note": f"{err}; delete it and run `make exp-{row['run']}` again"}
     return predictions
 
 
@@ -502,7 +502,7 @@ def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, prediction
     as read_predictions returns them."""
     item_scores = {run: {item: record.get("scores") or {} for item, record in records.items()}
                    for run, records in predictions.items()}
-    notes: list[str] = []
+    notes = [f"{row['run']}: {row['status']}: {row['note']}" for row in rows if row.get("note")]
     check_item_scores(rows, item_scores, notes)
     methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE_RUN)]
     return {
@@ -582,8 +582,8 @@ def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
     """summary.md: the runs (quality, then cost) and the scaling analysis, as Markdown tables."""
     metrics = [m for m in metric_names(rows) if any(not is_missing(r.get(m)) for r in rows)]
     costs = [c for c in COST_COLUMNS if any(not is_missing(r.get(c)) for r in rows)]
-    status_counts = ", ".join(f"{s}: {sum(r['status'] == s for r in rows)}"
-                              for s in ("done", "training", "not_evaluated", "missing"))
+    status_counts = ", ".join(f"{s}: {sum(r['status'] == s for r in rows)}" for s in STATUSES
+                              if s in ("done", "missing") or any(r["status"] == s for r in rows))
     parts = [
         f"# Results: profile {profile}",
         f"Runs: {status_counts}. Values with 95% bootstrap intervals over test items.",

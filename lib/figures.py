@@ -43,6 +43,7 @@ from lib.config import BASE_RUN, METHOD_NAMES
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, shown, write_json
+from lib.runs import readable_run_files
 from lib.tex import printable
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure
@@ -356,8 +357,8 @@ def loss_curves(inputs: Inputs):
     histories = {}
     trained = inputs.summary[inputs.summary.method != BASE_RUN].dropna(subset=["method", "examples"])
     for row in trained.itertuples():
-        path = inputs.runs_dir / row.run / "train_metrics.json"
-        log = read_json(path).get("log_history") if path.is_file() else None
+        metrics = readable_run_files(inputs.runs_dir / row.run, ("train_metrics.json",)).get("train_metrics.json")
+        log = (metrics or {}).get("log_history")
         if log:
             histories[row.run] = (row.method, row.examples, pd.DataFrame(log))
     if not histories:
@@ -388,8 +389,8 @@ def mcq_points(inputs: Inputs) -> pd.DataFrame:
     """method, examples, source, value, ci_low, ci_high, n from the finished runs' eval.json."""
     records = []
     for row in inputs.summary[inputs.summary.status == "done"].itertuples():
-        path = inputs.runs_dir / row.run / "eval.json"
-        mcq = (read_json(path).get("mcq") or {}) if path.is_file() else {}
+        result = readable_run_files(inputs.runs_dir / row.run, ("eval.json",)).get("eval.json") or {}
+        mcq = result.get("mcq") or {}
         sources = {"overall": mcq.get("overall")} | (mcq.get("per_source") or {})
         records += [{"method": row.method, "examples": row.examples, "source": source, **stat}
                     for source, stat in sources.items() if stat and stat.get("value") is not None]

@@ -137,11 +137,10 @@ def load_for_inference(config, adapter_dir: Path | None = None):
     return tokenizer, model
 
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT saves and loads
-
-
 def check_adapter_base(adapter_dir: Path, name_or_path: str) -> None:
     """An adapter is whole, and only makes sense on the base model it was trained on."""
+    from lib.runs import ADAPTER_FILES
+
     adapter_dir = Path(adapter_dir)
     missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]
     if missing:

@@ -34,9 +34,8 @@ from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
 from lib.model import dtype_name
 from lib.prompts import conversations
+from lib.runs import DONE_MARKER, RUN_LOCK
 
-DONE_MARKER = "train.done"
-RUN_LOCK = ".lock"  # held while a process trains or evaluates the run (lib.io.exclusive)
 
 
 @dataclass(frozen=True)

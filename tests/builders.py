@@ -77,6 +77,16 @@ def unreachable_hub(monkeypatch, error: Exception) -> None:
 # --- runs ----------------------------------------------------------------------------------------
 
 
+def write_adapter(folder: Path) -> None:
+    """The files PEFT saves for an adapter (a one-matrix one: the summary only checks they are there)."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    write_json(folder / "adapter_config.json", {"base_model_name_or_path": "models/tiny-qwen2", "r": 1})
+    save_file({"base_model.model.lora_A.weight": np.zeros((1, 4), dtype=np.float32)},
+              str(folder / "adapter_model.safetensors"))
+
+
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
               cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
     """One run directory; eval.json's test_loss and rougeL are computed from the per-item scores
@@ -88,6 +98,7 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
     if name != "base":
         write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
     if trained and name != "base":
+        write_adapter(run_dir / "adapter")
         write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
         (run_dir / "train.done").write_text("")
     if not evaluated or item_losses is None:
@@ -225,7 +236,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             for name, value in (metrics | {"mcq_accuracy": mcq(method, index)["overall"]}).items():
                 row |= {name: value["value"], f"{name}_ci_low": value["ci_low"], f"{name}_ci_high": value["ci_high"]}
         rows.append(row)
-    columns = ["run", "method", "size", "examples", "seed", "status"]
+    columns = ["run", "method", "size", "examples", "seed", "status", "note"]
     quoted = [name for name, metric in METRICS.items() if not metric.optional]  # summary.csv's metric columns
     columns += [f"{m}{s}" for m in quoted for s in ("", "_ci_low", "_ci_high")]
     columns += list(cost("lora", 0))

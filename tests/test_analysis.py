@@ -69,7 +69,7 @@ def test_statuses_columns_and_empty_cells(tmp_path):
     assert rows["lora-1k"]["tokens_per_s"] == "" and rows["base"]["steps"] == ""
     header = list(next(iter(rows.values())))
     assert header[:6] == ["run", "method", "size", "examples", "seed", "status"]
-    assert header[6:9] == ["test_loss", "test_loss_ci_low", "test_loss_ci_high"]
+    assert header[6:10] == ["note", "test_loss", "test_loss_ci_low", "test_loss_ci_high"]
     assert header[-len(COST_COLUMNS):] == list(COST_COLUMNS)
     assert "| lora-2k | training |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
     scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))

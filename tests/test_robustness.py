@@ -7,6 +7,7 @@ Each test here failed before the behaviour it guards was built.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -182,3 +183,45 @@ def test_the_data_targets_are_satisfied_after_a_settings_change(tmp_path):
     assert items.stat().st_mtime_ns == before  # the evaluations that read them are not redone
     plan = make(data_dir, "-n", "data", "SIZES=50 100").stdout
     assert "-m lib" not in plan, plan  # nothing left to do, however often make is asked
+
+
+# --- corrupt or incomplete outputs are statuses, not crashes ----------------------------------------
+
+
+def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
+    from builders import write_run
+
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [2.0, 4.0])
+    write_run(runs, "lora-1k", [1.0, 2.0])
+    write_run(runs, "lora-2k", [0.5, 1.0])
+    write_run(runs, "qlora-1k", [1.0, 1.0])
+    write_run(runs, "qlora-2k", [1.0, 1.0])
+    (runs / "lora-1k" / "eval.json").write_text('{"metrics": {"rougeL": {"value": "high"}}}', encoding="utf-8")
+    (runs / "lora-2k" / "adapter" / "adapter_model.safetensors").unlink()
+    (runs / "qlora-1k" / "predictions.jsonl").write_text("{not json\n", encoding="utf-8")
+    (runs / "qlora-2k" / "train_metrics.json").write_text("[1, 2]", encoding="utf-8")
+
+    summary = run_cli("summarize", "--runs", runs, "--out", tmp_path, "--profile", "demo",
+                      "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", "42")
+    assert summary.returncode == 0, summary.stderr
+    with (tmp_path / "summary.csv").open(encoding="utf-8") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert {run: row["status"] for run, row in rows.items()} == {
+        "base": "done", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt", "qlora-2k": "corrupt"}
+    assert "lora-1k/eval.json: rougeL: value not a number" in rows["lora-1k"]["note"]
+    assert "adapter_model.safetensors missing; `make exp-lora-2k` trains it again" in rows["lora-2k"]["note"]
+    assert "qlora-1k/predictions.jsonl:1: not valid JSON" in rows["qlora-1k"]["note"]
+    assert "qlora-2k/train_metrics.json: not a mapping" in rows["qlora-2k"]["note"]
+    assert rows["lora-1k"]["rougeL"] == ""  # nothing of a corrupt run is reported as a result
+    assert summary.stdout.count("note: ") >= 4
+
+    report = run_cli("report", "--results", tmp_path, "--runs", runs, "--data", tmp_path / "data", "--profile",
+                     "demo", "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", "42",
+                     "--out", tmp_path / "generated")
+    assert report.returncode == 0, report.stderr
+    assert "结果文件损坏" in (tmp_path / "generated" / "macros.tex").read_text(encoding="utf-8") + \
+        (tmp_path / "generated" / "status.tex").read_text(encoding="utf-8")
+    figures = run_cli("figures", "--summary", tmp_path, "--runs", runs, "--png", tmp_path / "png",
+                      "--pdf", tmp_path / "pdf")
+    assert figures.returncode == 0, figures.stderr

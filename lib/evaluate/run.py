@@ -34,7 +34,7 @@ from lib.config import BASE_RUN
 from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
-from lib.train import DONE_MARKER, RUN_LOCK
+from lib.runs import DONE_MARKER, RUN_LOCK
 
 PARTIAL = "predictions.partial.jsonl"
 

@@ -12,7 +12,8 @@ from lib.stats import CONFIDENCE
 from lib.tex import MISSING, escape, format_count, format_number
 
 BASE_NAME = "基座模型"  # the untuned model where a method's name goes
-STATUS_WORDS = {"missing": "尚未开始", "training": "训练未完成", "not_evaluated": "已训练、未评测"}
+STATUS_WORDS = {"missing": "尚未开始", "training": "训练未完成", "not_evaluated": "已训练、未评测",
+                "incomplete": "适配器文件缺失", "corrupt": "结果文件损坏"}  # lib.runs.STATUSES but done
 CONFIDENCE_PERCENT = format_number(100 * CONFIDENCE, 0)  # '95'
 CONFIDENCE_TEXT = CONFIDENCE_PERCENT + r"\%"  # '95\%' for captions
 

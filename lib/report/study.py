@@ -12,6 +12,7 @@ from lib.analysis import read_summary_rows
 from lib.config import BASE_RUN, Grid, requested_grid
 from lib.evaluate.metrics import METRICS
 from lib.io import read_json
+from lib.runs import readable_run_files
 from lib.report.columns import Column, metric_column
 from lib.report.formatting import path_text
 
@@ -85,10 +86,11 @@ def load_study(results: Path, runs: Path, data: Path, profile: str,
             setattr(study, name, read_json(files[name]))
     if runs.is_dir():
         for run_dir in sorted(path for path in runs.iterdir() if path.is_dir()):
+            files = readable_run_files(run_dir)  # a corrupt file is left out: the summary names it
             for filename, store in (("config.json", study.configs), ("train_metrics.json", study.train_metrics),
                                     ("eval.json", study.evals)):
-                if (run_dir / filename).is_file():
-                    store[run_dir.name] = read_json(run_dir / filename)
+                if filename in files:
+                    store[run_dir.name] = files[filename]
     study.configs.pop(BASE_RUN, None)  # the base model is not trained: its config says nothing of training
     return study
 
