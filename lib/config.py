@@ -49,26 +49,22 @@ EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 @dataclass(frozen=True)
 class Range:
     """The numbers a setting allows. A bound is a number or the name of another field of the same
-    section (max_answer_chars is at least min_answer_chars); `multiple_of` names such a field."""
+    section (max_answer_chars is at least min_answer_chars)."""
 
     at_least: float | str | None = None
     above: float | None = None
     at_most: float | str | None = None
     below: float | None = None
-    multiple_of: str | None = None
 
     def problem(self, value: float, section, section_name: str) -> str | None:
         """'must be ...' when `value` breaks a bound, else None."""
         def bound(limit):
             return getattr(section, limit) if isinstance(limit, str) else limit
 
-        # a divisor below 1 is reported at its own field, not as a division by zero here
-        divisor = bound(self.multiple_of) if self.multiple_of is not None else None
         broken = ((self.at_least is not None and value < bound(self.at_least))
                   or (self.above is not None and value <= self.above)
                   or (self.at_most is not None and value > bound(self.at_most))
-                  or (self.below is not None and value >= self.below)
-                  or (divisor is not None and divisor >= 1 and value % divisor != 0))
+                  or (self.below is not None and value >= self.below))
         return f"must be {self.describe(section, section_name)}" if broken else None
 
     def describe(self, section, section_name: str) -> str:
@@ -79,8 +75,8 @@ class Range:
             return f"{section_name}.{limit} ({shown_value(getattr(section, limit))})"
 
         parts = [f"{words} {shown_bound(limit)}" for words, limit in (
-            ("at least", self.at_least), ("above", self.above), ("at most", self.at_most), ("below", self.below),
-            ("a multiple of", self.multiple_of)) if limit is not None]
+            ("at least", self.at_least), ("above", self.above), ("at most", self.at_most), ("below", self.below))
+            if limit is not None]
         return " and ".join(parts)
 
 
@@ -183,11 +179,11 @@ class TrainConfig:
     weight_decay: Annotated[float, Range(at_least=0)]
     max_grad_norm: Annotated[float, Range(at_least=0)]  # 0 turns clipping off
     # examples per optimizer step = per_device_batch_size x accumulation x processes
-    effective_batch_size: Annotated[int, Range(at_least=1, multiple_of="per_device_batch_size")]
+    effective_batch_size: Annotated[int, COUNT]
     per_device_batch_size: Annotated[int, COUNT]
-    max_length: Annotated[int, COUNT]  # tokens per example (or per packed row)
+    max_length: Annotated[int, COUNT]  # tokens per example, longer ones cut (their start kept)
     pad_to_multiple_of: Annotated[int | None, COUNT]  # None pads each batch to its longest example
-    packing: bool
+    batching: Annotated[str, OneOf(("auto", "padding_free", "padded"))]
     gradient_checkpointing: bool
     eval_steps: Annotated[int, COUNT]
     save_steps: Annotated[int, COUNT]
@@ -201,6 +197,7 @@ class EvalConfig:
     backend: Annotated[str, OneOf(("auto", "transformers", "vllm"))]  # auto = vllm where it can run
     batch_size: Annotated[int, COUNT]
     max_new_tokens: Annotated[int, COUNT]
+    repetition_penalty: Annotated[float, Range(above=0)]  # 1.0: none (greedy decoding, lib.evaluate.generate)
     # a 95% percentile interval leaves 2.5% of the resamples in each tail: at least one of 40
     bootstrap_samples: Annotated[int, Range(at_least=40)]
     # The knowledge track (python -m lib mcq-data -> mcq.jsonl, see lib/data/mcq.py)

@@ -33,7 +33,7 @@ from lib.config import Config, parse_count
 from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
 from lib.model import dtype_name
-from lib.prompts import conversations
+from lib.prompts import assistant_tokens, conversations, loss_template
 from lib.runs import DONE_MARKER, RUN_LOCK
 
 
@@ -98,14 +98,42 @@ def split_path(data_dir: Path, name: str) -> Path:
     return path
 
 
-def load_messages(path: Path):
-    """A split as a datasets.Dataset with the one column the trainer needs."""
+def read_conversations(path: Path) -> list[list[dict]]:
+    """The `messages` of every record of a split, checked."""
+    conversations_of_split = [record["messages"] for _, record in conversations(path)]
+    if not conversations_of_split:
+        raise UserError(f"{shown(path)}: no records")
+    return conversations_of_split
+
+
+def tokenized(conversations_of_split: list[list[dict]], tokenizer, max_length: int, name: str):
+    """A split as the trainer takes it: token ids rendered with the training template and their
+    loss mask (lib.prompts.assistant_tokens, the very tokens the test loss scores), cut to
+    max_length from the start as TRL would, with each example's length for the samplers. An
+    example whose answer starts beyond max_length has no token to learn: it is left out, counted."""
     from datasets import Dataset
 
-    rows = [{"messages": record["messages"]} for _, record in conversations(path)]
-    if not rows:
-        raise UserError(f"{shown(path)}: no records")
+    template = loss_template(tokenizer)
+    rows, dropped = [], 0
+    for messages in conversations_of_split:
+        ids, mask = assistant_tokens(tokenizer, messages, max_length, template)
+        if any(mask):
+            rows.append({"input_ids": ids, "assistant_masks": mask, "length": len(ids)})
+        else:
+            dropped += 1
+    if dropped:
+        print(f"train: {name}: {dropped} of {len(conversations_of_split)} examples have no answer token within "
+              f"train.max_length={max_length} and are left out")
     return Dataset.from_list(rows)
+
+
+def batching(config: Config) -> str:
+    """padding_free or padded: `auto` is padding-free where the attention kernel takes a row of
+    concatenated examples as separate sequences (flash attention reads their boundaries from the
+    position ids); sdpa would turn such a row into one dense mask over all its tokens."""
+    if config.train.batching != "auto":
+        return config.train.batching
+    return "padding_free" if config.model.attn_implementation.startswith("flash_attention") else "padded"
 
 
 # --- wall-clock time across interruptions -------------------------------------------------------
@@ -212,10 +240,12 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
-        max_length=train.max_length,
+        # the examples come tokenized and cut to train.max_length (`tokenized`), their loss mask beside
+        # them, from which TRL builds the labels: so no length to enforce and no template to render
+        max_length=None,
+        assistant_only_loss=False,
+        padding_free=batching(config) == "padding_free",
         pad_to_multiple_of=train.pad_to_multiple_of,
-        packing=train.packing,
-        assistant_only_loss=True,
         activation_checkpointing=train.gradient_checkpointing,  # transformers' newer name for it
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=dtype == torch.bfloat16,
@@ -257,10 +287,12 @@ def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batc
     from lib.model import compute_dtype, load_model, load_tokenizer
 
     # the splits first: a missing or malformed one fails before a model is loaded
-    train_dataset = load_messages(split_path(data_dir, f"train-{spec.size}.jsonl"))
-    eval_dataset = load_messages(split_path(data_dir, "dev.jsonl"))
+    train_file, dev_file = split_path(data_dir, f"train-{spec.size}.jsonl"), split_path(data_dir, "dev.jsonl")
+    train_conversations, dev_conversations = read_conversations(train_file), read_conversations(dev_file)
     dtype = compute_dtype(config.model.dtype)
     tokenizer = load_tokenizer(config)
+    train_dataset = tokenized(train_conversations, tokenizer, config.train.max_length, train_file.name)
+    eval_dataset = tokenized(dev_conversations, tokenizer, config.train.max_length, dev_file.name)
     trainer = lora_trainer(config, load_model(config, dtype), sft_config(config, spec, batch, dtype, out, **overrides),
                            train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
     return trainer, dtype
@@ -330,9 +362,7 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "epochs": state.num_train_epochs,
         "steps": state.global_step,  # optimizer steps
         "effective_batch_size": batch.effective,
-        # packed rows hold several examples each: then examples per step is what the steps took on average
-        "examples_per_step": (spec.examples * state.num_train_epochs / state.global_step
-                              if trainer.args.packing and state.global_step else batch.effective),
+        "examples_per_step": batch.effective,
         "train_tokens": state.num_input_tokens_seen,  # real tokens, padding excluded, all processes
         "tokens_per_step": state.num_input_tokens_seen / state.global_step if state.global_step else None,
         "wall_time_s": clock.total_seconds,
@@ -367,6 +397,7 @@ def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> d
             "dtype": dtype_name(dtype),
             "processes": batch.processes,
             "gradient_accumulation_steps": batch.accumulation,
+            "batching": batching(config),
         },
     }
 

@@ -163,9 +163,9 @@ def config(method: str, size: str, seed: int, profile: str) -> dict:
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
         "quantization": {"load_in_4bit": method == "qlora", "quant_type": "nf4", "double_quant": True},
         "train": {"epochs": 1.0, "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-                  "effective_batch_size": 8, "per_device_batch_size": 8, "max_length": 256, "packing": False},
+                  "effective_batch_size": 8, "per_device_batch_size": 8, "max_length": 256, "batching": "auto"},
         "eval": {"max_new_tokens": 64, "bootstrap_samples": 200},
-        "resolved": {"dtype": "float32", "processes": 1, "gradient_accumulation_steps": 1},
+        "resolved": {"dtype": "float32", "processes": 1, "gradient_accumulation_steps": 1, "batching": "padded"},
         "provenance": provenance_record(seed),
     }
 

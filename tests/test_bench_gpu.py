@@ -41,7 +41,7 @@ def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_mo
 
     assert result["architecture"] == "tiny"  # the demo profile's default: no GPU needed
     by_name = {v["name"]: v for v in result["variants"]}
-    measured = ["lora-sdpa-padded", "qlora-sdpa-padded", "lora-sdpa-packed", "qlora-sdpa-packed"]
+    measured = ["lora-sdpa-padded", "qlora-sdpa-padded", "lora-sdpa-padding_free", "qlora-sdpa-padding_free"]
     assert [by_name[name]["status"] for name in measured] == ["ok"] * 4
     assert all(set(v) == set(RECORD_FIELDS) for v in result["variants"])
     # flash attention and Liger need CUDA (and their packages): skipped with the reason
@@ -64,9 +64,9 @@ def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_mo
         trainable = lora_parameter_count(tiny, 16, lora_targets("all-linear"))
         assert v["trainable_params"] == trainable
         assert v["total_params"] == parameter_counts(tiny).total + trainable
-        # padded micro-batches are 8 rows (demo per-device batch); packing puts them in one row
+        # padded micro-batches are 8 rows (demo per-device batch); padding-free ones are one row
         largest = v["largest_batch"]
-        assert largest["rows"] == (1 if v["packing"] else 8)
+        assert largest["rows"] == (1 if v["batching"] == "padding_free" else 8)
         assert 0 < largest["labelled_tokens"] < largest["rows"] * largest["length"]
         # hours = examples x epochs x tokens per example / tokens per second
         for size, hours in v["projected_hours"].items():
@@ -74,7 +74,7 @@ def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_mo
             assert hours == pytest.approx(expected, rel=1e-3)
     assert result["machine"]["gpu"] is None and result["machine"]["cpu_count"] >= 1
     assert result["provenance"]["versions"]["trl"]
-    assert "| lora-sdpa-packed | ok |" in table and "Projected training time" in table
+    assert "| lora-sdpa-padding_free | ok |" in table and "Projected training time" in table
 
 
 @pytest.mark.slow
@@ -93,8 +93,8 @@ def test_a_failing_variant_is_recorded_and_the_others_still_run(tmp_path, tiny_m
     main(bench_arguments(tmp_path / "bench", tiny_model, demo_data, "--steps", "1"))
     result, table = bench_results(tmp_path / "bench")
     status = {v["name"]: v for v in result["variants"]}
-    assert status["lora-sdpa-padded"]["status"] == status["lora-sdpa-packed"]["status"] == "ok"
-    for name in ("qlora-sdpa-padded", "qlora-sdpa-packed"):
+    assert status["lora-sdpa-padded"]["status"] == status["lora-sdpa-padding_free"]["status"] == "ok"
+    for name in ("qlora-sdpa-padded", "qlora-sdpa-padding_free"):
         assert status[name]["status"] == "failed"
         assert status[name]["error"].startswith("RuntimeError: ") and "\n" not in status[name]["error"]
     assert "| qlora-sdpa-padded | failed: RuntimeError" in table

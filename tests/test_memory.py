@@ -88,7 +88,7 @@ seq = int(sys.argv[1])
 process_state()
 scratch = Path(tempfile.mkdtemp())
 tiny = tiny_architecture()
-variant = Variant("lora", packing=False, attention="sdpa")
+variant = Variant("lora", batching="padded", attention="sdpa")
 config = variant_config("demo", variant, save_random_model(tiny, torch.float32, scratch / "model"), (), [])
 # rows of seq tokens, one a token shorter: every micro-batch is a padded 8 x seq
 lengths = Lengths(((seq, seq // 2),) * 7 + ((seq - 1, seq // 2),), "fixed")

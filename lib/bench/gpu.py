@@ -8,8 +8,8 @@ weights, since speed and memory do not depend on the weights' values, and saves 
 safetensors in a temporary folder, so that every variant loads through lib.model.load_model as the
 study does (QLoRA quantises while loading). For each variant
 
-    method {lora, qlora} x packing {off, on} x attention {sdpa; flash_attention_2 and Liger's
-    kernels where flash_attn / liger_kernel are installed}
+    method {lora, qlora} x batching {padded, padding_free} x attention {sdpa; flash_attention_2 and
+    Liger's kernels where flash_attn / liger_kernel are installed}
 
 it trains `--warmup` + `--steps` optimizer steps with the study's settings (experiments/base.yaml,
 the method's file and the profile: LoRA rank and targets, learning rate, batch, max_length,
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import platform
 import shutil
 import subprocess
@@ -199,14 +198,14 @@ def save_random_model(arch: Architecture, dtype, folder: Path) -> Path:
 @dataclass(frozen=True)
 class Variant:
     method: str
-    packing: bool
+    batching: str  # train.batching: padded or padding_free
     attention: str  # the model's attn_implementation
     liger: bool = False  # Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (SFTConfig.use_liger_kernel)
 
     @property
     def name(self) -> str:
         kernels = f"{self.attention}+liger" if self.liger else self.attention
-        return f"{self.method}-{kernels}-{'packed' if self.packing else 'padded'}"
+        return f"{self.method}-{kernels}-{self.batching}"
 
 
 def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
@@ -214,8 +213,9 @@ def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | N
     flash = flash_attention_missing()
     liger = None if importlib.util.find_spec("liger_kernel") else "liger_kernel is not installed"
     kernels = [("sdpa", False, None), ("flash_attention_2", False, flash), ("sdpa", True, liger)]
-    return [(Variant(method, packing, attention, use_liger), why_not)
-            for attention, use_liger, why_not in kernels for packing in (False, True) for method in methods]
+    return [(Variant(method, batching, attention, use_liger), why_not)
+            for attention, use_liger, why_not in kernels for batching in ("padded", "padding_free")
+            for method in methods]
 
 
 def flash_attention_missing() -> str | None:
@@ -232,7 +232,7 @@ def variant_config(profile: str, variant: Variant, model_dir: Path, variant_file
         *overrides,
         f"model.name_or_path={model_dir}",
         f"model.attn_implementation={variant.attention}",
-        f"train.packing={str(variant.packing).lower()}",
+        f"train.batching={variant.batching}",
     ])
 
 
@@ -300,9 +300,7 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
     dtype = compute_dtype(config.model.dtype)
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size,
                          process_state().num_processes)
-    # Packing fills each row up to max_length, so a packed step eats max_length / mean examples as many.
-    per_row = math.ceil(config.train.max_length / lengths.mean_tokens(config.train.max_length)) if variant.packing else 1
-    dataset = synthetic_dataset(lengths, (warmup + steps) * batch.effective * per_row, vocab_size, seed)
+    dataset = synthetic_dataset(lengths, (warmup + steps) * batch.effective, vocab_size, seed)
     spec = RunSpec(name=f"bench-{variant.name}", profile="bench", method=variant.method, size=str(len(dataset)),
                    examples=len(dataset), seed=seed)
     # what earlier variants left on the GPU would inflate this one's peak: recorded to be seen
@@ -336,7 +334,7 @@ def measure_variant(config: Config, variant: Variant, lengths: Lengths, vocab_si
 
 # Every variant's record has these keys; what was not measured is None, and null_reasons says why.
 RECORD_FIELDS = (
-    "name", "method", "packing", "attention", "liger", "status", "error", "dtype", "per_device_batch_size",
+    "name", "method", "batching", "attention", "liger", "status", "error", "dtype", "per_device_batch_size",
     "gradient_accumulation_steps", "gradient_checkpointing", "max_length", "measured_steps", "measured_seconds",
     "measured_tokens", "tokens_per_s", "peak_memory_allocated_gb", "peak_memory_reserved_gb", "peak_rss_gb",
     "memory_left_before_gb", "mfu", "trainable_params", "total_params", "final_train_loss", "device",
@@ -346,7 +344,7 @@ RECORD_FIELDS = (
 
 def variant_record(variant: Variant, status: str = "ok", error: str | None = None, **measured) -> dict:
     record = dict.fromkeys(RECORD_FIELDS)
-    record |= {"name": variant.name, "method": variant.method, "packing": variant.packing,
+    record |= {"name": variant.name, "method": variant.method, "batching": variant.batching,
                "attention": variant.attention, "liger": variant.liger, "status": status, "error": error,
                "null_reasons": {} if status == "ok" else {"*": f"not measured: {error}"}}
     return record | measured

@@ -77,7 +77,7 @@ CPU_HEAD_BACKWARD_TILES = 8
 class TrainingSetting:
     """Everything the estimate depends on besides the architecture."""
     method: str  # lora | qlora
-    batch: int  # rows of one micro-batch (1 with packing: all examples in one row)
+    batch: int  # rows of one micro-batch (1 padding-free: all its examples in one row)
     seq: int  # tokens per row
     dtype: str  # training dtype: bfloat16 | float16 | float32
     device: str  # cuda | cpu
@@ -85,7 +85,7 @@ class TrainingSetting:
     lora_targets: tuple[str, ...]
     lora_dropout: float
     gradient_checkpointing: bool
-    # sdpa gets an explicit mask (padding, or packing's block-diagonal one) and repeats the kv heads;
+    # sdpa gets an explicit mask (padding, or a padding-free row's block-diagonal one) and repeats the kv heads;
     # flash_attention_2 runs on the unpadded sequences and needs neither
     masked: bool = True
 
@@ -115,7 +115,7 @@ def layer_activation_bytes(arch: Architecture, setting: TrainingSetting) -> floa
                                                      k = h when sdpa repeats the kv heads (it does
                                                      with a mask), else kv_heads x head_dim
         attention mask       p x s                   sdpa's B x s x s mask, converted to the dtype per layer
-                                                     (with packing s is the whole packed row)
+                                                     (padding-free: s is the whole row)
         SwiGLU MLP           3 p x I                 gate, silu(gate), up
 
     m = 1 byte on a GPU (a bool dropout mask), on a CPU the dropout's scaled noise in the adapter

@@ -28,7 +28,7 @@ class Decoding:
     max_new_tokens: int
     stop_ids: tuple[int, ...]  # the first one generated ends the answer (lib.prompts.end_of_turn_ids)
     pad_id: int
-    repetition_penalty: float = 1.0  # 1.0: none (the study's); eval.repetition_penalty
+    repetition_penalty: float  # 1.0: none (the study's eval.repetition_penalty)
 
     def generation_config(self):
         """transformers' GenerationConfig of this decoding, every value explicit: generate() fills
@@ -63,7 +63,7 @@ def study_decoding(config, tokenizer, model) -> Decoding:
     from lib.prompts import end_of_turn_ids
 
     return Decoding(max_new_tokens=config.eval.max_new_tokens, stop_ids=tuple(end_of_turn_ids(tokenizer, model)),
-                    pad_id=tokenizer.pad_token_id)
+                    pad_id=tokenizer.pad_token_id, repetition_penalty=config.eval.repetition_penalty)
 
 
 @dataclass

@@ -24,8 +24,9 @@ def format_quantisation(quantization: dict) -> str:
     return f"4 位 {kind}" + (" + 双重量化" if quantization.get("double_quant") else "")
 
 
-def format_switch(value) -> str:
-    return "是" if value else "否"
+def format_batching(value) -> str:
+    """train.batching as it was resolved (lib.train.batching)."""
+    return {"padding_free": "无填充（样本首尾相接）", "padded": "按批内最长样本填充"}.get(value, escape(str(value)))
 
 
 def batch_layout(config: dict):
@@ -64,7 +65,7 @@ SETTINGS = (
     Setting("EffectiveBatch", "有效批量", config_field("train.effective_batch_size")),
     Setting("BatchLayout", "每卡批量 × 梯度累积 × 进程数", batch_layout, str),
     Setting("MaxLength", "最大长度（token）", config_field("train.max_length")),
-    Setting("Packing", "序列打包", config_field("train.packing"), format_switch),
+    Setting("Batching", "批内样本排布", config_field("resolved.batching"), format_batching),
     Setting("MaxNewTokens", "生成上限（token）", config_field("eval.max_new_tokens")),
     Setting("BootstrapSamples", "bootstrap 重采样次数", config_field("eval.bootstrap_samples")),
     Setting("TrainSeeds", "训练种子", config_field("run.seed")),
