@@ -27,6 +27,7 @@ COMMANDS = {
     "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
     "report": ("lib.report.write", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
+    "review": ("lib.review.cli", "blind side-by-side rating of the runs' answers in a browser; invite, export, analyse votes"),
     "paper": ("lib.paper", "compile paper/report.tex against one generated folder into a PDF; --check: can TeX build it here"),
     "plan": ("lib.bench.memory", "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
     "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),

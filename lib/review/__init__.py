@@ -1,0 +1,8 @@
+"""Blind side-by-side review: people rate the runs' answers in a browser (`make review`).
+
+    lib/review/store.py     the votes database (SQLite, results/<profile>/review/votes.sqlite)
+    lib/review/schedule.py  which question and which two answers a rater sees next, and on which side
+    lib/review/app.py       the web pages (FastAPI, served by uvicorn)
+    lib/review/analysis.py  Bradley-Terry strengths, win rates against the base model, agreement
+    lib/review/cli.py       the `review` command: serve, invite, export, analyse
+"""
