@@ -32,6 +32,9 @@ DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
 MODEL_SOURCE ?= huggingface# or modelscope (make model)
 EXP ?=#                     the run to chat with (make chat EXP=lora-10k, or EXP=base)
+HOST ?= 127.0.0.1#          where `make review` serves (0.0.0.0: every interface of this machine)
+PORT ?= 8765#               its port
+NAME ?=#                    the rater to invite (make review-invite NAME=alice)
 
 # --- how to launch training: python (one process), accelerate or torchrun (several GPUs / nodes) -
 LAUNCH ?= python
@@ -55,6 +58,10 @@ BENCH = $(RESULTS_DIR)/bench
 GENERATED_DIR ?= paper/generated
 BUILD_DIR ?= paper/build
 GENERATED = $(GENERATED_DIR)/$(PROFILE)
+REVIEW = $(RESULTS)/review
+REVIEW_DB = $(REVIEW)/votes.sqlite
+# The review's analysis is an input of the figures and the report once someone has started a review.
+PREFERENCE = $(if $(wildcard $(REVIEW_DB)),$(REVIEW)/preference.json)
 PDF = $(BUILD_DIR)/$(PROFILE)/report.pdf
 # A hub id is kept in models/<org>--<name>; a path (the demo's models/tiny-qwen2) is itself.
 MODEL_DIR = $(if $(filter models/% /% ./% ../%,$(MODEL)),$(MODEL),models/$(subst /,--,$(MODEL)))
@@ -95,7 +102,7 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex tex test test-fast data model tiny-model all-experiments summary figures report \
+.PHONY: help vars setup setup-tex setup-browser review review-invite review-export tex test test-fast data model tiny-model all-experiments summary figures report \
 	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
 	clean-data clean-runs
 
@@ -103,7 +110,7 @@ help: ## list every target with one line of help (the default goal)
 	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]   (README.md explains each)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
-	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
+	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE HOST PORT NAME"
 
 vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
@@ -131,6 +138,11 @@ setup-tex: ## TeX Live + Chinese fonts for the report and figures (Debian/Ubuntu
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null
 	@$(PYTHON) -m lib paper --check
+
+# The review's browser test drives Debian's chromium through its own chromedriver (no browser download).
+setup-browser: ## headless Chromium and chromedriver for the review's browser test (Debian/Ubuntu, apt)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 
 # Can TeX build the report here? Compiles the report's preamble (paper/probe.tex). Where it cannot,
 # TeX is installed where we may (root on Debian/Ubuntu), else one line says what is missing.
@@ -234,11 +246,11 @@ $(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/e
 # The figures' Chinese labels need the report's font: TeX and its fonts are checked (and installed
 # where we may) first; without them the figures are drawn with English labels, and `make paper`
 # says what is missing.
-$(GENERATED)/figures/figures.json: $(RESULTS)/summary.csv
+$(GENERATED)/figures/figures.json: $(RESULTS)/summary.csv $(PREFERENCE)
 	@$(MAKE) tex >/dev/null 2>&1 || true
 	$(CLI) figures --summary $(RESULTS) --runs $(RUNS) --png $(RESULTS)/figures --pdf $(GENERATED)/figures
 
-$(GENERATED)/report.done: $(RESULTS)/summary.csv $(GENERATED)/figures/figures.json $(PROCESSED)/manifest.json
+$(GENERATED)/report.done: $(RESULTS)/summary.csv $(GENERATED)/figures/figures.json $(PROCESSED)/manifest.json $(PREFERENCE)
 	$(CLI) report --results $(RESULTS) --runs $(RUNS) --data $(PROCESSED) --profile $(PROFILE) $(GRID_ARGS) \
 		--out $(GENERATED)
 
@@ -253,6 +265,22 @@ $(PDF): $(GENERATED)/report.done paper/report.tex paper/preamble.tex paper/refer
 demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/report.pdf
 	@$(MAKE) tex >/dev/null 2>&1 & tex=$$!; $(MAKE) PROFILE=demo all-experiments; wait $$tex || true
 	$(MAKE) PROFILE=demo paper
+
+# --- blind review of the answers --------------------------------------------------------------------
+review: $(SETUP) ## blind side-by-side rating of the runs' answers in the browser (HOST=, PORT=); Ctrl-C stops it
+	$(CLI) review serve --runs $(RUNS) --db $(REVIEW_DB) --host $(HOST) --port $(PORT)
+
+review-invite: $(SETUP) ## print a rater's personal link: make review-invite NAME=alice (again: a new link)
+	@test -n "$(NAME)" || { echo "error: say who: make review-invite NAME=<name>" >&2; exit 2; }
+	@$(CLI) review invite --db $(REVIEW_DB) --name '$(NAME)' --host $(HOST) --port $(PORT)
+
+review-export: $(SETUP) ## every vote so far -> results/<profile>/review/votes.csv
+	$(CLI) review export --db $(REVIEW_DB) --out $(REVIEW)/votes.csv
+
+# Bradley-Terry strengths, win rates, agreement: redone when the votes change, which shows in the
+# database's -wal file while the server runs, and in the database itself once it stops.
+$(REVIEW)/preference.json: $(SETUP) $(wildcard $(REVIEW_DB) $(REVIEW_DB)-wal)
+	$(CLI) review analyse --db $(REVIEW_DB) --out $@
 
 # --- benchmarks ---------------------------------------------------------------------------------
 bench: bench-data bench-collation bench-generation bench-demo ## the CPU benchmarks side by side -> results/bench/README.md

@@ -16,6 +16,8 @@ Each figure is <stem>.pdf and <stem>.png:
     loss_curves      train (solid) and dev (dashed) loss over steps, a panel per method
     knowledge        MCQ accuracy vs size, overall and per source
     examples         a few test questions with the reference, base and best run's answers
+    preference       human preference (Bradley-Terry strength from the blind review's
+                     review/preference.json) vs training examples, one line per method
 
 A figure the data cannot show yet (no finished run, no fit, no Chinese font for the examples)
 is skipped with a note, and an old file of it is removed, so the folders always match the
@@ -73,6 +75,7 @@ LABELS = {
     "reference": ("参考答案", "reference"),
     "best": ("最佳模型", "best run:"),
     "no_data": ("暂无数据", "no data yet"),
+    "preference": ("人工偏好（Bradley–Terry 强度）", "human preference (Bradley–Terry strength)"),
     **FIT_STATUS_LABELS,
 }
 METRIC_PANELS = ("test_loss", "rougeL", "bleu4_char", "mcq_accuracy")
@@ -97,6 +100,7 @@ class Inputs:
     examples: dict | None
     runs_dir: Path
     cjk_font: str | None  # the family that renders Chinese, or None: English labels only
+    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where there is one
 
     @property
     def chinese(self) -> bool:
@@ -487,9 +491,33 @@ def examples(inputs: Inputs):
     return fig
 
 
+def preference(inputs: Inputs):
+    """Bradley-Terry strength of each reviewed run vs its training examples, the base model as a line."""
+    import matplotlib.pyplot as plt
+
+    runs = (inputs.preference or {}).get("runs") or {}
+    rows = [{"method": entry["method"], "examples": entry["examples"], **entry["strength"]}
+            for entry in runs.values() if entry.get("method")]
+    points = pd.DataFrame(rows, columns=["method", "examples", "value", "ci_low", "ci_high"])
+    trained = points[points.method != BASE_RUN].groupby(["method", "examples"], as_index=False).mean()
+    if trained.empty:
+        raise NothingToDraw("no vote on a trained run yet (make review)")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    size_axis(ax, trained.examples)
+    draw_method_lines(ax, trained, method_colors(trained.method.unique()))
+    base = points[points.method == BASE_RUN]
+    if len(base):
+        ax.axhline(base.value.iloc[0], color="0.3", linestyle="--", linewidth=1, label=inputs.label("base", " "))
+    ax.set_xlabel(inputs.label("examples", " "))
+    ax.set_ylabel(inputs.label("preference", "\n"))
+    legend_if_any(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: dict[str, Callable[[Inputs], object]] = {
     "metrics_vs_size": metrics_vs_size, "loss_fit": loss_fit, "cost": cost,
-    "loss_curves": loss_curves, "knowledge": knowledge, "examples": examples,
+    "loss_curves": loss_curves, "knowledge": knowledge, "examples": examples, "preference": preference,
 }
 
 
@@ -521,7 +549,8 @@ def draw_all(inputs: Inputs, png_dir: Path, pdf_dir: Path) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--summary", required=True, type=Path, help="folder with summary.csv, scaling.json, examples.json")
+    parser.add_argument("--summary", required=True, type=Path,
+                        help="folder with summary.csv, scaling.json, examples.json (and review/preference.json)")
     parser.add_argument("--runs", required=True, type=Path, help="folder of run directories (loss curves, MCQ per source)")
     parser.add_argument("--png", required=True, type=Path, help="where the PNGs go, e.g. results/demo/figures")
     parser.add_argument("--pdf", required=True, type=Path, help="where the PDFs go, e.g. paper/generated/demo/figures")
@@ -532,6 +561,7 @@ def run(args: argparse.Namespace) -> None:
         summary=read_summary(args.summary),
         scaling=read_optional_json(args.summary / "scaling.json"),
         examples=read_optional_json(args.summary / "examples.json"),
+        preference=read_optional_json(args.summary / "review" / "preference.json"),
         runs_dir=args.runs,
         cjk_font=set_style(),
     )

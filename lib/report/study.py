@@ -28,6 +28,7 @@ class Study:
     metrics: list[Column] = field(default_factory=list)  # metric columns of summary.csv
     scaling: dict | None = None
     examples: dict | None = None
+    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where people voted
     cleaning: dict | None = None
     manifest: dict | None = None
     configs: dict[str, dict] = field(default_factory=dict)  # run -> config.json
@@ -74,6 +75,7 @@ def load_study(results: Path, runs: Path, data: Path, profile: str,
         "summary": results / "summary.csv", "scaling": results / "scaling.json",
         "examples": results / "examples.json", "cleaning": data / "cleaning_report.json",
         "manifest": data / "manifest.json", "runs": runs,
+        "preference": results / "review" / "preference.json",
     }
     study = Study(profile=profile, files=files, grid=grid, default_seed=default_seed)
     if study.present("summary"):
@@ -81,7 +83,7 @@ def load_study(results: Path, runs: Path, data: Path, profile: str,
         found = dict.fromkeys(row["method"] for row in study.rows)
         extra = tuple(m for m in found if m and m != BASE_RUN and m not in grid.methods)
         study.grid = replace(grid, methods=grid.methods + extra)
-    for name in ("scaling", "examples", "cleaning", "manifest"):
+    for name in ("scaling", "examples", "cleaning", "manifest", "preference"):
         if study.present(name):
             setattr(study, name, read_json(files[name]))
     if runs.is_dir():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lib.report.section import Section
 from lib.report.sections import (
-    comparison, configuration, data, examples, knowledge, reproducibility, results, scaling,
+    comparison, configuration, data, examples, knowledge, preference, reproducibility, results, scaling,
 )
 
 SECTIONS: tuple[Section, ...] = (
@@ -19,5 +19,6 @@ SECTIONS: tuple[Section, ...] = (
     comparison.SECTION,
     knowledge.SECTION,
     examples.SECTION,
+    preference.SECTION,
     reproducibility.SECTION,
 )
