@@ -1,0 +1,347 @@
+"""The blind review (lib/review/): its schedule, its analysis, and the real server on 127.0.0.1
+driven over HTTP by several raters at once, killed with SIGKILL midway, fed bad input, and driven
+by a real headless Chromium. The runs are synthetic predictions.jsonl files (builders.write_run)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from builders import REPO_ROOT, read_macros, write_run, write_study
+from lib.review.analysis import agreement, analyse
+from lib.review.schedule import make_schedule
+from lib.review.store import Store, Vote
+
+RUNS = ("base", "lora-100", "lora-200", "qlora-100")
+ITEMS, SHARED = 4, 2  # review items per rater, of which every rater gets the first SHARED
+PAIRS = len(RUNS) * (len(RUNS) - 1) // 2
+
+
+def write_runs(runs_dir: Path, n_items: int = 8) -> Path:
+    """Evaluated runs whose answers differ, as lib.evaluate.run writes them."""
+    for name in RUNS:
+        write_run(runs_dir, name, item_losses=[1.0] * n_items, rouge=[float(i * len(name)) for i in range(n_items)])
+    return runs_dir
+
+
+def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
+    return Vote(rater, item, pair, pair.split("|")[0], outcome, False, False, "2026-12-03T00:00:00+00:00")
+
+
+# --- the schedule ----------------------------------------------------------------------------------
+
+
+def test_every_pair_meets_on_the_same_items_and_every_rater_starts_with_the_shared_ones():
+    schedule = make_schedule(RUNS, [f"t{i}" for i in range(10)], n_items=6, shared=2, seed=3)
+    alice, bob = schedule.tasks("alice", 1), schedule.tasks("bob", 2)
+    for tasks in (alice, bob):
+        assert Counter((t.item, t.pair) for t in tasks) == Counter(itertools.product(schedule.items, range(PAIRS)))
+        assert {t.item for t in tasks[:2 * PAIRS]} == set(schedule.items[:2])  # the shared items come first
+        assert all({t.left, t.right} == set(schedule.pairs[t.pair]) for t in tasks)
+    assert alice[2 * PAIRS].item != bob[2 * PAIRS].item  # after the shared items, raters start apart
+    assert schedule.tasks("alice", 1) == alice  # resumable: the same schedule at every visit
+    lefts = Counter(t.left == schedule.pairs[t.pair][0] for t in alice)
+    assert lefts[True] > 5 and lefts[False] > 5  # sides drawn, not fixed by the run names' order
+
+
+# --- the analysis ----------------------------------------------------------------------------------
+
+
+def test_bradley_terry_ranks_the_runs_people_prefer_with_intervals_and_win_rates():
+    votes = []
+    for item in range(12):  # lora-200 beats everyone, lora-100 beats base, base and qlora-100 tie
+        votes += [vote("alice", f"t{item}", "base|lora-200", "second"),
+                  vote("alice", f"t{item}", "lora-100|lora-200", "second"),
+                  vote("alice", f"t{item}", "base|lora-100", "second" if item % 4 else "first"),
+                  vote("alice", f"t{item}", "base|qlora-100", "tie")]
+    result = analyse(votes, n_samples=50)
+    runs = result["runs"]
+    assert runs["base"]["strength"]["value"] == 0  # anchored at the base model
+    assert runs["lora-200"]["strength"]["value"] > runs["lora-100"]["strength"]["value"] > 0
+    assert abs(runs["qlora-100"]["strength"]["value"]) < 0.5
+    for entry in runs.values():
+        assert entry["strength"]["ci_low"] <= entry["strength"]["value"] <= entry["strength"]["ci_high"]
+    assert runs["lora-200"]["win_rate_vs_base"] == {"value": 1.0, "n": 12}
+    assert runs["lora-100"]["win_rate_vs_base"] == {"value": 0.75, "n": 12}
+    assert runs["qlora-100"]["win_rate_vs_base"] == {"value": 0.5, "n": 12}
+    assert (runs["lora-100"]["method"], runs["lora-100"]["examples"]) == ("lora", 100)
+    assert result["raters"] == 1 and result["votes"] == 48 and result["agreement"]["items"] == 0
+
+
+def test_agreement_is_measured_on_the_tasks_several_raters_voted_on():
+    outcomes = ["first", "second", "tie", "both_bad"]
+    same = [vote(rater, f"t{i}", "a|b", outcomes[i % 4]) for rater in ("alice", "bob") for i in range(8)]
+    assert agreement(same) == {"items": 8, "percent": 100.0, "fleiss_kappa": 1.0}
+    opposite = [vote("alice", f"t{i}", "a|b", "first") for i in range(4)] + [
+        vote("bob", f"t{i}", "a|b", "second") for i in range(4)]
+    result = agreement(opposite)
+    assert result["percent"] == 0.0 and result["fleiss_kappa"] < 0
+
+
+# --- the server --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`python -m lib review serve` in its own process on a free loopback port."""
+
+    def __init__(self, runs: Path, db: Path):
+        self.runs, self.db, self.port = runs, db, free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lib", "review", "serve", "--runs", self.runs, "--db", self.db, "--port",
+             str(self.port), "--items", str(ITEMS), "--shared", str(SHARED)],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                    return self
+            except OSError:
+                assert self.process.poll() is None, self.process.stdout.read()
+                time.sleep(0.1)
+        raise AssertionError("the review server did not answer within 60 s")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = Server(write_runs(tmp_path / "runs"), tmp_path / "review" / "votes.sqlite").start()
+    yield served
+    if served.process.poll() is None:
+        served.kill()
+
+
+def request(url: str, data: bytes | None = None, content_type: str = "application/x-www-form-urlencoded") -> tuple[int, str]:
+    """(status, body) of a GET, or of a POST of `data`; redirects are not followed."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    headers = {"Content-Type": content_type} if data is not None else {}
+    try:
+        with urllib.request.build_opener(NoRedirect).open(urllib.request.Request(url, data, headers), timeout=30) as answer:
+            return answer.status, answer.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8")
+
+
+def shown_task(page: str) -> dict[str, str]:
+    """The hidden fields of the task a page shows: item and pair."""
+    return dict(re.findall(r"<input type='hidden' name='(item|pair)' value='([^']*)'>", page))
+
+
+def post_vote(server: Server, token: str, fields: dict) -> int:
+    return request(f"{server.url}/r/{token}/vote", urllib.parse.urlencode(fields).encode())[0]
+
+
+def test_a_rater_votes_resumes_and_changes_a_vote_that_counts_once(server):
+    store = Store(server.db)
+    token, other = store.invite("alice"), store.invite("bob")
+    status, page = request(f"{server.url}/r/{token}")
+    outside_answers = re.sub(r"[\w-]+回答\d+", "", page)  # write_run's answers quote their run's name
+    assert status == 200 and not any(run in outside_answers for run in RUNS)  # blind: no run name on the page
+    first = shown_task(page)
+    for _ in range(2):  # a double submit
+        assert post_vote(server, token, {**first, "choice": "a", "unsafe_b": "1"}) == 303
+    assert shown_task(request(f"{server.url}/r/{token}")[1]) != first  # the next task
+    assert post_vote(server, token, {**first, "choice": "tie"}) == 303  # changed
+    votes = store.votes()
+    assert len(votes) == 1 and votes[0].outcome == "tie" and votes[0].rater == "alice"
+    assert "(1)" in request(f"{server.url}/r/{token}/votes")[1]
+    assert "(0)" in request(f"{server.url}/r/{other}/votes")[1]  # bob sees only his own
+
+
+def test_bad_requests_are_refused_and_write_nothing(server):
+    token = Store(server.db).invite("alice")
+    task = shown_task(request(f"{server.url}/r/{token}")[1])
+    good = {**task, "choice": "a"}
+    assert request(f"{server.url}/r/")[0] == 404  # no token
+    assert post_vote(server, "not-a-token", good) == 403
+    assert post_vote(server, token, {**good, "item": "t-unknown"}) == 404
+    assert post_vote(server, token, {**good, "pair": str(PAIRS)}) == 404
+    assert post_vote(server, token, {**good, "pair": "-1"}) == 404
+    assert post_vote(server, token, {**good, "choice": "left"}) == 400
+    assert request(f"{server.url}/r/{token}/vote", b"item=%ZZ&&pair", )[0] == 400  # malformed
+    assert request(f"{server.url}/r/{token}/vote", b"choice=a&choice=b&" + urllib.parse.urlencode(task).encode())[0] == 400
+    assert request(f"{server.url}/r/{token}/vote", urllib.parse.urlencode({**good, "x": "y" * 5000}).encode())[0] == 413
+    assert request(f"{server.url}/r/{token}/vote", json.dumps(good).encode(), "application/json")[0] == 415
+    assert request(f"{server.url}/r/{token}/task/999")[0] == 404
+    assert request(f"{server.url}/browse/wrong-key")[0] == 403
+    assert Store(server.db).votes() == []
+
+
+def test_concurrent_raters_lose_no_acknowledged_vote_when_the_server_is_killed(server):
+    store = Store(server.db)
+    tokens = {name: store.invite(name) for name in ("r1", "r2", "r3", "r4")}
+    acknowledged, attempted, lock = set(), set(), threading.Lock()
+
+    def rate(name: str) -> None:
+        """Vote task after task until the server goes away."""
+        for _ in range(ITEMS * PAIRS):
+            try:
+                task = shown_task(request(f"{server.url}/r/{tokens[name]}")[1])
+                key = (name, task["item"], task["pair"])
+                with lock:
+                    attempted.add(key)
+                if post_vote(server, tokens[name], {**task, "choice": "b"}) == 303:
+                    with lock:
+                        acknowledged.add(key)
+            except (OSError, KeyError):  # the server was killed (KeyError: a page cut short)
+                return
+
+    threads = [threading.Thread(target=rate, args=(name,)) for name in tokens]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < 24 and any(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    server.kill()
+    for thread in threads:
+        thread.join(timeout=60)
+    server.start()  # the same database, a new process
+
+    schedule_pairs = {str(i): "|".join(pair) for i, pair in enumerate(itertools.combinations(sorted(RUNS), 2))}
+    stored = {(v.rater, v.item, next(i for i, p in schedule_pairs.items() if p == v.pair)) for v in store.votes()}
+    assert len(acknowledged) >= 24
+    assert acknowledged <= stored <= attempted  # every acknowledged vote is there; nothing invented
+    assert len(store.votes()) == len(stored)  # none twice
+    for name, token in tokens.items():  # each rater resumes at a task not voted yet
+        task = shown_task(request(f"{server.url}/r/{token}")[1])
+        assert (name, task["item"], task["pair"]) not in stored
+
+
+def test_browse_shows_every_runs_answer_with_its_scores_and_finds_by_text(server):
+    key = re.search(r"/browse/(\S+)", server_log_line(server)).group(1)
+    status, page = request(f"{server.url}/browse/{key}?q={urllib.parse.quote('问题3')}")
+    assert status == 200 and "/item/t3" in page and "/item/t4" not in page
+    status, page = request(f"{server.url}/browse/{key}/item/t3")
+    assert status == 200 and all(f"{run}回答3" in page for run in RUNS) and "参考3" in page and "rougeL" in page
+
+
+def server_log_line(server: Server) -> str:
+    """The line where `review serve` printed the browse link."""
+    for line in server.process.stdout:
+        if "/browse/" in line:
+            return line
+    raise AssertionError("no browse link printed")
+
+
+# --- a real browser ------------------------------------------------------------------------------------
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("no /usr/bin/chromium and chromedriver: `make setup-browser` installs them (CI does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_a_rater_votes_through_the_page_in_a_real_browser(server, browser, run_cli, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    invited = run_cli("review", "invite", "--db", server.db, "--name", "alice", "--port", server.port)
+    link = invited.stdout.strip()
+    assert invited.returncode == 0 and link.startswith(f"{server.url}/r/")
+    browser.get(link)
+    for done, choice in enumerate(("a", "b", "tie"), start=1):
+        browser.find_element(By.CSS_SELECTOR, f"input[name=choice][value={choice}]").click()
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(  # the next page counts the votes
+            lambda page: f"{done} / {ITEMS * PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
+    votes = Store(server.db).votes()
+    assert len(votes) == 3 and {v.rater for v in votes} == {"alice"}
+    analysed = run_cli("review", "analyse", "--db", server.db, "--out", tmp_path / "preference.json")
+    assert analysed.returncode == 0, analysed.stderr
+    result = json.loads((tmp_path / "preference.json").read_text(encoding="utf-8"))
+    assert result["votes"] == 3 and result["raters"] == 1 and "strength" in next(iter(result["runs"].values()))
+
+
+# --- export, report, figure -------------------------------------------------------------------------
+
+
+def test_export_writes_every_vote_and_the_report_gets_a_preference_section(tmp_path, run_cli):
+    paths = write_study(tmp_path / "study")
+    db = paths["results"] / "review" / "votes.sqlite"
+    store = Store(db)
+    runs = ["base", "lora-100", "lora-200"]
+    for rater in ("alice", "bob"):
+        token = store.invite(rater)
+        for item, (first, second) in itertools.product(("t1", "t2", "t3"), itertools.combinations(runs, 2)):
+            store.record(store.rater_of(token), item, f"{first}|{second}", first, "second", False, rater == "bob")
+    exported = run_cli("review", "export", "--db", db, "--out", tmp_path / "votes.csv")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader((tmp_path / "votes.csv").open(encoding="utf-8")))
+    assert len(rows) == 18 and {row["rater"] for row in rows} == {"alice", "bob"}
+
+    out = tmp_path / "generated"
+    report = [*("report", "--results", paths["results"], "--runs", paths["runs"], "--data", paths["data"]),
+              *("--profile", "demo", "--out", out)]
+    assert run_cli(*report).returncode == 0
+    assert read_macros(out)["PreferenceVotes"] == r"\NA{}" and "make review" in (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+
+    analysed = run_cli("review", "analyse", "--db", db, "--out", paths["results"] / "review" / "preference.json")
+    assert analysed.returncode == 0, analysed.stderr
+    assert run_cli(*report).returncode == 0
+    macros = read_macros(out)
+    assert (macros["PreferenceRaters"], macros["PreferenceVotes"], macros["PreferenceAgreement"]) == ("2", "18", "100")
+    assert macros["PreferenceTopRun"] == r"\texttt{lora-200}"
+    table = (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert r"\texttt{lora-200}" in table and "100\\%（6）" in table
+    assert r"\newif\ifHavePreference" in (out / "status.tex").read_text(encoding="utf-8")
+
+
+def test_the_preference_figure_draws_strength_against_training_examples(tmp_path):
+    from lib.figures import FIGURES, Inputs, NothingToDraw
+
+    votes = [vote("alice", f"t{i}", pair, "second") for i in range(5)
+             for pair in ("base|lora-100", "base|lora-200", "lora-100|lora-200", "base|qlora-100")]
+    fig = FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=analyse(votes, n_samples=20)))
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) >= 3
+    with pytest.raises(NothingToDraw):
+        FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=None))
