@@ -141,7 +141,7 @@ def test_tables_escape_user_text_and_show_intervals(tmp_path):
     out = generate(tmp_path)
     tables = {path.stem: path.read_text(encoding="utf-8") for path in (out / "tables").glob("*.tex")}
     assert set(tables) == {"cleaning", "splits", "hyperparameters", "results", "cost", "scaling",
-                           "lora_vs_qlora", "knowledge", "examples", "reproducibility"}
+                           "lora_vs_qlora", "knowledge", "examples", "preference", "reproducibility"}
     assert r"http://a.b/c\_d?x=1\&y=2" in tables["cleaning"] and r"100\% 广告" in tables["cleaning"]
     assert "0（改写 12）" in tables["cleaning"]  # normalisation rewrites records instead of dropping them
     assert r"\ValueCI{12.3}{11.3}{13.3}" in tables["results"]  # base ROUGE-L with its interval
