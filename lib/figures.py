@@ -495,13 +495,15 @@ def preference(inputs: Inputs):
     """Bradley-Terry strength of each reviewed run vs its training examples, the base model as a line."""
     import matplotlib.pyplot as plt
 
-    runs = (inputs.preference or {}).get("runs") or {}
+    if not (inputs.preference or {}).get("votes"):
+        raise NothingToDraw("no blind review votes yet (make review)")
+    runs = inputs.preference["runs"]
     rows = [{"method": entry["method"], "examples": entry["examples"], **entry["strength"]}
             for entry in runs.values() if entry.get("method")]
     points = pd.DataFrame(rows, columns=["method", "examples", "value", "ci_low", "ci_high"])
     trained = points[points.method != BASE_RUN].groupby(["method", "examples"], as_index=False).mean()
     if trained.empty:
-        raise NothingToDraw("no vote on a trained run yet (make review)")
+        raise NothingToDraw("no vote on a trained run yet")
     fig, ax = plt.subplots(figsize=(5, 3.4))
     size_axis(ax, trained.examples)
     draw_method_lines(ax, trained, method_colors(trained.method.unique()))

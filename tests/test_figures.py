@@ -115,7 +115,8 @@ def test_figures_from_a_partial_summary(tmp_path, cjk_font):
 
     manifest = json.loads((png / "figures.json").read_text(encoding="utf-8"))
     assert manifest["made"] == ["metrics_vs_size", "loss_fit", "cost", "loss_curves", "examples"]
-    assert manifest["skipped"] == {"knowledge": "no run has MCQ results"}
+    assert manifest["skipped"] == {"knowledge": "no run has MCQ results",
+                                   "preference": "no blind review votes yet (make review)"}
     assert manifest["cjk_font"] == cjk_font
     assert json.loads((pdf / "figures.json").read_text(encoding="utf-8"))["made"] == manifest["made"]
     for stem in manifest["made"]:

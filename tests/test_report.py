@@ -272,23 +272,23 @@ def test_a_new_section_is_one_declaration(tmp_path, monkeypatch):
     def wide(study) -> list[Tabular]:  # two floats: a table too wide for one
         return [Tabular("l", ["运行"], [[r"\texttt{a}"]]), Tabular("l", ["运行"], [[r"\texttt{b}"]], note="注")]
 
-    extra = Section(name="Preference", present=lambda study: study.rows is not None,
-                    missing_sentence=lambda study: "还没有偏好评测。", macros=lambda study: {"NumVotes": "12"},
-                    files=(Table("preference", "偏好", "tab:preference", wide),))
+    extra = Section(name="Readability", present=lambda study: study.rows is not None,
+                    missing_sentence=lambda study: "还没有可读性评测。", macros=lambda study: {"NumVotes": "12"},
+                    files=(Table("readability", "可读性", "tab:readability", wide),))
     monkeypatch.setattr(write, "SECTIONS", (*SECTIONS, extra))
     out = generate(tmp_path)
     assert read_macros(out)["NumVotes"] == "12"
     status = (out / "status.tex").read_text(encoding="utf-8")
-    assert r"\HavePreferencetrue" in status
-    assert r"\newcommand{\PreferenceMissingNote}{\MissingInput{还没有偏好评测。}}" in status
-    preference = (out / "tables" / "preference.tex").read_text(encoding="utf-8")
-    assert r"\caption{偏好（1/2）}\label{tab:preference}" in preference
-    assert r"\caption{偏好（2/2）}\label{tab:preference:2}" in preference and preference.count("注") == 1
+    assert r"\HaveReadabilitytrue" in status
+    assert r"\newcommand{\ReadabilityMissingNote}{\MissingInput{还没有可读性评测。}}" in status
+    readability = (out / "tables" / "readability.tex").read_text(encoding="utf-8")
+    assert r"\caption{可读性（1/2）}\label{tab:readability}" in readability
+    assert r"\caption{可读性（2/2）}\label{tab:readability:2}" in readability and readability.count("注") == 1
     # without its inputs, the same declaration gives the float that says what is missing
     out = tmp_path / "empty-generated"
     write.write_report(load_study(tmp_path / "none", tmp_path / "none", tmp_path / "none", PROFILE), out)
-    assert r"\caption{偏好}\label{tab:preference}" in (out / "tables" / "preference.tex").read_text(encoding="utf-8")
-    assert r"\HavePreferencefalse" in (out / "status.tex").read_text(encoding="utf-8")
+    assert r"\caption{可读性}\label{tab:readability}" in (out / "tables" / "readability.tex").read_text(encoding="utf-8")
+    assert r"\HaveReadabilityfalse" in (out / "status.tex").read_text(encoding="utf-8")
 
 
 def test_a_macro_defined_by_two_sections_is_an_error(tmp_path, monkeypatch):

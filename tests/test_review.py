@@ -177,6 +177,9 @@ def test_a_rater_votes_resumes_and_changes_a_vote_that_counts_once(server):
     for _ in range(2):  # a double submit
         assert post_vote(server, token, {**first, "choice": "a", "unsafe_b": "1"}) == 303
     assert shown_task(request(f"{server.url}/r/{token}")[1]) != first  # the next task
+    [flagged] = store.votes()
+    assert flagged.unsafe_first != flagged.unsafe_second  # the right answer's run, B, is the one flagged
+    assert flagged.pair.split("|")[0 if flagged.unsafe_first else 1] != flagged.left_run
     assert post_vote(server, token, {**first, "choice": "tie"}) == 303  # changed
     votes = store.votes()
     assert len(votes) == 1 and votes[0].outcome == "tie" and votes[0].rater == "alice"
@@ -232,8 +235,8 @@ def test_concurrent_raters_lose_no_acknowledged_vote_when_the_server_is_killed(s
         thread.join(timeout=60)
     server.start()  # the same database, a new process
 
-    schedule_pairs = {str(i): "|".join(pair) for i, pair in enumerate(itertools.combinations(sorted(RUNS), 2))}
-    stored = {(v.rater, v.item, next(i for i, p in schedule_pairs.items() if p == v.pair)) for v in store.votes()}
+    pair_numbers = {"|".join(pair): str(i) for i, pair in enumerate(itertools.combinations(sorted(RUNS), 2))}
+    stored = {(v.rater, v.item, pair_numbers[v.pair]) for v in store.votes()}
     assert len(acknowledged) >= 24
     assert acknowledged <= stored <= attempted  # every acknowledged vote is there; nothing invented
     assert len(store.votes()) == len(stored)  # none twice

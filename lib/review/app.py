@@ -23,10 +23,11 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from lib.review.answers import Answers, Item
 from lib.review.schedule import Schedule, Task
-from lib.review.store import Rater, Store
+from lib.review.store import Rater, Store, Vote
 
 MAX_FORM_BYTES = 2_048  # a vote's form is under 200 bytes
 CHOICES = {"a": "A 更好 / A is better", "b": "B 更好 / B is better", "tie": "差不多 / tie",
@@ -126,13 +127,11 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
         choice = form.get("choice")
         if choice not in CHOICES:
             raise HTTPException(400, f"choice must be one of {', '.join(CHOICES)}")
-        first, _ = schedule.pairs[task.pair]
-        outcome = {"tie": "tie", "both_bad": "both_bad"}.get(choice) or (
-            "first" if (task.left if choice == "a" else task.right) == first else "second")
-        unsafe_left, unsafe_right = (form.get(f"unsafe_{side}") == "1" for side in "ab")
-        store.record(rater, task.item, schedule.pair_name(task.pair), task.left, outcome,
-                     unsafe_first=unsafe_left if task.left == first else unsafe_right,
-                     unsafe_second=unsafe_right if task.left == first else unsafe_left)
+        first, second = schedule.pairs[task.pair]
+        unsafe = {task.left: form.get("unsafe_a") == "1", task.right: form.get("unsafe_b") == "1"}
+        # the database write waits on the disk: off the event loop, so other raters' pages still load
+        await run_in_threadpool(store.record, rater, task.item, schedule.pair_name(task.pair), task.left,
+                                stored_outcome(choice, task, first), unsafe[first], unsafe[second])
         return RedirectResponse(f"/r/{quote(token)}", status_code=303)
 
     def checked_task(form: dict[str, str], rater: Rater) -> Task:
@@ -181,15 +180,24 @@ def item_view(item: Item) -> str:
             f"<div class='answers'>{columns}</div>")
 
 
+def stored_outcome(choice: str, task: Task, first: str) -> str:
+    """The rater's choice (a: the left answer, b: the right one) as the outcome of the pair's runs."""
+    if choice in ("tie", "both_bad"):
+        return choice
+    better = task.left if choice == "a" else task.right
+    return "first" if better == first else "second"
+
+
 def side_choice(outcome: str, task: Task, pair: str) -> str:
-    """A stored outcome as the rater saw it: a (left), b (right), tie or both_bad."""
+    """A stored outcome as the rater saw it (stored_outcome's inverse): a, b, tie or both_bad."""
     if outcome in ("tie", "both_bad"):
         return outcome
     better = pair.split("|")[0 if outcome == "first" else 1]
     return "a" if better == task.left else "b"
 
 
-def unsafe_sides(vote, task: Task) -> dict[str, bool]:
+def unsafe_sides(vote: Vote, task: Task) -> dict[str, bool]:
+    """The stored unsafe flags as the rater saw them: {"a": left answer flagged, "b": right}."""
     first = vote.pair.split("|")[0]
     left_is_first = task.left == first
     return {"a": vote.unsafe_first if left_is_first else vote.unsafe_second,
