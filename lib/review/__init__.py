@@ -1,5 +1,6 @@
 """Blind side-by-side review: people rate the runs' answers in a browser (`make review`).
 
+    lib/review/answers.py   the evaluated runs' answers (predictions.jsonl) on the items all of them answered
     lib/review/store.py     the votes database (SQLite, results/<profile>/review/votes.sqlite)
     lib/review/schedule.py  which question and which two answers a rater sees next, and on which side
     lib/review/app.py       the web pages (FastAPI, served by uvicorn)

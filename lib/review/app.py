@@ -137,7 +137,7 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
     def checked_task(form: dict[str, str], rater: Rater) -> Task:
         """The task the form names, or 404 where the item or pair is not one of the review's."""
         item, pair = form.get("item", ""), form.get("pair", "")
-        if item not in schedule.items or not pair.isdigit() or int(pair) >= len(schedule.pairs):
+        if item not in schedule.items or not pair.isdecimal() or int(pair) >= len(schedule.pairs):
             raise HTTPException(404, "no such task in your schedule (item or pair unknown)")
         return schedule.task(rater.name, item, int(pair))
 
