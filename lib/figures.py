@@ -75,7 +75,7 @@ LABELS = {
     "reference": ("参考答案", "reference"),
     "best": ("最佳模型", "best run:"),
     "no_data": ("暂无数据", "no data yet"),
-    "preference": ("人工偏好（Bradley–Terry 强度）", "human preference (Bradley–Terry strength)"),
+    "preference": ("人工偏好：Bradley–Terry 强度", "human preference (Bradley–Terry strength)"),
     **FIT_STATUS_LABELS,
 }
 METRIC_PANELS = ("test_loss", "rougeL", "bleu4_char", "mcq_accuracy")
