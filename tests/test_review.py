@@ -348,3 +348,22 @@ def test_the_preference_figure_draws_strength_against_training_examples(tmp_path
     assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) >= 3
     with pytest.raises(NothingToDraw):
         FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=None))
+
+
+def test_make_serves_where_asked_and_analyses_the_votes_before_the_report(tmp_path):
+    def plan(*args: str) -> str:
+        # figures.json taken as up to date (-o): its recipe checks TeX, which a dry run would still do
+        finished = subprocess.run(["make", "-n", *args, "PROFILE=demo", f"RESULTS_DIR={tmp_path}",
+                                   f"GENERATED_DIR={tmp_path}/generated", "-o", f"{tmp_path}/generated/demo/figures/figures.json"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert finished.returncode == 0, finished.stderr
+        return finished.stdout
+
+    serve = plan("review", "HOST=0.0.0.0", "PORT=9000")
+    assert f"-m lib review serve --runs {tmp_path}/demo/runs --db {tmp_path}/demo/review/votes.sqlite --host 0.0.0.0 --port 9000" in serve
+    assert "review analyse" not in plan("report")  # no review started: nothing to analyse
+    Store(tmp_path / "demo" / "review" / "votes.sqlite")
+    report = plan("report")
+    analyse_at = report.index(f"-m lib review analyse --db {tmp_path}/demo/review/votes.sqlite "
+                              f"--out {tmp_path}/demo/review/preference.json")
+    assert analyse_at < report.index("-m lib report")
