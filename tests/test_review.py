@@ -284,7 +284,7 @@ def browser():
 
 
 def test_a_rater_votes_through_the_page_in_a_real_browser(server, browser, run_cli, tmp_path):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -295,7 +295,8 @@ def test_a_rater_votes_through_the_page_in_a_real_browser(server, browser, run_c
     for done, choice in enumerate(("a", "b", "tie"), start=1):
         browser.find_element(By.CSS_SELECTOR, f"input[name=choice][value={choice}]").click()
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(  # the next page counts the votes
+        # the next page counts the votes; while it loads, the old page's elements fail to read
+        WebDriverWait(browser, 30, ignored_exceptions=[WebDriverException]).until(
             lambda page: f"{done} / {ITEMS * PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
     votes = Store(server.db).votes()
     assert len(votes) == 3 and {v.rater for v in votes} == {"alice"}
