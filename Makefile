@@ -198,6 +198,12 @@ eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates t
 all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## the grid METHODS x SIZES x SEEDS, plus the base model
 	@echo "all-experiments: $(words $(RUN_NAMES)) runs and base are evaluated in $(RUNS)"
 
+# An intermediate file that is missing is not remade while the files after it exist (make 4.3 has no
+# .NOTINTERMEDIATE): so the adapter weights of every run this invocation can reach are named here as
+# targets, and a run whose weights are gone trains again even though its train.done and eval.json remain.
+REACHABLE_RUNS = $(filter-out base,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
+$(REACHABLE_RUNS:%=$(RUNS)/%/adapter/adapter_model.safetensors):
+
 # Both files come from one training; a run whose adapter weights are gone is trained again (from
 # its last checkpoint, where one of the same inputs is left).
 $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
