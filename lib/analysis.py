@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -79,7 +80,7 @@ from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
-from lib.io import atomic_write, provenance, read_jsonl, shown, write_json
+from lib.io import atomic_write, nested_value, provenance, read_jsonl, shown, write_json
 from lib.runs import STATUSES, readable_run_files, run_status
 from lib.stats import (
     BOOTSTRAP_SEED, CONFIDENCE, is_missing, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
@@ -94,6 +95,10 @@ ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status", "note")
 TEXT_COLUMNS = ("run", "method", "size", "status", "note")  # of summary.csv; the others are numbers
 COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
 TREND_METRICS = ("rougeL", "mcq_accuracy")
+# Settings every run must share for its numbers to be compared (the file's name, then the keys):
+# how answers were decoded (lib.evaluate.generate.Decoding.record) and the adapters' precision.
+SHARED_SETTINGS = {"decoding": ("eval.json", "generation.decoding"),
+                   "adapter_dtype": ("train_metrics.json", "adapter_dtype")}
 COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
 
 FIT_PARAMETERS = ("E", "A", "alpha")
@@ -153,17 +158,35 @@ def metric_columns(eval_result: dict) -> dict:
     return columns
 
 
-def read_run(run_dir: Path, identity: dict) -> dict:
-    """One row of the summary: identity, status (and its note), metrics and cost of the run's files."""
+def read_run(run_dir: Path, identity: dict) -> tuple[dict, dict]:
+    """One row of the summary (identity, status and its note, metrics and cost of the run's files)
+    and the run's settings that must agree across runs (SHARED_SETTINGS)."""
     status, note = run_status(run_dir)
-    row = {**identity, "status": status, "note": note}
+    row, settings = {**identity, "status": status, "note": note}, {}
     if status != "corrupt":
         files = readable_run_files(run_dir, ("eval.json", "train_metrics.json"))
         if "eval.json" in files:
             row.update(metric_columns(files["eval.json"]))
         if "train_metrics.json" in files:
             row.update({name: files["train_metrics.json"].get(name) for name in COST_COLUMNS})
-    return row
+        settings = {name: nested_value(files.get(file), keys) for name, (file, keys) in SHARED_SETTINGS.items()}
+    return row, {name: value for name, value in settings.items() if value is not None}
+
+
+def note_differing_settings(rows: list[dict], settings: list[dict]) -> None:
+    """Add to the note of every run whose decoding or adapter dtype is not the one most runs share:
+    its numbers are not comparable with theirs (answers decoded otherwise, adapters trained at
+    another precision)."""
+    for name in SHARED_SETTINGS:
+        values = [json.dumps(run_settings[name], sort_keys=True) for run_settings in settings if name in run_settings]
+        if len(set(values)) < 2:
+            continue
+        common = max(set(values), key=lambda value: (values.count(value), -values.index(value)))
+        for row, run_settings in zip(rows, settings):
+            value = run_settings.get(name)
+            if value is not None and json.dumps(value, sort_keys=True) != common:
+                difference = f"{name} {json.dumps(value, sort_keys=True)} differs from the other runs' {common}"
+                row["note"] = f"{row['note']}; {difference}" if row["note"] else difference
 
 
 def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
@@ -174,7 +197,9 @@ def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
     names = {run["run"] for run in expected}
     extra = [found_run_identity(path, default_seed) for path in sorted(runs_dir.iterdir())
              if path.is_dir() and not path.name.startswith(".") and path.name not in names]
-    return [read_run(runs_dir / identity["run"], identity) for identity in expected + extra]
+    rows, settings = zip(*(read_run(runs_dir / identity["run"], identity) for identity in expected + extra))
+    note_differing_settings(list(rows), list(settings))
+    return list(rows)
 
 
 def metric_names(rows: list[dict]) -> list[str]:

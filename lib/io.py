@@ -210,3 +210,12 @@ def provenance(config: dict | None = None, seed: int | None = None) -> dict:
         "seed": seed,
         "config": config,
     }
+
+
+def nested_value(mapping: dict | None, dotted: str):
+    """mapping['a']['b'] for 'a.b', or None where any step is absent."""
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping

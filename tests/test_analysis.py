@@ -238,6 +238,27 @@ def test_mismatch_between_items_and_eval_json_is_noted(tmp_path):
     assert scaling["notes"] == ["lora-1k: test_loss from predictions.jsonl is 1.5, eval.json says 9"]
 
 
+def test_a_run_decoded_or_trained_otherwise_than_the_others_is_marked(tmp_path):
+    runs = tmp_path / "runs"
+    greedy = {"backend": "transformers", "strategy": "greedy", "max_new_tokens": 512, "repetition_penalty": 1.0,
+              "stop_ids": [151645, 151643]}
+    decodings = {"base": greedy, "lora-1k": greedy, "lora-2k": greedy | {"repetition_penalty": 1.05},
+                 "qlora-1k": greedy | {"backend": "vllm"}, "qlora-2k": greedy}
+    for name, decoding in decodings.items():
+        run_dir = write_run(runs, name, [1.0, 2.0], cost={"adapter_dtype": "bfloat16" if name == "qlora-2k" else "float32"})
+        eval_result = json.loads((run_dir / "eval.json").read_text()) | {"generation": {"decoding": decoding}}
+        write_json(run_dir / "eval.json", eval_result)
+    rows = {row["run"]: row for row in lib.analysis.collect_runs(runs, GRID, 42)}
+
+    assert rows["base"]["note"] is None and rows["lora-1k"]["note"] is None
+    assert '"repetition_penalty": 1.05' in rows["lora-2k"]["note"] and rows["lora-2k"]["status"] == "done"
+    assert rows["qlora-1k"]["note"].startswith('decoding {"backend": "vllm"')
+    assert rows["qlora-2k"]["note"] == 'adapter_dtype "bfloat16" differs from the other runs\' "float32"'
+    # the summary's notes carry them to summary.md and the report
+    notes = analyse(runs, n_samples=10)["notes"]
+    assert any(note.startswith("qlora-2k: done: adapter_dtype") for note in notes)
+
+
 # --- trends ------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ chosen so that each macro's expected text can be worked out by hand.
 
 from __future__ import annotations
 
+import csv
+
 import json
 import re
 from pathlib import Path
@@ -167,6 +169,21 @@ def test_partial_study_names_what_is_missing(tmp_path):
     assert macros["QloraLargestRougeL"] == r"\NA{}"  # a missing run gives a visible gap, not an error
     results = (out / "tables" / "results.tex").read_text(encoding="utf-8")
     assert r"\textit{训练未完成}" in results
+
+
+def test_a_runs_note_is_printed_under_the_results(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    summary = paths["results"] / "summary.csv"
+    with summary.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[2]["note"] = 'adapter_dtype "bfloat16" differs from the other runs\' "float32"'
+    with summary.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "generated")
+    results = (tmp_path / "generated" / "tables" / "results.tex").read_text(encoding="utf-8")
+    assert f"注：{escape(rows[2]['run'])}：adapter\\_dtype \"bfloat16\" differs" in results
 
 
 def test_absent_inputs_give_one_sentence_each(tmp_path):

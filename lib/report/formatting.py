@@ -18,15 +18,6 @@ CONFIDENCE_PERCENT = format_number(100 * CONFIDENCE, 0)  # '95'
 CONFIDENCE_TEXT = CONFIDENCE_PERCENT + r"\%"  # '95\%' for captions
 
 
-def nested_value(mapping: dict | None, dotted: str):
-    """mapping['a']['b'] for 'a.b', or None where any step is absent."""
-    for key in dotted.split("."):
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
 def distinct_values(values: list, format_value: Callable) -> str:
     """The formatted values, each once, joined by ' / ' (settings that differ between runs
     show every value instead of the first one's); missing when there are none."""

@@ -8,7 +8,8 @@ absent input file, unfinished run and failed fit, one item each.
 from __future__ import annotations
 
 from lib.config import BASE_RUN, run_name
-from lib.report.formatting import STATUS_WORDS, method_name, nested_value, path_text
+from lib.io import nested_value
+from lib.report.formatting import STATUS_WORDS, method_name, path_text
 from lib.report.sections.scaling import fit_status_text
 from lib.report.study import Study
 from lib.tex import escape, format_count, macro, texttt

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.report.formatting import distinct_values, format_plain, method_name, nested_value, path_text
+from lib.io import nested_value
+from lib.report.formatting import distinct_values, format_plain, method_name, path_text
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import escape, format_count, format_scientific, macro_name, texttt

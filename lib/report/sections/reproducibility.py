@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lib.report.formatting import distinct_values, format_plain, nested_value
+from lib.io import nested_value
+from lib.report.formatting import distinct_values, format_plain
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import escape, macro_name, texttt

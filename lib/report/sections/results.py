@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from lib.config import BASE_RUN, run_name
 from lib.report.columns import COSTS, MFU, Column, metric_cell, quoted_metrics, row_macros
-from lib.report.formatting import CONFIDENCE_PERCENT, CONFIDENCE_TEXT, STATUS_WORDS, method_name, nested_value
+from lib.io import nested_value
+from lib.report.formatting import CONFIDENCE_PERCENT, CONFIDENCE_TEXT, STATUS_WORDS, method_name
 from lib.report.run_tables import run_tables
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
@@ -76,7 +77,15 @@ def result_rows(study: Study) -> list[Tabular]:
     def cells(row: dict, part: list[Column]) -> list[str]:
         return [metric_cell(row, c) for c in part] if row["status"] == "done" else status_cells(row, len(part))
 
-    return run_tables(study.rows, study.default_seed, metrics, lambda c: c.header, cells, METRICS_PER_TABLE)
+    return run_tables(study.rows, study.default_seed, metrics, lambda c: c.header, cells, METRICS_PER_TABLE,
+                      run_notes(study.rows))
+
+
+def run_notes(rows: list[dict]) -> str | None:
+    """summary.csv's notes under the table: why a run is incomplete, or which of its settings
+    (decoding, adapter precision) differ from the other runs' so that its numbers do not compare."""
+    notes = [f"{escape(row['run'])}：{escape(row['note'])}" for row in rows if row.get("note")]
+    return "注：" + "；".join(notes) + "。" if notes else None
 
 
 def trained_rows(study: Study) -> list[dict]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from lib.analysis import FIT_PARAMETERS, TREND_METRICS
 from lib.report.columns import fixed, interval_macros, metric_column, stat_cell
-from lib.report.formatting import CONFIDENCE_TEXT, method_name, nested_value
+from lib.io import nested_value
+from lib.report.formatting import CONFIDENCE_TEXT, method_name
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import escape, format_count, format_number, format_significant, macro_name
