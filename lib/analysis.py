@@ -89,11 +89,11 @@ from lib.stats import (
 
 COST_COLUMNS = (
     "wall_time_s", "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params",
-    "train_tokens", "steps", "final_train_loss", "best_dev_loss",
+    "train_tokens", "steps", "examples_per_step", "tokens_per_step", "final_train_loss", "best_dev_loss",
 )
 ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status", "note")
 TEXT_COLUMNS = ("run", "method", "size", "status", "note")  # of summary.csv; the others are numbers
-COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
+COUNT_COLUMNS = ("examples", "steps", "examples_per_step", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
 TREND_METRICS = ("rougeL", "mcq_accuracy")
 # Settings every run must share for its numbers to be compared (the file's name, then the keys):
 # how answers were decoded (lib.evaluate.generate.Decoding.record) and the adapters' precision.

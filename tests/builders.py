@@ -181,7 +181,7 @@ def cost(method: str, size_index: int) -> dict:
             "tokens_per_s": 12345.6 / (1.5 if method == "qlora" else 1.0),
             "peak_memory_gb": 1.2 if method == "qlora" else 2.0, "trainable_params": 45_000,
             "total_params": 1_400_000, "train_tokens": 250_000.0 * (size_index + 1), "steps": 32 * (size_index + 1),
-            "final_train_loss": 2.0, "best_dev_loss": 2.1}
+            "examples_per_step": 16, "tokens_per_step": 250_000.0 / 32, "final_train_loss": 2.0, "best_dev_loss": 2.1}
 
 
 def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> dict[str, Path]:

@@ -152,6 +152,7 @@ def test_tables_escape_user_text_and_show_intervals(tmp_path):
     assert r"\$\%\&\_\#\{\}\textasciitilde{}\textasciicircum{}\textbackslash{}" in tables["examples"]
     assert "……" in tables["examples"]  # the long reference is cut
     assert "峰值常驻内存" in tables["cost"]
+    assert "每步样本" in tables["cost"] and "每步 token" in tables["cost"]  # a step's unit, beside the steps
 
 
 def test_partial_study_names_what_is_missing(tmp_path):
