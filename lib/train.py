@@ -32,7 +32,7 @@ from pathlib import Path
 from lib.config import Config, parse_count
 from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
-from lib.model import dtype_name
+from lib.model import dtype_name, model_origin
 from lib.prompts import assistant_tokens, conversations, loss_template
 from lib.runs import DONE_MARKER, RUN_LOCK
 
@@ -398,6 +398,7 @@ def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> d
             "processes": batch.processes,
             "gradient_accumulation_steps": batch.accumulation,
             "batching": batching(config),
+            "model_origin": model_origin(config.model.name_or_path),  # the hub commit `make model` fetched
         },
     }
 

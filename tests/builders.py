@@ -5,6 +5,8 @@ world. Test files import these; no test file imports another.
     demo_overrides   settings that make a demo-profile run take seconds
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
+    hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
+                     HF_ENDPOINT) as the hub does, for one repository at one commit
     write_run        one run directory (config.json, train_metrics.json, train.done,
                      predictions.jsonl, eval.json) from per-item scores
     write_study      every input of `python -m lib report` (processed data, runs, summary,
@@ -14,10 +16,15 @@ world. Test files import these; no test file imports another.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import http.server
 import json
 import re
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -62,6 +69,57 @@ def fake_hub_download(monkeypatch, cache: Path, commit: str, filename: str) -> t
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     return cached, calls
+
+
+@contextlib.contextmanager
+def hub_mirror(repo: str, commit: str, files: dict[str, bytes], repo_type: str = "model"):
+    """A hub on 127.0.0.1 serving `files` of `repo` at `commit` (reached as revision main or as the
+    commit): the revision and tree APIs, then HEAD and GET of each file with the commit and etag
+    headers huggingface_hub checks. Yields (the endpoint, the requests it received)."""
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    requests: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self, body: bytes, content_type: str = "application/octet-stream") -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        def do_GET(self):
+            requests.append(f"{self.command} {self.path}")
+            path = urlparse(self.path).path
+            api = f"/api/{repo_type}s/{repo}"
+            if path in (f"{api}/revision/main", f"{api}/revision/{commit}"):
+                siblings = [{"rfilename": name} for name in files]
+                return self.answer(json.dumps({"id": repo, "sha": commit, "siblings": siblings}).encode(),
+                                   "application/json")
+            if path == f"{api}/tree/{commit}":
+                tree = [{"type": "file", "path": name, "size": len(body), "oid": hashlib.sha1(body).hexdigest()}
+                        for name, body in files.items()]
+                return self.answer(json.dumps(tree).encode(), "application/json")
+            for revision in ("main", commit):
+                name = path.removeprefix(f"/{prefix}{repo}/resolve/{revision}/")
+                if name != path and name in files:
+                    return self.answer(files[name])
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def unreachable_hub(monkeypatch, error: Exception) -> None:

@@ -187,6 +187,23 @@ def test_a_runs_note_is_printed_under_the_results(tmp_path):
     assert f"注：{escape(rows[2]['run'])}：adapter\\_dtype \"bfloat16\" differs" in results
 
 
+def test_the_hub_commits_of_model_and_data_are_in_the_reproducibility_table(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    model_commit, data_commit = "a" * 40, "b" * 40
+    for config_file in paths["runs"].glob("*/config.json"):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["resolved"]["model_origin"] = {"name": "Qwen/Qwen2.5-3B-Instruct", "commit": model_commit}
+        config_file.write_text(json.dumps(config), encoding="utf-8")
+    manifest_file = paths["data"] / "manifest.json"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8")) | {"source": {"type": "hub", "commit": data_commit}}
+    manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "generated")
+    macros = read_macros(tmp_path / "generated")
+    # the base model's eval.json has no origin in this study: its value is shown beside the runs'
+    assert macros["ModelCommit"] == "aaaaaaaaaaaa / 无（本地或生成的文件）"
+    assert macros["DataCommit"] == "bbbbbbbbbbbb"
+
+
 def test_absent_inputs_give_one_sentence_each(tmp_path):
     out = tmp_path / "generated"
     empty = tmp_path / "nothing"

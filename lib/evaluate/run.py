@@ -118,7 +118,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     from lib.evaluate.likelihood import item_losses
     from lib.evaluate.metrics import corpus_metrics, item_scores
     from lib.hardware import free_memory
-    from lib.model import load_for_inference
+    from lib.model import load_for_inference, model_origin
 
     name = run_dir.name
     adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
@@ -157,7 +157,8 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     metrics = {**loss_metrics(losses, n_samples),
                **corpus_metrics([a.text for a in answers], references, [a.hit_length_limit for a in answers],
                                 n_samples=n_samples, item_rouge=[p["scores"] for p in predictions])}
-    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings, **knowledge}
+    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings,
+              "model_origin": model_origin(config.model.name_or_path), **knowledge}
     if config.eval.judge:
         from lib.evaluate.judge import judge_predictions
 
