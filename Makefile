@@ -204,12 +204,14 @@ all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## th
 REACHABLE_RUNS = $(filter-out base,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
 $(REACHABLE_RUNS:%=$(RUNS)/%/adapter/adapter_model.safetensors):
 
+TRAIN_ARGS = $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) --seed $(call seed_of,$*) \
+	--data $(PROCESSED) --out $(RUNS)/$*
 # Both files come from one training; a run whose adapter weights are gone is trained again (from
 # its last checkpoint, where one of the same inputs is left).
 $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
 		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
-	$(LAUNCHER) -m lib train $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) \
-		--seed $(call seed_of,$*) --data $(PROCESSED) --out $(RUNS)/$*
+	$(if $(filter-out python,$(LAUNCH)),$(CLI) train $(TRAIN_ARGS) --check-layout $(NPROC))
+	$(LAUNCHER) -m lib train $(TRAIN_ARGS)
 
 $(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors $(PROCESSED)/test.jsonl \
 		$(PROCESSED)/mcq.jsonl

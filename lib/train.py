@@ -448,6 +448,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, required=True, help="training seed (data order, adapter init, dropout)")
     parser.add_argument("--data", type=Path, required=True, help="folder of the processed splits")
     parser.add_argument("--out", type=Path, required=True, help="the run folder, results/<profile>/runs/<run>")
+    parser.add_argument("--check-layout", type=int, metavar="PROCESSES",
+                        help="only check that the effective batch splits over PROCESSES processes, and exit "
+                             "(the Makefile asks before starting a launcher, so a bad NPROC is one line, not one per process)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -456,6 +459,11 @@ def run(args: argparse.Namespace) -> None:
     if args.method is None:
         raise UserError("train needs --method (lora or qlora)")
     config = config_from_args(args)
+    if args.check_layout is not None:
+        batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, args.check_layout)
+        print(f"train: {batch.effective} examples per step = {batch.per_device} per device x "
+              f"{batch.accumulation} accumulated x {batch.processes} processes")
+        return
     spec = RunSpec(name=args.out.name, profile=args.profile, method=args.method, size=args.size,
                    examples=parse_count(args.size), seed=args.seed)
     # Under torchrun or accelerate every process runs this; the first holds the run's lock (its

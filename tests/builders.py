@@ -3,6 +3,7 @@ world. Test files import these; no test file imports another.
 
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
+    write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
     hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
@@ -48,6 +49,19 @@ def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
     return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
             "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
+
+
+def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Path, Path]:
+    """Empty stand-ins for what a demo run's Make rules depend on (the data step's files, the
+    model's ready marker), under `root`: enough for make to decide what to run, nothing to train on.
+    Returns (DATA_DIR, MODEL)."""
+    processed, model = root / "data" / "processed" / "demo", root / "model"
+    names = ["manifest.json", "mcq_report.json", "dev.jsonl", "test.jsonl", "mcq.jsonl",
+             *(f"train-{size}.jsonl" for size in sizes)]
+    for path in (*(processed / name for name in names), model / ".ready"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+    return root / "data", model
 
 
 # --- the Hugging Face hub ------------------------------------------------------------------------

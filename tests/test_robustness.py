@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_overrides, write_jsonl
+from builders import REPO_ROOT, demo_overrides, write_jsonl, write_stage_inputs
 from lib.config import load_config, parse_count
 from lib.data.sources import read_examples
 from lib.errors import UserError
@@ -154,18 +154,14 @@ def test_an_adapter_without_weights_is_one_line_and_make_trains_it_again(tmp_pat
         check_adapter_base(adapter, "models/tiny-qwen2")
 
     # everything the run depends on exists and is older than the run: only the weights are gone
-    processed, model = tmp_path / "data" / "processed" / "demo", tmp_path / "model"
-    for path in (*(processed / name for name in ("manifest.json", "mcq_report.json", "train-64.jsonl", "dev.jsonl",
-                                                 "test.jsonl", "mcq.jsonl")), model / ".ready"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("", encoding="utf-8")
+    data_dir, model = write_stage_inputs(tmp_path)
     run_dir = tmp_path / "results" / "demo" / "runs" / "lora-64"
     (run_dir / "adapter").mkdir(parents=True)
     for name in ("train.done", "eval.json"):
         (run_dir / name).write_text("{}", encoding="utf-8")
     for goal in ("exp-lora-64", "all-experiments"):
         plan = subprocess.run(["make", "-n", goal, "PROFILE=demo", "SIZES=64", "METHODS=lora", f"MODEL={model}",
-                               f"DATA_DIR={tmp_path / 'data'}", f"RESULTS_DIR={tmp_path / 'results'}"],
+                               f"DATA_DIR={data_dir}", f"RESULTS_DIR={tmp_path / 'results'}"],
                               cwd=REPO_ROOT, capture_output=True, text=True)
         assert f"--out {run_dir}\n" in plan.stdout and "-m lib evaluate" in plan.stdout, plan.stdout  # not "done"
 

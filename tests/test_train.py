@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config, parse_count
 from lib.errors import UserError
 from lib.io import read_json
 from lib.prompts import assistant_tokens, loss_template
-from lib.train import RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, train
+from lib.train import (
+    RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, read_conversations, tokenized, train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +51,6 @@ def masked_text(tokenizer, ids, mask) -> str:
 def tokenizer_with_template(request, tiny_model):
     """The tiny model's tokenizer with its own template (it has generation markers), and with the
     stock Qwen2.5-Instruct template, which has none and for which TRL swaps in its training copy."""
-    from transformers import AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -173,16 +175,21 @@ def test_resume_after_a_kill_finishes_at_the_same_step(tiny_model, demo_data, tm
     assert logged_steps == sorted(set(logged_steps))  # no step trained twice in the history
 
 
-def test_two_cpu_processes_train_one_adapter(tiny_model, demo_data, tmp_path):
+def test_four_cpu_processes_take_the_steps_and_examples_of_one(tiny_model, demo_data, tmp_path):
+    # the demo's 8 examples a step over 4 processes: 2 each, where 8 per device x 4 used to refuse to start
     out = tmp_path / "lora-128"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    command = run_train_process(tiny_model, demo_data, out, *torchrun, extra=["train.per_device_batch_size=4"])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port", "29533"]
+    command = run_train_process(tiny_model, demo_data, out, *torchrun)
     finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert finished.returncode == 0, finished.stderr[-3000:]
     metrics = read_json(out / "train_metrics.json")
-    assert metrics["processes"] == 2
-    assert metrics["steps"] == 16  # 4 per process x 2 processes = the same 8 examples per step
+    assert metrics["processes"] == 4 and metrics["examples_per_step"] == 8
+    assert metrics["steps"] == 16  # 128 examples / 8 per step, as on one process (test_a_short_run_learns)
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
+    # every example of the split was seen once, over all processes: its tokens, no padding, none twice
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, 128, "train-128.jsonl")  # demo_overrides' max_length
+    assert metrics["train_tokens"] == sum(split["length"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(out.glob("adapter*"))) == 1
