@@ -77,6 +77,28 @@ def device_map_for_this_process():
     return {"": process_state().local_process_index if torch.cuda.is_available() else "cpu"}
 
 
+def attention_kernel(setting: str) -> str:
+    """The attn_implementation to load with: `setting` itself, or for auto the fastest kernel this
+    machine has. Flash attention takes a row of concatenated examples as separate sequences (so
+    training can skip padding: lib.train.batching); flash-attention 3 needs Hopper (compute
+    capability 9), 2 needs Ampere (8) or newer. The `kernels` package's hub-fetched builds are not
+    chosen: a cluster node often cannot reach the hub."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if not torch.cuda.is_available():
+        return "sdpa"
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+    major, _ = torch.cuda.get_device_capability()
+    if major == 9 and is_flash_attn_3_available():
+        return "flash_attention_3"
+    if major >= 8 and is_flash_attn_2_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def quantization_config(config, dtype):
     """NF4 + double quantisation with matrix products in the training dtype (QLoRA), or None."""
     if not config.quantization.load_in_4bit:
@@ -107,14 +129,18 @@ def load_model(config, dtype, device_map=None):
     """The base model in `dtype`, quantised to 4 bits when the method asks for it."""
     from transformers import AutoModelForCausalLM
 
+    import torch
+
     quantization = quantization_config(config, dtype)
-    if quantization is not None and device_map is None:
-        device_map = device_map_for_this_process()  # bitsandbytes quantises while placing
+    # bitsandbytes quantises while placing; and on GPUs every process loads straight onto its own
+    # device instead of each building a full copy in host memory first
+    if device_map is None and (quantization is not None or torch.cuda.is_available()):
+        device_map = device_map_for_this_process()
     return _from_pretrained(
         AutoModelForCausalLM,
         config,
         dtype=dtype,
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=attention_kernel(config.model.attn_implementation),
         quantization_config=quantization,
         device_map=device_map,
         use_safetensors=True,

@@ -48,6 +48,21 @@ def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_dat
     assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
 
 
+def test_a_lora_adapter_merged_for_generation_gives_the_answers_of_the_unmerged_one(trained_run, tiny_model, demo_data):
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
+    from lib.model import load_for_inference
+    from lib.prompts import prompt_messages, render_prompt
+
+    config = eval_config(tiny_model)
+    tokenizer, model = load_for_inference(config, trained_run / "adapter")
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:16]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    decoding = study_decoding(config, tokenizer, model)
+    unmerged = TransformersGenerator(model, tokenizer, decoding).generate(prompts, batch_size=8, progress=False)
+    merged = TransformersGenerator(model.merge_and_unload(), tokenizer, decoding).generate(prompts, 8, progress=False)
+    assert [a.text for a in merged] == [a.text for a in unmerged]
+
+
 def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, tiny_model, demo_data):
     from lib.evaluate.run import evaluate
 
@@ -57,6 +72,8 @@ def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, t
     assert (trained_run / "predictions.jsonl").read_bytes() == predictions
     assert first["metrics"] == second["metrics"]
     assert first["mcq"] == second["mcq"] and first["mcq"]["overall"]["n"] == 40
+    # a LoRA run generates with its adapter merged; on a CPU as many at once as eval.batch_size
+    assert first["generation"]["merged_adapter"] is True and first["generation"]["batch_size"] == 32
 
     test_ids = [r["id"] for r in read_jsonl(demo_data / "test.jsonl")]
     rows = list(read_jsonl(trained_run / "predictions.jsonl"))

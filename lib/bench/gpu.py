@@ -359,7 +359,7 @@ def measured_fields(measured: dict, config: Config, lengths: Lengths, grid_sizes
         "dtype": measured["dtype"],
         "per_device_batch_size": measured["batch"].per_device,
         "gradient_accumulation_steps": measured["batch"].accumulation,
-        "gradient_checkpointing": config.train.gradient_checkpointing,
+        "gradient_checkpointing": metrics["gradient_checkpointing"],
         "max_length": config.train.max_length,
         "measured_steps": measured["steps"],
         "measured_seconds": metrics["wall_time_s"],

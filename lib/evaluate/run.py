@@ -114,7 +114,7 @@ def make_generator(config, backend: str, model, tokenizer, decoding, adapter_dir
 
 
 def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
-    from lib.evaluate.generate import choose_backend, study_decoding
+    from lib.evaluate.generate import choose_backend, generation_batch_size, study_decoding
     from lib.evaluate.likelihood import item_losses
     from lib.evaluate.metrics import corpus_metrics, item_scores
     from lib.hardware import free_memory
@@ -135,12 +135,19 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
                          config.eval.batch_size)
     knowledge = knowledge_track(config, model, tokenizer, data_dir, n_samples)
     decoding = study_decoding(config, tokenizer, model)
+    merged = backend == "transformers" and adapter_dir is not None and not config.quantization.load_in_4bit
     if backend == "vllm":
         model = None  # vLLM loads its own copy of the weights: the GPU must not hold two
         free_memory()
+    elif merged:
+        # generating with W + BA folded into one matrix saves two small matmuls per adapted layer per
+        # token; a 4-bit base (QLoRA) keeps its adapter apart, as merging into it would round it away
+        model = model.merge_and_unload()
 
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
-    settings = {"decoding": decoding.record(backend), "batch_size": config.eval.batch_size}
+    longest_prompt = max(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts)
+    settings = {"decoding": decoding.record(backend), "merged_adapter": merged,
+                "batch_size": config.eval.batch_size if model is None else generation_batch_size(config, model, longest_prompt)}
     started = time.perf_counter()
     generator = make_generator(config, backend, model, tokenizer, decoding, adapter_dir)
     answers = generate_resumably(generator, prompts, settings, run_dir)
