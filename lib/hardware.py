@@ -69,12 +69,16 @@ PEAK_TFLOPS = (
 )
 
 
+def datasheet_model(device_name: str) -> str | None:
+    """The PEAK_TFLOPS entry of a GPU name such as 'NVIDIA H100 80GB HBM3' ('H100'), or None."""
+    return next((model for model, _ in PEAK_TFLOPS if model in device_name), None)
+
+
 def peak_flops(device_name: str, dtype_name: str) -> float | None:
     """The datasheet peak in FLOP/s for a GPU name such as 'NVIDIA H100 80GB HBM3', or None."""
-    for model, peaks in PEAK_TFLOPS:
-        if model in device_name:
-            return peaks[dtype_name] * 1e12 if dtype_name in peaks else None
-    return None
+    model = datasheet_model(device_name)
+    peaks = dict(PEAK_TFLOPS).get(model, {})
+    return peaks[dtype_name] * 1e12 if dtype_name in peaks else None
 
 
 def model_flops_per_token(total_params: int, trainable_params: int) -> int:

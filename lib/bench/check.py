@@ -223,6 +223,8 @@ def speed_checks(args: argparse.Namespace, base, grid, started: float) -> list[d
     names = [speed_name(variant, checkpointing) for variant, checkpointing in variants]
     if missing:
         return [run_check(name, lambda: skip(f"{', '.join(missing)} not installed")) for name in names]
+    if time.perf_counter() - started > args.time_budget:
+        return [run_check(name, lambda: skip(f"time budget of {args.time_budget:.0f} s spent")) for name in names]
     import torch
 
     from lib.model import compute_dtype
