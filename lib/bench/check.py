@@ -266,8 +266,12 @@ def skip(reason: str):
 
 def study_model(config):
     """(tokenizer, model) of the study's base model, when it is on disk (make model)."""
+    import torch
+
     from lib.model import load_for_inference, local_copy
 
+    if config.train.require_gpu and not torch.cuda.is_available():
+        raise Skipped(f"{config.model.name_or_path} generates on a GPU (train.require_gpu); none is visible")
     if not local_copy(config.model.name_or_path).is_dir():
         raise Skipped(f"{config.model.name_or_path} is not on disk (make model)")
     return load_for_inference(config)
