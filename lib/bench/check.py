@@ -31,15 +31,16 @@ import argparse
 import random
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-from lib.architecture import ARCHITECTURES, default_architecture, qwen2_config, tiny_architecture
+from lib.architecture import ARCHITECTURES, Architecture, default_architecture, qwen2_config, tiny_architecture
 from lib.bench import write_benchmark
-from lib.bench.gpu import (REQUIRED_PACKAGES, Variant, error_line, example_lengths, flash_attention_missing, installed,
-                           machine_description, measure_variant, measured_fields, method_missing, save_random_model,
-                           variant_config)
-from lib.config import load_config, load_grid
+from lib.bench.gpu import (REQUIRED_PACKAGES, Lengths, Variant, error_line, example_lengths, flash_attention_missing,
+                           installed, machine_description, measure_variant, measured_fields, method_missing,
+                           save_random_model, variant_config)
+from lib.config import Grid, load_config, load_grid
 from lib.errors import UserError
 from lib.hardware import free_memory
 from lib.io import library_versions, provenance
@@ -217,40 +218,66 @@ def speed_variants(methods: tuple[str, ...]) -> list[tuple[Variant, bool]]:
             for method in methods for checkpointing in (True, False)]
 
 
-def speed_checks(args: argparse.Namespace, base, grid, started: float) -> list[dict]:
-    missing = [distribution for module, distribution in REQUIRED_PACKAGES if not installed(module)]
+@dataclass(frozen=True)
+class SpeedBench:
+    """What every speed check shares: the command's options, the saved random model, the lengths."""
+    args: argparse.Namespace
+    grid: Grid
+    arch: Architecture
+    lengths: Lengths
+    model_dir: Path
+    started: float  # time.perf_counter() when the command started, for --time-budget
+
+    def measure(self, variant: Variant, checkpointing: bool) -> dict:
+        args = self.args
+        if time.perf_counter() - self.started > args.time_budget:
+            raise Skipped(f"time budget of {args.time_budget:.0f} s spent")
+        if method_missing(variant.method):
+            raise Skipped(method_missing(variant.method))
+        overrides = [*args.overrides, f"train.gradient_checkpointing={str(checkpointing).lower()}"]
+        config = variant_config(args.profile, variant, self.model_dir, tuple(args.variant), overrides)
+        scratch = self.model_dir.parent / f"{variant.name}-{'checkpointing' if checkpointing else 'no-checkpointing'}"
+        measured = measure_variant(config, variant, self.lengths, self.arch.vocab_size, args.warmup, args.steps,
+                                   self.grid.default_seed, scratch)
+        return {"architecture": self.arch.name, "attention": variant.attention,
+                "adapter_dtype": measured["metrics"]["adapter_dtype"],
+                **measured_fields(measured, config, self.lengths, self.grid.sizes)}
+
+
+def speed_checks(args: argparse.Namespace, base, grid: Grid, started: float) -> list[dict]:
+    """One check per speed variant; all skipped (or failed) alike when the random model cannot be had."""
     variants = speed_variants(grid.methods)
     names = [speed_name(variant, checkpointing) for variant, checkpointing in variants]
-    if missing:
-        return [run_check(name, lambda: skip(f"{', '.join(missing)} not installed")) for name in names]
-    if time.perf_counter() - started > args.time_budget:
-        return [run_check(name, lambda: skip(f"time budget of {args.time_budget:.0f} s spent")) for name in names]
-    import torch
-
+    arch = default_architecture(base, args.model_config)
+    why_not = speed_unavailable(args, arch, started)
+    if why_not:
+        return [run_check(name, partial(skip, why_not)) for name in names]
     from lib.model import compute_dtype
 
-    arch = default_architecture(base, args.model_config)
-    if arch.name != "tiny" and not torch.cuda.is_available():
-        return [run_check(name, lambda: skip(f"the {arch.name} architecture needs a GPU")) for name in names]
-    lengths = example_lengths(base, Path("data/processed") / args.profile)
-    records = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
-        model_dir = save_random_model(arch, compute_dtype(base.model.dtype), Path(scratch) / "model")
-        for (variant, checkpointing), name in zip(variants, names):
-            def measure(variant=variant, checkpointing=checkpointing):
-                if time.perf_counter() - started > args.time_budget:
-                    raise Skipped(f"time budget of {args.time_budget:.0f} s spent")
-                if method_missing(variant.method):
-                    raise Skipped(method_missing(variant.method))
-                overrides = [*args.overrides, f"train.gradient_checkpointing={str(checkpointing).lower()}"]
-                config = variant_config(args.profile, variant, model_dir, tuple(args.variant), overrides)
-                measured = measure_variant(config, variant, lengths, arch.vocab_size, args.warmup, args.steps,
-                                           grid.default_seed, Path(scratch) / name)
-                fields = measured_fields(measured, config, lengths, grid.sizes)
-                return {"architecture": arch.name, "attention": variant.attention,
-                        "adapter_dtype": measured["metrics"]["adapter_dtype"], **fields}
-            records.append(run_check(name, measure))
-    return records
+        try:
+            lengths = example_lengths(base, Path("data/processed") / args.profile)
+            model_dir = save_random_model(arch, compute_dtype(base.model.dtype), Path(scratch) / "model")
+        except Exception as err:  # no model, no speed; the checks after these still run
+            return [run_check(name, partial(fail, f"random {arch.name} model not built: {error_line(err)}"))
+                    for name in names]
+        bench = SpeedBench(args, grid, arch, lengths, model_dir, started)
+        return [run_check(name, partial(bench.measure, variant, checkpointing))
+                for (variant, checkpointing), name in zip(variants, names)]
+
+
+def speed_unavailable(args: argparse.Namespace, arch: Architecture, started: float) -> str | None:
+    """Why no speed can be measured here, before the random model is built, or None."""
+    import torch
+
+    missing = [distribution for module, distribution in REQUIRED_PACKAGES if not installed(module)]
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    if arch.name != "tiny" and not torch.cuda.is_available():
+        return f"the {arch.name} architecture needs a GPU"
+    if time.perf_counter() - started > args.time_budget:
+        return f"time budget of {args.time_budget:.0f} s spent"
+    return None
 
 
 def speed_name(variant: Variant, checkpointing: bool) -> str:
@@ -259,6 +286,10 @@ def speed_name(variant: Variant, checkpointing: bool) -> str:
 
 def skip(reason: str):
     raise Skipped(reason)
+
+
+def fail(reason: str):
+    raise CheckFailed(reason, {})
 
 
 # --- generation ------------------------------------------------------------------------------------
@@ -371,15 +402,17 @@ def run(args: argparse.Namespace) -> None:
 
     checks = [run_check("environment", environment)]
     for dtype_text, attention, why_not in padding_free_cases():
-        checks.append(run_check(f"padding-free loss, {attention} {dtype_text}",
-                                lambda d=dtype_text, a=attention, w=why_not: skip(w) if w else padding_free_loss(d, a)))
-    checks.append(run_check("adapters in fp32 (PEFT + lib.train)", lambda: adapters_in_fp32(base)))
+        padding_free = partial(skip, why_not) if why_not else partial(padding_free_loss, dtype_text, attention)
+        checks.append(run_check(f"padding-free loss, {attention} {dtype_text}", padding_free))
+    checks.append(run_check("adapters in fp32 (PEFT + lib.train)", partial(adapters_in_fp32, base)))
     speed = speed_checks(args, base, grid, started)
     checks += speed
-    checks.append(run_check("adapters in fp32 (speed checks' training)", lambda: trained_adapters_in_fp32(speed)))
-    checks.append(run_check("generation speed (transformers)", lambda: generation_speed(base, args.prompts, args.new_tokens)))
+    checks.append(run_check("adapters in fp32 (speed checks' training)", partial(trained_adapters_in_fp32, speed)))
+    checks.append(run_check("generation speed (transformers)", partial(generation_speed, base, args.prompts,
+                                                                        args.new_tokens)))
     # last: vLLM keeps most of the GPU's memory until the process ends
-    checks.append(run_check("greedy answers: transformers = vLLM", lambda: vllm_agrees(base, args.prompts, args.new_tokens)))
+    checks.append(run_check("greedy answers: transformers = vLLM", partial(vllm_agrees, base, args.prompts,
+                                                                            args.new_tokens)))
 
     result = {
         "profile": args.profile,

@@ -19,6 +19,8 @@ documented default, with the assistant's answer at the end as the loss mask. Onl
 steps count: real (non-padding) tokens per second, the peak memory, MFU (lib.hardware), and from
 them the projected wall time of every cell of the grid (experiments/grid.yaml) at the configured
 epochs. One variant failing (out of memory, say) is recorded with its error and the others go on.
+Before any model is built, a missing trl, peft or datasets is a one-line error; a missing
+bitsandbytes, flash_attn or liger_kernel skips the variants that need it, with the reason.
 
 Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
 machine and the library versions; `python -m lib plan` (lib.bench.memory) compares its estimates with them.
