@@ -82,3 +82,12 @@ def test_without_trl_the_speed_checks_are_skipped_with_the_reason(monkeypatch, t
 def test_counts_below_one_are_a_one_line_error(run_cli, tmp_path, bad):
     done = run_cli("gpu-check", "--profile", "demo", "--out", tmp_path, *bad)
     assert done.returncode == 2 and done.stderr.startswith("error: --steps, --warmup, --prompts and --new-tokens")
+
+
+def test_adapters_trained_in_bf16_fail_the_check():
+    speed = [{"name": "lora", "status": "ok", "details": {"adapter_dtype": "float32"}},
+             {"name": "qlora", "status": "ok", "details": {"adapter_dtype": "bfloat16"}},
+             {"name": "qlora 2", "status": "skipped: bitsandbytes not installed", "details": {}}]
+    record = check.run_check("adapters", lambda: check.trained_adapters_in_fp32(speed))
+    assert record["status"] == "failed: adapters not in float32: {'qlora': 'bfloat16'}"
+    assert record["details"] == {"adapter_dtypes": {"lora": "float32", "qlora": "bfloat16"}}

@@ -202,10 +202,11 @@ def trained_adapters_in_fp32(speed_records: list[dict]) -> dict:
     measured = {r["name"]: r["details"]["adapter_dtype"] for r in speed_records if r["status"] == "ok"}
     if not measured:
         raise Skipped("no speed check ran")
+    details = {"adapter_dtypes": measured}
     wrong = {name: dtype for name, dtype in measured.items() if dtype != "float32"}
     if wrong:
-        raise CheckFailed(f"adapters not in float32: {wrong}", measured)
-    return measured
+        raise CheckFailed(f"adapters not in float32: {wrong}", details)
+    return details
 
 
 # --- training speed --------------------------------------------------------------------------------
@@ -459,6 +460,8 @@ def headline(check: dict) -> str:
         return "; ".join(f"batch {size}: {s['tokens_per_s']:,.0f} tokens/s" for size, s in d["batch_sizes"].items())
     if "study_adapter_dtype" in d:
         return f"PEFT {d['peft_adapter_dtype']}, study {d['study_adapter_dtype']}"
+    if "adapter_dtypes" in d:
+        return ", ".join(sorted(set(d["adapter_dtypes"].values()))) + f" in {len(d['adapter_dtypes'])} runs"
     if "differing" in d:
         return f"{d['prompts'] - len(d['differing'])} of {d['prompts']} identical"
     return ""
