@@ -96,7 +96,7 @@ $(1):
 endef
 
 .PHONY: help vars setup setup-tex tex test test-fast data model tiny-model all-experiments summary figures report \
-	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
+	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
@@ -280,6 +280,11 @@ bench-demo: $(SETUP) ## time every stage of `make demo` from scratch, in a scrat
 
 bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU -> results/bench/gpu-<profile>.md
 	$(CLI) bench-gpu $(CONFIG_ARGS) $(if $(wildcard $(PROCESSED)),--data $(PROCESSED)) --out $(BENCH)
+
+# No $(SETUP): on a GPU machine with CUDA torch, transformers, peft and accelerate installed it runs
+# without the venv (what else it needs is skipped with the reason).
+gpu-check: ## is this GPU machine ready: correctness and speed checks (under 8 minutes) -> results/bench/gpu-check.md
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
 	$(CLI) plan $(CONFIG_ARGS) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --out $(BENCH)

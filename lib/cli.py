@@ -34,6 +34,7 @@ COMMANDS = {
     "bench-generation": ("lib.bench.generation", "batched vs one-by-one greedy generation on the tiny model"),
     "bench-demo": ("lib.bench.demo", "time every stage of make demo from scratch"),
     "bench-gpu": ("lib.bench.gpu", "time LoRA/QLoRA training steps of the 3B architecture on a GPU: tokens/s, peak memory, MFU"),
+    "gpu-check": ("lib.bench.check", "is this GPU machine ready: padding-free loss, fp32 adapters, vLLM, training and generation speed"),
     "bench-summary": ("lib.bench.summary", "gather the benchmarks' headlines into results/bench/README.md"),
 }
 

@@ -146,6 +146,18 @@ def unreachable_hub(monkeypatch, error: Exception) -> None:
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
 
 
+def hide_packages(monkeypatch, *modules: str) -> None:
+    """importlib.util.find_spec answers None for `modules`, as where they are not installed."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        return None if name in modules else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 

@@ -77,5 +77,5 @@ def test_a_process_count_the_batch_cannot_split_over_is_one_line_before_any_laun
 def test_help_lists_every_target_of_the_study():
     text = make("help")
     for target in ("setup", "test", "data", "model", "exp-%", "all-experiments", "figures", "paper", "demo",
-                   "chat", "bench", "bench-gpu", "plan", "setup-tex"):
+                   "chat", "bench", "bench-gpu", "gpu-check", "plan", "setup-tex"):
         assert re.search(rf"^  {re.escape(target)}\s+\S", text, re.M), target
