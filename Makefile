@@ -44,6 +44,18 @@ LAUNCHER_accelerate = $(VENV)/bin/accelerate launch --config_file experiments/ac
 LAUNCHER_torchrun = $(VENV)/bin/torchrun --nproc_per_node $(NPROC) $(LAUNCH_ARGS)
 LAUNCHER = $(or $(LAUNCHER_$(LAUNCH)),$(error LAUNCH=$(LAUNCH): expected python, accelerate or torchrun))
 
+# --- one run per GPU at a time: make -j4 all-experiments GPUS="0 1 2 3" --------------------------
+# Each concurrent training or evaluation takes its own ids from this pool (python -m lib on-free-gpu,
+# lib/gpus.py), waiting for free ones; a launcher of NPROC processes takes NPROC ids. By default the
+# ids CUDA_VISIBLE_DEVICES names, else every GPU nvidia-smi lists (none on a CPU: nothing is
+# wrapped). Read at each use, so that commands that train nothing never start nvidia-smi.
+comma := ,
+GPUS ?= $(if $(filter environment%,$(origin CUDA_VISIBLE_DEVICES)),$(subst $(comma), ,$(CUDA_VISIBLE_DEVICES)),$\
+	$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p'))
+GPU_LOCKS ?= /tmp/medqa-scaling-gpus#  one lock file per id, shared by every job of this machine
+on_free_gpus = $(if $(strip $(GPUS)),$(CLI) on-free-gpu --gpus $(GPUS) --count $(1) --locks $(GPU_LOCKS) --)
+GPUS_PER_TRAINING = $(if $(filter python,$(LAUNCH)),1,$(NPROC))
+
 # --- where things go ----------------------------------------------------------------------------
 DATA_DIR ?= data
 RAW_DIR = $(DATA_DIR)/raw
@@ -95,8 +107,8 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex tex test test-fast data model tiny-model all-experiments summary figures report \
-	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
+.PHONY: help vars setup setup-tex setup-slurm tex test test-fast data model tiny-model all-experiments summary figures report \
+	paper demo chat submit bench bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
@@ -104,6 +116,7 @@ help: ## list every target with one line of help (the default goal)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
 	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
+	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
 
 vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
@@ -211,14 +224,14 @@ TRAIN_ARGS = $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,
 $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
 		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
 	$(if $(filter-out python,$(LAUNCH)),$(CLI) train $(TRAIN_ARGS) --check-layout $(NPROC))
-	$(LAUNCHER) -m lib train $(TRAIN_ARGS)
+	$(call on_free_gpus,$(GPUS_PER_TRAINING)) $(LAUNCHER) -m lib train $(TRAIN_ARGS)
 
 $(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors $(PROCESSED)/test.jsonl \
 		$(PROCESSED)/mcq.jsonl
-	$(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
+	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
 $(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
-	$(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
+	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
 chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model)
 	@test -n "$(EXP)" || { echo "error: say which run: make chat EXP=<method>-<size> (or EXP=base)" >&2; exit 2; }
@@ -261,6 +274,34 @@ $(PDF): $(GENERATED)/report.done paper/report.tex paper/preamble.tex paper/refer
 demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/report.pdf
 	@$(MAKE) tex >/dev/null 2>&1 & tex=$$!; $(MAKE) PROFILE=demo all-experiments; wait $$tex || true
 	$(MAKE) PROFILE=demo paper
+
+# --- the grid on a Slurm cluster: make submit ------------------------------------------------------
+# One array task per unfinished run (make exp-<run>) and a job after the array for the report,
+# submitted by python -m lib submit (lib/slurm.py) with experiments/slurm/array.sbatch and
+# report.sbatch. The data and the model are prepared here first: login nodes reach the network,
+# compute nodes often do not, and the tasks must not all prepare the data at once.
+PARTITION ?=#               sbatch --partition of every job
+GRES ?=#                    sbatch --gres of each run, e.g. gpu:1
+TIME ?=#                    sbatch --time of every job, e.g. 12:00:00
+SBATCH_ARGS ?=#             more sbatch options for every job, e.g. --account=abc --qos=normal
+# The variables that reach every job's make: those given to make submit (on its command line or
+# in the environment); the others keep their defaults, worked out on the node (NPROC counts its GPUs).
+JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE TEST_SIZE DEV_SIZE SEED \
+	DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
+given = $(filter command environment,$(firstword $(origin $(1))))
+shell_quote = '$(subst ','\'',$(1))'
+
+submit: data model ## the unfinished runs as a Slurm job array, then a job for the summary, figures and report
+	@unfinished=$$(for run in $(RUN_NAMES) base; do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \
+	report_done=$$($(MAKE) -q $(GENERATED)/report.done && echo --report-done || true); \
+	$(CLI) submit --runs $$unfinished $$report_done --out $(RESULTS)/slurm --job-name medqa-$(PROFILE) \
+		--partition '$(PARTITION)' --gres '$(GRES)' --time '$(TIME)' --sbatch-args $(call shell_quote,$(SBATCH_ARGS)) \
+		$(foreach v,$(JOB_VARIABLES),$(if $(call given,$(v)),--variable $(call shell_quote,$(v)=$($(v)))))
+
+# A real Slurm on one machine, for the test of make submit (tests/test_slurm.py starts its daemons).
+setup-slurm: ## Slurm and munge for the submit test (Debian/Ubuntu, apt; ~30 s)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 
 # --- benchmarks ---------------------------------------------------------------------------------
 bench: bench-data bench-collation bench-generation bench-demo ## the CPU benchmarks side by side -> results/bench/README.md

@@ -23,6 +23,8 @@ COMMANDS = {
     "model": ("lib.model", "fetch the base model into models/ and check that it loads"),
     "train": ("lib.train", "train one run (LoRA or QLoRA on one train subset) with TRL's SFTTrainer"),
     "evaluate": ("lib.evaluate.run", "evaluate a run or the base model: test loss, generated answers, metrics, MCQ"),
+    "on-free-gpu": ("lib.gpus", "run a command on GPU ids no other job of this machine holds (make -jN GPUS=...)"),
+    "submit": ("lib.slurm", "submit the unfinished runs as a Slurm job array and a report job after it (make submit)"),
     "chat": ("lib.chat", "chat with a run (or the base model) in the terminal, streaming the answer"),
     "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
