@@ -60,8 +60,10 @@ def new_submission_folder(out: Path) -> Path:
 def still_queued(out: Path) -> list[str]:
     """The jobs of earlier submissions under `out` that are pending or running: submitting the same
     runs again would queue a second task behind each of them."""
-    ids = [str(jobs[kind]) for path in sorted(out.glob("*/jobs.json")) for jobs in [read_json(path)]
-           for kind in ("array", "report") if jobs.get(kind)]
+    ids = []
+    for path in sorted(out.glob("*/jobs.json")):
+        jobs = read_json(path)
+        ids += [str(jobs[kind]) for kind in ("array", "report") if jobs.get(kind)]
     if not ids:
         return []
     finished = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={','.join(ids)}"],

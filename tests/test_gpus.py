@@ -112,7 +112,7 @@ def test_make_runs_the_grid_one_job_per_id_with_the_results_of_a_sequential_run(
     python.write_text(RECORDING_PYTHON.format(log=log, python=REPO_ROOT / ".venv" / "bin" / "python"))
     python.chmod(0o755)
     settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
-                              "eval.mcq_size=20", "eval.bootstrap_samples=20")
+                              "eval.mcq_size=20")
     common = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"GENERATED_DIR={tmp_path}/generated",
               f"MODEL={tiny_model}", "METHODS=lora", "SIZES=32 64", f"SET={' '.join(settings)}"]
     # one thread per process in both runs, so that they compute the same sums in the same order

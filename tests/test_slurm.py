@@ -23,8 +23,6 @@ import pytest
 
 from builders import REPO_ROOT, demo_overrides
 
-pytestmark = pytest.mark.slow
-
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
@@ -137,13 +135,14 @@ def job_ids(text: str) -> tuple[str, str]:
     return array.group(1), report.group(1)
 
 
+@pytest.mark.slow
 def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_after_it(local_slurm, tiny_model, tmp_path):
     environment, folder = local_slurm
-    settings = demo_overrides(tiny_model, "data.synthetic_size=1500", "data.test_size=16", "data.dev_size=16",
-                              "eval.mcq_size=20", "eval.bootstrap_samples=20")
+    settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
+                              "eval.mcq_size=20")
     variables = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
                  f"GENERATED_DIR={tmp_path}/generated", f"BUILD_DIR={tmp_path}/build", f"MODEL={tiny_model}",
-                 "METHODS=lora", "SIZES=150 300", f"SET={' '.join(settings)}"]
+                 "METHODS=lora", "SIZES=32 64", f"SET={' '.join(settings)}"]
 
     def submit() -> subprocess.CompletedProcess:
         finished = subprocess.run(["make", *variables, "submit"], cwd=REPO_ROOT, env=environment,
@@ -164,7 +163,7 @@ def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_afte
 
     submission = next((tmp_path / "results" / "demo" / "slurm").iterdir())
     runs = (submission / "runs.txt").read_text().split()
-    assert sorted(runs) == ["base", "lora-150", "lora-300"]
+    assert sorted(runs) == ["base", "lora-32", "lora-64"]
     tasks = {job["JobId"]: job for job in jobs.values() if job.get("ArrayJobId") == array}
     assert len(tasks) == len(runs)
     for job in [*tasks.values(), jobs[report]]:
@@ -194,3 +193,20 @@ def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_afte
 def job_time(text: str) -> float:
     """A jobcomp time (2026-12-03T04:05:06, local time) as seconds since the epoch."""
     return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_nothing_is_submitted_when_every_run_and_the_report_are_done(run_cli, tmp_path):
+    finished = run_cli("submit", "--runs", "--report-done", "--out", tmp_path / "slurm")
+    assert finished.returncode == 0 and "nothing to submit" in finished.stdout
+    assert not (tmp_path / "slurm").exists()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--variable", "SET"], "submit: --variable 'SET': expected NAME=value on one line"),
+    ([], "submit: sbatch not found: make submit needs a Slurm cluster's client commands"),
+])
+def test_bad_input_is_one_line_saying_what_to_do(run_cli, tmp_path, arguments, message):
+    finished = run_cli("submit", "--runs", "lora-10k", "--out", tmp_path, *arguments, env={"PATH": str(tmp_path)})
+    assert finished.returncode == 2
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), finished.stderr
