@@ -142,7 +142,7 @@ def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_afte
                               "eval.mcq_size=20")
     variables = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
                  f"GENERATED_DIR={tmp_path}/generated", f"BUILD_DIR={tmp_path}/build", f"MODEL={tiny_model}",
-                 "METHODS=lora", "SIZES=32 64", f"SET={' '.join(settings)}"]
+                 "METHODS=lora qlora", "SIZES=32", f"SET={' '.join(settings)}"]
 
     def submit() -> subprocess.CompletedProcess:
         finished = subprocess.run(["make", *variables, "submit"], cwd=REPO_ROOT, env=environment,
@@ -159,11 +159,11 @@ def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_afte
         jobs = finished_jobs(folder)
         return jobs if report in jobs else None
 
-    jobs = wait_for(report_ended, 600, "the report job", interval=1)
+    jobs = wait_for(report_ended, 540, "the report job", interval=1)
 
     submission = next((tmp_path / "results" / "demo" / "slurm").iterdir())
     runs = (submission / "runs.txt").read_text().split()
-    assert sorted(runs) == ["base", "lora-32", "lora-64"]
+    assert sorted(runs) == ["base", "lora-32", "qlora-32"]
     tasks = {job["JobId"]: job for job in jobs.values() if job.get("ArrayJobId") == array}
     assert len(tasks) == len(runs)
     for job in [*tasks.values(), jobs[report]]:
