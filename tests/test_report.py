@@ -13,6 +13,7 @@ import csv
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,21 @@ def test_a_narrowed_grid_expects_only_its_own_runs(tmp_path):
     full = load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
     missing_runs = [run_name(m, s, grid.default_seed, grid.default_seed) for m in grid.methods for s in grid.sizes[2:]]
     assert all(escape(run) in " ".join(missing_items(full)) for run in missing_runs)
+
+
+def test_a_grid_of_one_method_defines_every_macro_the_text_quotes(tmp_path):
+    # `make report METHODS=lora`: no QLoRA run at all, yet report.tex names \QloraFitAlpha and the like
+    paths = write_study(tmp_path / "study")
+    summary = paths["results"] / "summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines(keepends=True)
+    summary.write_text("".join(line for line in lines if line.split(",")[1] != "qlora"), encoding="utf-8")
+    for run_dir in paths["runs"].glob("qlora-*"):
+        shutil.rmtree(run_dir)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "full")
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE, methods=("lora",)),
+                 tmp_path / "lora")
+    assert set(read_macros(tmp_path / "full")) <= set(read_macros(tmp_path / "lora"))
+    assert read_macros(tmp_path / "lora")["QloraLargestRougeL"] == r"\NA{}"
 
 
 def test_only_the_analysed_trends_have_macros(tmp_path):

@@ -87,7 +87,7 @@ def data_source(config: dict) -> str | None:
 
 def configs_by_method(study: Study) -> dict[str, list[dict]]:
     """The fine-tuned runs' configs per method, every method of the study (none: empty list)."""
-    by_method: dict[str, list[dict]] = {method: [] for method in study.methods}
+    by_method: dict[str, list[dict]] = {method: [] for method in study.quoted_methods}
     for run in study.trained_runs():
         by_method.setdefault(nested_value(study.configs[run], "run.method") or "?", []).append(study.configs[run])
     return by_method

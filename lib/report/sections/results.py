@@ -43,7 +43,7 @@ def result_macros(study: Study) -> dict:
         gain = best[column.key] - base[column.key] if best and base and None not in (
             best.get(column.key), base.get(column.key)) else None
         macros[f"BestGain{column.macro}"] = column.format(gain)
-    for method in study.methods:
+    for method in study.quoted_methods:
         prefix = macro_name(method)
         for role, size in (("Smallest", study.sizes[0]), ("Largest", study.sizes[-1])):
             row = grid_row(study, method, size)

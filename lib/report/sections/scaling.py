@@ -32,7 +32,7 @@ def scaling_macros(study: Study) -> dict:
     macros = {"FitParameters": format_count(parameters),
               "FitDegreesOfFreedom": format_count(max(sizes - parameters, 0)),
               "HoldoutFitPoints": format_count(sizes - 1)}  # the hold-out fit leaves the largest size out
-    for method in study.methods:
+    for method in study.quoted_methods:
         prefix = macro_name(method)
         fit = (scaling.get("loss_fits") or {}).get(method) or {}
         for parameter, format_value in FIT_FORMATS.items():
