@@ -7,6 +7,9 @@ Efron & Tibshirani 1993). Comparing two runs on the same items resamples the *pa
 item difficulty shared by both runs cancels out of the difference. A statistic that every
 resample biases one way (distinct-n: an item drawn twice repeats all its n-grams) gets the same
 resamples, shifted to centre on the point estimate (recentred_bootstrap).
+
+Where a study trains several seeds per cell, training randomness is a second source of noise:
+hierarchical_estimates resamples the seeds, then the items (Davison & Hinkley 1997, sec. 3.8).
 """
 
 from __future__ import annotations
@@ -107,11 +110,39 @@ def paired_bootstrap(
     ])
     low, high = percentile_interval(differences)
     observed = statistic(values_a) - statistic(values_b)
-    p_value = 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))
     return {
         "difference": float(observed),
         "ci_low": low,
         "ci_high": high,
-        "p_value": float(min(1.0, p_value)),
+        "p_value": sign_change_p_value(differences),
         "n": len(values_a),
     }
+
+
+def sign_change_p_value(differences) -> float:
+    """Two-sided share of resampled differences on the other side of zero (Koehn 2004)."""
+    differences = np.asarray(differences)
+    return float(min(1.0, 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))))
+
+
+def hierarchical_estimates(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], float | np.ndarray],
+    n_samples: int = 1_000,
+    seed: int = BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """The statistic on n_samples two-stage resamples of `values`, shaped (training seeds, test
+    items, ...): each draws the seeds with replacement, then the items with replacement, the same
+    items for every drawn seed (every run answers one test set, so an item's difficulty is shared
+    by all of them). `statistic` gets a (seeds, items, ...) array and averages over the seeds
+    itself (a fit averages the seeds' losses before fitting).
+
+    The items are drawn exactly as bootstrap draws them with `seed` (the seeds from seed + 1):
+    where every seed gave the same values, this is the item bootstrap, and with one seed the two
+    are the same resamples.
+    """
+    values = np.asarray(values)
+    n_seeds, n_items = values.shape[:2]
+    seed_draws = resample_indices(n_seeds, n_samples, seed + 1)
+    item_draws = resample_indices(n_items, n_samples, seed)
+    return np.array([statistic(values[seeds][:, items]) for seeds, items in zip(seed_draws, item_draws)])

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from lib.config import load_grid, parse_count, run_name
+from lib.config import UNTUNED_RUNS, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
 from lib.stats import bootstrap, token_weighted_loss
@@ -167,9 +167,9 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
-    if name != "base":
+    if name not in UNTUNED_RUNS:
         write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
-    if trained and name != "base":
+    if trained and name not in UNTUNED_RUNS:
         write_adapter(run_dir / "adapter")
         write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
         (run_dir / "train.done").write_text("")

@@ -55,9 +55,9 @@ def test_statuses_columns_and_empty_cells(tmp_path):
           "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", "42"])
     rows = {row["run"]: row for row in read_csv(tmp_path / "summary.csv")}
 
-    assert list(rows) == ["base", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k", "lora-500"]
+    assert list(rows) == ["base", "base-nf4", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k", "lora-500"]
     assert {run: row["status"] for run, row in rows.items()} == {
-        "base": "done", "lora-1k": "done", "lora-2k": "training", "qlora-1k": "not_evaluated",
+        "base": "done", "base-nf4": "missing", "lora-1k": "done", "lora-2k": "training", "qlora-1k": "not_evaluated",
         "qlora-2k": "missing", "lora-500": "done"}
     assert (rows["base"]["method"], rows["base"]["examples"]) == ("base", "0")
     assert (rows["lora-1k"]["examples"], rows["lora-500"]["examples"]) == ("1000", "500")
@@ -97,7 +97,7 @@ def test_summary_md_shows_every_metric_judge_scores_included():
     rows = [{"run": "lora-1k", "status": "done", "examples": 1000, "method": "lora", "test_loss": 1.5,
              "test_loss_ci_low": 1.4, "test_loss_ci_high": 1.6, "judge_accuracy": 3.5,
              "judge_accuracy_ci_low": 3.1, "judge_accuracy_ci_high": 3.9}]
-    scaling = {"loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
+    scaling = {"resampled": "test items", "loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
     text = summary_markdown("demo", rows, scaling)
     assert "| run | status | examples | test_loss | judge_accuracy |" in text
     assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
