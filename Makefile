@@ -195,7 +195,7 @@ train-%: $(RUNS)/%/train.done ## train one run only
 eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model, eval-base-nf4 it in NF4
 	@true
 
-# The untuned rows: base (16-bit), and base-nf4 (the base quantised as QLoRA loads it, QLoRA's
+# The untuned rows: base (unquantised), and base-nf4 (the base quantised as QLoRA loads it, QLoRA's
 # 0-data row) wherever qlora is in the grid.
 UNTUNED = base $(if $(filter qlora,$(METHODS)),base-nf4)
 all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(UNTUNED:%=$(RUNS)/%/eval.json) ## the grid METHODS x SIZES x SEEDS, plus the base model (and base-nf4 for qlora)

@@ -757,7 +757,7 @@ def scaling_markdown(scaling: dict) -> str:
         "## Scaling of the test loss: L(D) = E + A * D^(-alpha)",
         f"Intervals resample the {scaling['resampled']}. Beside the power law, the 2-parameter log-linear "
         "slope: the change of the loss per doubling of the data (least squares on log2 D). The 0-example "
-        "point of each method is the base model as it loads it: 16-bit (base) for LoRA, NF4 (base-nf4) "
+        "point of each method is the base model as it loads it: unquantised (base) for LoRA, NF4 (base-nf4) "
         "for QLoRA; it is not a point of the fits.",
         markdown_table(["method", "status", "E", "A", "alpha", "loss per doubling",
                         "holdout: largest size predicted vs observed", "0 examples"], fits),

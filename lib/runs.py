@@ -11,7 +11,7 @@ evaluation (summary, figures, report):
 A run's status: missing (no folder), training (no train.done), incomplete (train.done, but the
 adapter's files are gone), not_evaluated (trained, no eval.json), done, or corrupt (a file that
 is not what its stage writes: not JSON, or JSON of another shape). `base` and `base-nf4`, the
-untuned model in 16 bits and in NF4, have no training: they are done, not_evaluated or corrupt.
+untuned model unquantised and in NF4, have no training: they are done, not_evaluated or corrupt.
 An incomplete or corrupt run is a row with its status and a note naming the file, never a crash
 of the stage that reads it; `make exp-<run>` trains an incomplete run again (the Makefile's
 adapter target).
