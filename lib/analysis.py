@@ -451,7 +451,8 @@ def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict], n_samp
              notes: list[str]) -> dict:
     """The power-law fit of one method's test loss over data size, with bootstrap intervals."""
     points = points_by_size(rows, method, "test_loss")
-    result = {"points": [[p["examples"], p["value"]] for p in points]}
+    result = {"points": [[p["examples"], p["value"]] for p in points],
+              "zero_data": zero_data_point(rows, method, "test_loss")}
     if len(points) < len(FIT_PARAMETERS):
         return {"status": "too_few_points"} | result
     try:
@@ -474,7 +475,6 @@ def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict], n_samp
         name: interval(float(observed[i]), [d for d in draws[:, i] if not math.isnan(d)])
         for i, name in enumerate(LOSS_ESTIMATES)
     } | result | {
-        "zero_data": zero_data_point(rows, method, "test_loss"),
         "holdout": holdout_check(points),
         "bootstrap": {"resampled": resampled, "seeds": seeds, "samples": n_samples if resampled else 0,
                       "failed": failed},
@@ -534,8 +534,7 @@ def slope_per_doubling(points: list[dict], n_samples: int) -> dict:
 
 def trend(rows: list[dict], method: str, metric: str, n_samples: int) -> dict:
     points = points_by_size(rows, method, metric)
-    result = {"points": [[p["examples"], p["value"]] for p in points]}
-    result["zero_data"] = zero_data_point(rows, method, metric)
+    result = {"points": [[p["examples"], p["value"]] for p in points], "zero_data": zero_data_point(rows, method, metric)}
     if len(points) < 2:
         return {"status": "too_few_points"} | result
     return {"status": "ok", "slope_per_doubling": slope_per_doubling(points, n_samples)} | result
