@@ -4,8 +4,11 @@
     python -m lib summarize --runs results/paper/runs --out results/paper --profile paper \\
         --methods lora qlora --sizes 10k 20k --seeds 42
 
-The expected grid is base + methods x sizes x seeds (default: experiments/grid.yaml for the
-profile; runs of its first seed are named without -s<seed>, lib.config.run_name); run
+The expected grid is base (+ base-nf4 where qlora is a method) + methods x sizes x seeds
+(default: experiments/grid.yaml for the profile; runs of its first seed are named without
+-s<seed>, lib.config.run_name). base and base-nf4 are rows of method "base" with 0 examples,
+told apart by their run name: each method's 0-data row is the base model as the method loads it
+(lib.config.zero_data_run: base-nf4, the base in NF4, for QLoRA; base for LoRA); run
 directories found beyond it are listed too. Missing and unfinished runs are rows
 with a status, never an error. Files written to --out, summary.csv last (its presence means the
 step finished; it is the Makefile's target):
@@ -14,14 +17,19 @@ examples.json   {"best_run": "lora-60k" | null, "examples": [{"id", "question", 
                  "base": <base answer> | null, "best": <best run's answer>}, ...], "provenance"}
                 best run = lowest test_loss among finished trained runs; examples = the test items
                 first in sha256(id) order, preferring questions of at most 80 characters.
-scaling.json    {"loss_fits": {method: {"status": "ok" | "too_few_points" | "fit_failed",
-                   "E", "A", "alpha": {"value", "ci_low", "ci_high"}, "points": [[D, loss], ...],
+scaling.json    {"resampled": "test items" | "training seeds and test items" (one seed or several),
+                 "loss_fits": {method: {"status": "ok" | "too_few_points" | "fit_failed",
+                   "E", "A", "alpha", "slope_per_doubling": {"value", "ci_low", "ci_high"},
+                   "points": [[D, loss], ...], "zero_data": {"run", "examples": 0, "value",
+                   "ci_low", "ci_high"} | null,
                    "holdout": {"status", "size", "observed", "predicted", "abs_error", "rel_error"},
-                   "bootstrap": {"resampled": "test items" | null, "samples", "failed"}}},
-                 "trends": {"rougeL" | "mcq_accuracy": {method: {"status", "points",
+                   "bootstrap": {"resampled": "test items" | "training seeds and test items" | null,
+                                 "seeds", "samples", "failed"}}},
+                 "trends": {"rougeL" | "mcq_accuracy": {method: {"status", "points", "zero_data",
                    "slope_per_doubling": {"value", "ci_low", "ci_high"}}}},
                  "lora_vs_qlora": [{"size", "examples", "lora_run", "qlora_run",
-                   "rougeL_diff" | "loss_diff": {"difference", "ci_low", "ci_high", "p_value", "n"},
+                   "rougeL_diff" | "loss_diff": {"difference", "ci_low", "ci_high",
+                     "p_value" (null with one seed), "n", "seeds", "resampled"},
                    "time_ratio", "memory_ratio", "throughput_ratio"}, ...],
                  "notes": [one line each: a fit whose loss does not fall or whose E or alpha sits
                    on a bound, a run whose predictions.jsonl does not reproduce its eval.json
@@ -45,8 +53,13 @@ The statistics, and why:
   bootstrap sample draws the same items (with replacement) for every run, since all runs share
   one test set, recomputes each run's loss from predictions.jsonl and refits. Resampling
   residuals instead would have nothing to resample: 4 sizes and 3 parameters leave one degree
-  of freedom. The interval therefore covers test-set noise, not training-seed noise (which only
-  several seeds per size can show) nor the choice of the curve.
+  of freedom. With one training seed the interval therefore covers test-set noise, not
+  training-seed noise, nor the choice of the curve. With several seeds (those done at every
+  size), each sample first draws the seeds with replacement, then the items, the same for every
+  run (lib.stats.hierarchical_estimates), and averages the drawn seeds' losses before refitting:
+  training randomness is then in the interval too.
+  Beside it, the 2-parameter log-linear description: the least-squares slope of the loss against
+  log2 D (loss per doubling of the data), refitted on the same resamples.
   A run's loss from its items is sum(loss_i * ref_tokens_i) / sum(ref_tokens_i) (each item's
   `scores.loss` is a mean over its own reference tokens, so loss_i * ref_tokens_i is its summed
   NLL: lib.stats.token_weighted_loss), which must equal eval.json's test_loss;
@@ -57,9 +70,12 @@ The statistics, and why:
   point from a normal with the standard error implied by the run's 95% bootstrap interval
   (half-width / 1.96) and refits; this treats the runs' errors as independent, which is
   conservative since runs share the test items.
-- LoRA vs QLoRA: differences are QLoRA minus LoRA (the cost or gain of quantising the base) at
-  the default seed, by paired bootstrap over the shared test items (lib.stats.paired_bootstrap);
-  ratios are QLoRA / LoRA (time_ratio 1.3 = QLoRA takes 30% longer).
+- LoRA vs QLoRA: differences are QLoRA minus LoRA (the cost or gain of quantising the base),
+  averaged over the seeds where both are done, by paired bootstrap over the shared test items
+  (and over the seeds first, where there are several); ratios are QLoRA / LoRA at the default
+  seed (time_ratio 1.3 = QLoRA takes 30% longer). A p-value only with several seeds: with one,
+  the difference is between two trained adapters, and an item-only p-value would claim more
+  about the methods than the study measured.
 """
 
 from __future__ import annotations
@@ -77,7 +93,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
-from lib.config import BASE_RUN, UNTUNED_RUNS, Grid, parse_count, parse_run_name, requested_grid, run_name, zero_data_run
+from lib.config import (
+    BASE_RUN, UNTUNED_RUNS, Grid, parse_count, parse_run_name, requested_grid, run_name, zero_data_run,
+)
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, nested_value, provenance, read_jsonl, shown, write_json
@@ -534,7 +552,8 @@ def slope_per_doubling(points: list[dict], n_samples: int) -> dict:
 
 def trend(rows: list[dict], method: str, metric: str, n_samples: int) -> dict:
     points = points_by_size(rows, method, metric)
-    result = {"points": [[p["examples"], p["value"]] for p in points], "zero_data": zero_data_point(rows, method, metric)}
+    result = {"points": [[p["examples"], p["value"]] for p in points],
+              "zero_data": zero_data_point(rows, method, metric)}
     if len(points) < 2:
         return {"status": "too_few_points"} | result
     return {"status": "ok", "slope_per_doubling": slope_per_doubling(points, n_samples)} | result
@@ -553,7 +572,7 @@ def paired_difference(pairs: list[tuple[dict, dict]], metric: str, n_samples: in
     """mean over seeds of statistic(a) - statistic(b), over the items every run scored; `pairs` is
     one (a, b) of per-item scores per training seed. Its interval resamples the seeds, then the
     items, the same for both runs of a pair (lib.stats.hierarchical_estimates; with one seed the
-    paired bootstrap of lib.stats.paired_bootstrap). A p-value only where there are several
+    paired bootstrap over items). A p-value only where there are several
     seeds: with one, the interval says how sure we are about these two trained adapters, not
     about the methods, whose training randomness it leaves out."""
     if not all(scores for pair in pairs for scores in pair):

@@ -9,7 +9,8 @@ resample biases one way (distinct-n: an item drawn twice repeats all its n-grams
 resamples, shifted to centre on the point estimate (recentred_bootstrap).
 
 Where a study trains several seeds per cell, training randomness is a second source of noise:
-hierarchical_estimates resamples the seeds, then the items (Davison & Hinkley 1997, sec. 3.8).
+hierarchical_estimates resamples the seeds, then the items (Davison & Hinkley 1997, sec. 3.8);
+with one seed it is the item bootstrap, and lib.analysis compares runs (paired) through it.
 """
 
 from __future__ import annotations
@@ -85,38 +86,6 @@ def recentred_bootstrap(
     estimates = np.array([statistic(rows) for rows in resample_indices(n_items, n_samples, seed)])
     low, high = percentile_interval(estimates + value - np.nanmean(estimates))
     return {"value": value, "ci_low": low, "ci_high": high, "n": n_items}
-
-
-def paired_bootstrap(
-    values_a: Sequence | np.ndarray,
-    values_b: Sequence | np.ndarray,
-    statistic: Callable[[np.ndarray], float] = mean_statistic,
-    n_samples: int = 1_000,
-    seed: int = BOOTSTRAP_SEED,
-) -> dict:
-    """Difference statistic(a) - statistic(b) on the same items, with its 95% interval.
-
-    `p_value` is the two-sided share of resamples in which the difference changes sign
-    (the usual paired-bootstrap test of Koehn 2004 for MT metrics).
-    """
-    values_a, values_b = np.asarray(values_a), np.asarray(values_b)
-    if len(values_a) != len(values_b):
-        raise ValueError(f"paired bootstrap needs the same items: {len(values_a)} vs {len(values_b)} values")
-    if len(values_a) == 0:
-        return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None, "n": 0}
-    differences = np.array([
-        statistic(values_a[rows]) - statistic(values_b[rows])
-        for rows in resample_indices(len(values_a), n_samples, seed)
-    ])
-    low, high = percentile_interval(differences)
-    observed = statistic(values_a) - statistic(values_b)
-    return {
-        "difference": float(observed),
-        "ci_low": low,
-        "ci_high": high,
-        "p_value": sign_change_p_value(differences),
-        "n": len(values_a),
-    }
 
 
 def sign_change_p_value(differences) -> float:

@@ -238,7 +238,8 @@ def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
           "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", str(SEED)])
     rows = {row["run"]: row for row in read_csv(tmp_path / "summary.csv")}
     assert list(rows)[:2] == ["base", "base-nf4"]
-    assert (rows["base-nf4"]["method"], rows["base-nf4"]["examples"], rows["base-nf4"]["status"]) == ("base", "0", "done")
+    nf4 = rows["base-nf4"]
+    assert (nf4["method"], nf4["examples"], nf4["status"]) == ("base", "0", "done")
     scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
     for method, run, loss, rouge in (("lora", "base", 3.0, 10.0), ("qlora", "base-nf4", 3.4, 9.0)):
         zero = scaling["loss_fits"][method]["zero_data"]
