@@ -205,16 +205,19 @@ exp-%: $(RUNS)/%/eval.json ## train, then evaluate one run: make exp-qlora-60k (
 	@echo "$(RUNS)/$*: done"
 train-%: $(RUNS)/%/train.done ## train one run only
 	@true
-eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model
+eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model, eval-base-nf4 it in NF4
 	@true
 
-all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## the grid METHODS x SIZES x SEEDS, plus the base model
-	@echo "all-experiments: $(words $(RUN_NAMES)) runs and base are evaluated in $(RUNS)"
+# The untuned rows: base (unquantised), and base-nf4 (the base quantised as QLoRA loads it, QLoRA's
+# 0-data row) wherever qlora is in the grid.
+UNTUNED = base $(if $(filter qlora,$(METHODS)),base-nf4)
+all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(UNTUNED:%=$(RUNS)/%/eval.json) ## the grid METHODS x SIZES x SEEDS, plus the base model (and base-nf4 for qlora)
+	@echo "all-experiments: $(words $(RUN_NAMES)) runs and $(UNTUNED) are evaluated in $(RUNS)"
 
 # An intermediate file that is missing is not remade while the files after it exist (make 4.3 has no
 # .NOTINTERMEDIATE): so the adapter weights of every run this invocation can reach are named here as
 # targets, and a run whose weights are gone trains again even though its train.done and eval.json remain.
-REACHABLE_RUNS = $(filter-out base,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
+REACHABLE_RUNS = $(filter-out base base-nf4,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
 $(REACHABLE_RUNS:%=$(RUNS)/%/adapter/adapter_model.safetensors):
 
 TRAIN_ARGS = $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) --seed $(call seed_of,$*) \
@@ -233,9 +236,14 @@ $(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safete
 $(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
-chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model)
+# qlora's configuration without an adapter: the base model loaded in NF4, as QLoRA trains on it
+$(RUNS)/base-nf4/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+	$(CLI) evaluate $(CONFIG_ARGS) --method qlora --run-dir $(@D) --data $(PROCESSED)
+
+chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model; base-nf4: in NF4)
 	@test -n "$(EXP)" || { echo "error: say which run: make chat EXP=<method>-<size> (or EXP=base)" >&2; exit 2; }
-	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(call method_of,$(EXP))) --run-dir $(RUNS)/$(EXP)
+	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(if $(filter base-nf4,$(EXP)),qlora,$(call method_of,$(EXP)))) \
+		--run-dir $(RUNS)/$(EXP)
 
 # --- from runs to the report --------------------------------------------------------------------
 # The summary reads whatever runs exist: missing ones are rows with a status, not an error.

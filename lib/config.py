@@ -465,7 +465,17 @@ def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[
 
 
 BASE_RUN = "base"  # the untuned model's row: evaluated like a run, trained on 0 examples
+# The untuned model quantised to NF4 as QLoRA loads it (evaluated with qlora's config and no
+# adapter): QLoRA's 0-data row, so that QLoRA's gain over it leaves out what quantising costs.
+NF4_BASE_RUN = "base-nf4"
+UNTUNED_RUNS = (BASE_RUN, NF4_BASE_RUN)  # rows of method BASE_RUN, told apart by their run name
+ZERO_DATA_RUNS = {"qlora": NF4_BASE_RUN}  # a method's 0-data row where it is not BASE_RUN
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
+
+
+def zero_data_run(method: str) -> str:
+    """The untuned row a method starts from: the base model as the method loads it."""
+    return ZERO_DATA_RUNS.get(method, BASE_RUN)
 
 
 def run_name(method: str, size: str, seed: int, default_seed: int) -> str:

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from lib.config import load_grid, parse_count, run_name
+from lib.config import UNTUNED_RUNS, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
 from lib.stats import bootstrap, token_weighted_loss
@@ -179,9 +179,9 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
-    if name != "base":
+    if name not in UNTUNED_RUNS:
         write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
-    if trained and name != "base":
+    if trained and name not in UNTUNED_RUNS:
         write_adapter(run_dir / "adapter")
         write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
         (run_dir / "train.done").write_text("")
@@ -217,9 +217,10 @@ def stat(value: float, half_width: float) -> dict:
 
 
 def run_metrics(method: str, size_index: int) -> dict:
-    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA."""
+    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA; the
+    untuned rows: base (size_index 0) and base-nf4 (size_index 1, a little behind base)."""
     if method == "base":
-        loss, rouge = 3.14159, 12.345
+        loss, rouge = 3.14159 + 0.1 * size_index, 12.345 - size_index
     else:
         loss = 2.5 - 0.2 * size_index + (0.05 if method == "qlora" else 0.0)
         rouge = 20.0 + 2.5 * size_index - (0.5 if method == "qlora" else 0.0)
@@ -233,7 +234,7 @@ def run_metrics(method: str, size_index: int) -> dict:
 
 
 def mcq(method: str, size_index: int) -> dict:
-    accuracy = 41.25 if method == "base" else 40.0 - size_index
+    accuracy = 41.25 - size_index if method == "base" else 40.0 - size_index
     return {"overall": stat(accuracy, 4.0),
             "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)}}
 
@@ -268,13 +269,17 @@ def cost(method: str, size_index: int) -> dict:
             "examples_per_step": 16, "tokens_per_step": 250_000.0 / 32, "final_train_loss": 2.0, "best_dev_loss": 2.1}
 
 
-def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> dict[str, Path]:
-    """Every input of `report` for the profile's grid under `root`; `unfinished` maps run names
-    to a status other than done (missing, training, not_evaluated) for a partial study. Returns
-    the command's paths."""
+def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None,
+                seeds: tuple[int, ...] | None = None) -> dict[str, Path]:
+    """Every input of `report` for the profile's grid under `root` (its training seeds, or
+    `seeds`: the first is the default one); `unfinished` maps run names to a status other than
+    done (missing, training, not_evaluated) for a partial study. With several seeds the
+    comparisons have p-values and the intervals resample the seeds, as lib.analysis writes them.
+    Returns the command's paths."""
     unfinished = unfinished or {}
     grid = load_grid(profile)
-    seed = grid.default_seed
+    seeds = seeds or grid.seeds
+    seed = seeds[0]
     data, results = root / "data", root / "results"
     runs = results / "runs"
     data.mkdir(parents=True)
@@ -296,8 +301,9 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         encoding="utf-8")
 
     rows = []
-    identities = [("base", "base", "0", 0, "")] + [
-        (run_name(m, s, seed, seed), m, s, i, seed) for m in grid.methods for i, s in enumerate(grid.sizes)]
+    identities = [("base", "base", "0", 0, ""), ("base-nf4", "base", "0", 1, "")] + [
+        (run_name(m, s, run_seed, seed), m, s, i, run_seed)
+        for m in grid.methods for i, s in enumerate(grid.sizes) for run_seed in seeds]
     for run, method, size, index, run_seed in identities:
         status = unfinished.get(run, "done")
         row = {"run": run, "method": method, "size": size, "examples": parse_count(size) if method != "base" else 0,
@@ -306,7 +312,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         if status != "missing":
             run_dir.mkdir()
         if method != "base" and status in ("done", "not_evaluated", "training"):
-            (run_dir / "config.json").write_text(json.dumps(config(method, size, seed, profile)), encoding="utf-8")
+            (run_dir / "config.json").write_text(json.dumps(config(method, size, run_seed, profile)), encoding="utf-8")
         if method != "base" and status in ("done", "not_evaluated"):
             row |= cost(method, index)
             (run_dir / "train_metrics.json").write_text(json.dumps(
@@ -330,7 +336,8 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         writer.writerows(rows)
 
     def done(method: str) -> list[tuple[int, dict]]:
-        return [(i, r) for i, r in enumerate(rows[1:]) if r["method"] == method and r["status"] == "done"]
+        return [(i, r) for i, r in enumerate(rows) if r["method"] == method and r["status"] == "done"
+                and r["seed"] == seed]
 
     fits = {}
     for method in grid.methods:
@@ -342,6 +349,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             "status": "ok", "E": {"value": 1.2345, "ci_low": 1.1, "ci_high": 1.3},
             "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
             "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
+            "slope_per_doubling": {"value": -0.2, "ci_low": -0.26, "ci_high": -0.14},
             "points": points,
             "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
                         "abs_error": 0.057, "rel_error": 0.03}}
@@ -350,18 +358,22 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
                        for m in ("lora", "qlora"))
         if lora and qlora and lora["status"] == qlora["status"] == "done":
+            several = len(seeds) > 1  # p-values only where the seeds are resampled too
             comparisons.append({
                 "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
-                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31, "p_value": 0.21, "n": 200},
-                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_value": 0.0001, "n": 200},
+                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31,
+                                "p_value": 0.21 if several else None, "n": 200, "seeds": len(seeds)},
+                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08,
+                              "p_value": 0.0001 if several else None, "n": 200, "seeds": len(seeds)},
                 "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
     (results / "scaling.json").write_text(json.dumps({
+        "resampled": "training seeds and test items" if len(seeds) > 1 else "test items",
         "loss_fits": fits,
         "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
                    for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
                                          ("mcq_accuracy", {"value": -1.0, "ci_low": -4.0, "ci_high": 2.0}))},
         "lora_vs_qlora": comparisons}), encoding="utf-8")
-    trained = [r for r in rows[1:] if r["status"] == "done"]
+    trained = [r for r in rows if r["method"] != "base" and r["status"] == "done"]
     if trained:
         best = min(trained, key=lambda r: r["test_loss"])["run"]
         examples = {"best_run": best, "examples": [

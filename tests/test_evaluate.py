@@ -135,6 +135,21 @@ def test_bad_evaluation_inputs_get_one_line(trained_run, tiny_model, demo_data, 
         evaluate(eval_config(tiny_model), trained_run, broken)
 
 
+def test_the_nf4_base_is_evaluated_in_4_bits_without_an_adapter(tiny_model, demo_data, tmp_path, run_cli):
+    run_dir = tmp_path / "base-nf4"
+    sixteen_bit = [arg for o in demo_overrides(tiny_model) for arg in ("--set", o)]
+    refused = run_cli("evaluate", "--profile", "demo", "--run-dir", run_dir, "--data", demo_data, *sixteen_bit)
+    assert refused.returncode != 0 and "load it with --method qlora" in refused.stderr
+
+    from lib.evaluate.run import evaluate
+
+    result = evaluate(eval_config(tiny_model, "qlora"), run_dir, demo_data)
+    assert result["run"] == "base-nf4" and result["mcq"]["overall"]["n"] == 40
+    assert read_json(run_dir / "eval.json")["metrics"]["test_loss"]["value"] > 0
+    assert result["provenance"]["config"]["quantization"]["load_in_4bit"] is True
+    assert not (run_dir / "adapter").exists()
+
+
 def test_chat_streams_an_answer_and_leaves_at_end_of_input(trained_run, tiny_model):
     command = [sys.executable, "-m", "lib", "chat", "--profile", "demo", "--method", "lora", "--run-dir",
                str(trained_run)] + [arg for o in demo_overrides(tiny_model) for arg in ("--set", o)]

@@ -48,7 +48,15 @@ def test_the_plan_of_the_grid_has_one_training_and_one_evaluation_per_cell():
     assert re.search(r"--out results/paper/runs/qlora-60k$", plan, re.M)
     assert re.search(r"--out results/paper/runs/qlora-60k-s7$", plan, re.M)
     evaluations = re.findall(r"-m lib evaluate .*?--run-dir (\S+)", plan)
-    assert len(evaluations) == 17 and "results/paper/runs/base" in evaluations
+    assert len(evaluations) == 18 and "results/paper/runs/base" in evaluations
+    assert "results/paper/runs/base-nf4" in evaluations  # QLoRA's 0-data row
+
+
+def test_the_nf4_base_is_planned_only_with_qlora_and_loads_qlora_s_config():
+    evaluation = make("-n", "-B", "eval-base-nf4", "PROFILE=demo")
+    assert re.search(r"-m lib evaluate .*--method qlora --run-dir results/demo/runs/base-nf4 ", evaluation)
+    lora_only = make("-n", "-B", "all-experiments", "PROFILE=paper", "METHODS=lora")
+    assert "runs/base-nf4" not in lora_only and "--run-dir results/paper/runs/base " in lora_only
 
 
 def test_launchers_wrap_the_same_training_command():

@@ -28,15 +28,20 @@ from lib.report.status import missing_items
 from lib.report.study import load_study
 from lib.report.write import write_report
 from lib.tex import (
-    MINUS, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
+    MINUS, MISSING, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
 )
 
 
-def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> Path:
-    paths = write_study(tmp_path / "study", profile, unfinished)
+def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None,
+             seeds: tuple[int, ...] | None = None) -> Path:
+    paths = write_study(tmp_path / "study", profile, unfinished, seeds)
     out = tmp_path / "generated"
-    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile), out)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile, seeds=seeds), out)
     return out
+
+
+def generated_tex(out: Path) -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(out.rglob("*.tex")))
 
 
 # --- escaping and formats -----------------------------------------------------------------------
@@ -124,13 +129,41 @@ def test_macros_hold_the_studys_numbers(tmp_path):
     assert macros["LoraHoldoutPercent"] == "3.0"  # |1.957 - 1.9| / 1.9
     assert macros["QloraMemoryRatio"] == "0.60" and macros["QloraThroughputRatio"] == "0.67"
     assert macros["QloraRougeLDiff"] == f"{MINUS}0.5" and macros["QloraRougeLDiffLow"] == f"{MINUS}1.3"
-    assert macros["QloraLossDiffP"] == "< 0.001" and macros["QloraRougeLDiffP"] == "= 0.210"
+    assert macros["QloraLossDiffP"] == MISSING  # one seed: no p-value (test_one_seed_prints_no_p_value)
     assert macros["NumRougeLDiffsExcludingZero"] == "0"
     assert macros["NumLossDiffsExcludingZero"] == format_count(len(grid.sizes))
     assert macros["LoraRougeLPerDoubling"] == "2.5" and macros["QloraMcqAccuracyPerDoublingLow"] == f"{MINUS}4.0"
     # reproducibility
     assert macros["GitCommit"] == "0123456789ab" and macros["TorchVersion"] == "2.13.0"
     assert macros["ProfileName"] == PROFILE
+
+
+def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
+    out = generate(tmp_path)
+    macros = read_macros(out)
+    # write_study: base 3.14159, base-nf4 3.24159
+    assert macros["LoraZeroDataTestLoss"] == macros["BaseTestLoss"] == "3.142"
+    assert macros["QloraZeroDataTestLoss"] == "3.242" and macros["QloraZeroDataMcqAccuracy"] == "40.2"
+    results = (out / "tables" / "results.tex").read_text(encoding="utf-8")
+    assert "基座模型（NF4） & 0 &" in results and "为 QLoRA 的零数据对照" in results
+
+
+def test_one_seed_prints_no_p_value_and_says_what_the_intervals_cover(tmp_path):
+    out = generate(tmp_path)
+    tex = generated_tex(out)
+    assert "& $p$ &" not in tex and "p_value" not in tex  # no p column in any table
+    assert all(value == MISSING for name, value in read_macros(out).items() if name.endswith("DiffP"))
+    for table in ("lora_vs_qlora", "scaling"):
+        assert "区间只反映测试题的抽样误差，不包括训练的随机性" in (out / "tables" / f"{table}.tex").read_text(encoding="utf-8")
+
+
+def test_several_seeds_give_p_values_from_resampling_the_seeds(tmp_path):
+    out = generate(tmp_path, seeds=(42, 7))
+    comparison = (out / "tables" / "lora_vs_qlora.tex").read_text(encoding="utf-8")
+    assert comparison.count("& $p$ &") == 2 and "先对训练种子、再对测试题重采样" in comparison
+    macros = read_macros(out)
+    assert macros["QloraLossDiffP"] == "< 0.001" and macros["QloraRougeLDiffP"] == "= 0.210"
+    assert macros["NumTrainSeeds"] == "2"
 
 
 def test_every_macro_is_defined_once_with_a_letters_only_name(tmp_path):
@@ -266,8 +299,10 @@ def test_a_grid_of_one_method_defines_every_macro_the_text_quotes(tmp_path):
 def test_only_the_analysed_trends_have_macros(tmp_path):
     macros = read_macros(generate(tmp_path))
     per_doubling = {name for name in macros if name.endswith(("PerDoubling", "PerDoublingLow", "PerDoublingHigh"))}
-    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS) x 2 methods x value, low, high
-    assert len(per_doubling) == 2 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
+    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
+    # x 2 methods x value, low, high
+    assert len(per_doubling) == 3 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
+    assert macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200" and macros["QloraFitSlopePerDoublingLow"] == f"{MINUS}0.260"
 
 
 def test_a_summary_row_with_too_many_cells_is_a_user_error(tmp_path):

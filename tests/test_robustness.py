@@ -211,7 +211,8 @@ def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
     with (tmp_path / "summary.csv").open(encoding="utf-8") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert {run: row["status"] for run, row in rows.items()} == {
-        "base": "done", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt", "qlora-2k": "corrupt"}
+        "base": "done", "base-nf4": "missing", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt",
+        "qlora-2k": "corrupt"}
     assert "lora-1k/eval.json: rougeL: value not a number" in rows["lora-1k"]["note"]
     assert "adapter_model.safetensors missing; `make exp-lora-2k` trains it again" in rows["lora-2k"]["note"]
     assert "qlora-1k/predictions.jsonl:1: not valid JSON" in rows["qlora-1k"]["note"]

@@ -4,9 +4,13 @@
         --data data/processed/demo                                  (make eval-qlora-150 PROFILE=demo)
     python -m lib evaluate --profile demo --run-dir results/demo/runs/base --data data/processed/demo
                                                                     (make eval-base PROFILE=demo)
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/base-nf4 \\
+        --data data/processed/demo                                  (make eval-base-nf4 PROFILE=demo)
 
-The base model is evaluated exactly like a run, as its own row `base` (0 training examples).
-A QLoRA run is evaluated on the 4-bit base it was trained against, with its adapter attached.
+The base model is evaluated exactly like a run, as its own row `base` (0 training examples), and
+again quantised to NF4 as QLoRA loads it, as the row `base-nf4` (QLoRA's 0-data row: the qlora
+configuration without an adapter). A QLoRA run is evaluated on the 4-bit base it was trained
+against, with its adapter attached.
 
 Writes into the run folder:
   predictions.jsonl  one line per test item: id, question, reference, prediction, new_tokens,
@@ -30,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import UserError
-from lib.config import BASE_RUN
+from lib.config import UNTUNED_RUNS
 from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
-from lib.runs import DONE_MARKER, RUN_LOCK
+from lib.runs import DONE_MARKER, RUN_LOCK, adapter_to_load
 
 PARTIAL = "predictions.partial.jsonl"
 
@@ -121,7 +125,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     from lib.model import load_for_inference, model_origin
 
     name = run_dir.name
-    adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
+    adapter_dir = adapter_to_load(run_dir, config.quantization.load_in_4bit)
     if adapter_dir is not None and not (run_dir / DONE_MARKER).is_file():
         raise UserError(f"{shown(run_dir)}: the run has not finished training (no train.done); "
                         f"train it first with make exp-{name}")
@@ -204,10 +208,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
 
-    if args.run_dir.name != BASE_RUN and args.method is None:
+    if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")
     config = config_from_args(args)
-    if args.run_dir.name != BASE_RUN and not args.run_dir.is_dir():
+    if args.run_dir.name not in UNTUNED_RUNS and not args.run_dir.is_dir():
         raise UserError(f"{shown(args.run_dir)}: no such run; `make exp-{args.run_dir.name}` trains and evaluates it")
     with exclusive(args.run_dir / RUN_LOCK, f"evaluating {args.run_dir.name}"):
         result = evaluate(config, args.run_dir, args.data)
