@@ -47,6 +47,18 @@ LAUNCHER_accelerate = $(VENV)/bin/accelerate launch --config_file experiments/ac
 LAUNCHER_torchrun = $(VENV)/bin/torchrun --nproc_per_node $(NPROC) $(LAUNCH_ARGS)
 LAUNCHER = $(or $(LAUNCHER_$(LAUNCH)),$(error LAUNCH=$(LAUNCH): expected python, accelerate or torchrun))
 
+# --- one run per GPU at a time: make -j4 all-experiments GPUS="0 1 2 3" --------------------------
+# Each concurrent training or evaluation takes its own ids from this pool (python -m lib on-free-gpu,
+# lib/gpus.py), waiting for free ones; a launcher of NPROC processes takes NPROC ids. By default the
+# ids CUDA_VISIBLE_DEVICES names, else every GPU nvidia-smi lists (none on a CPU: nothing is
+# wrapped). Read at each use, so that commands that train nothing never start nvidia-smi.
+comma := ,
+GPUS ?= $(if $(filter environment%,$(origin CUDA_VISIBLE_DEVICES)),$(subst $(comma), ,$(CUDA_VISIBLE_DEVICES)),$\
+	$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p'))
+GPU_LOCKS ?= /tmp/medqa-scaling-gpus#  one lock file per id, shared by every job of this machine
+on_free_gpus = $(if $(strip $(GPUS)),$(CLI) on-free-gpu --gpus $(GPUS) --count $(1) --locks $(GPU_LOCKS) --)
+GPUS_PER_TRAINING = $(if $(filter python,$(LAUNCH)),1,$(NPROC))
+
 # --- where things go ----------------------------------------------------------------------------
 DATA_DIR ?= data
 RAW_DIR = $(DATA_DIR)/raw
@@ -102,15 +114,16 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex setup-browser review review-invite review-export tex test test-fast data model tiny-model all-experiments summary figures report \
-	paper demo chat bench bench-data bench-collation bench-generation bench-demo bench-gpu plan \
+.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export tex test test-fast data model tiny-model all-experiments summary figures report \
+	paper demo chat submit bench bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
 	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]   (README.md explains each)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
-	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE HOST PORT NAME"
+	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
+	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit) HOST PORT NAME (make review)"
 
 vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
@@ -204,29 +217,45 @@ exp-%: $(RUNS)/%/eval.json ## train, then evaluate one run: make exp-qlora-60k (
 	@echo "$(RUNS)/$*: done"
 train-%: $(RUNS)/%/train.done ## train one run only
 	@true
-eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model
+eval-%: $(RUNS)/%/eval.json ## evaluate one run only; make eval-base evaluates the untuned model, eval-base-nf4 it in NF4
 	@true
 
-all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(RUNS)/base/eval.json ## the grid METHODS x SIZES x SEEDS, plus the base model
-	@echo "all-experiments: $(words $(RUN_NAMES)) runs and base are evaluated in $(RUNS)"
+# The untuned rows: base (unquantised), and base-nf4 (the base quantised as QLoRA loads it, QLoRA's
+# 0-data row) wherever qlora is in the grid.
+UNTUNED = base $(if $(filter qlora,$(METHODS)),base-nf4)
+all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(UNTUNED:%=$(RUNS)/%/eval.json) ## the grid METHODS x SIZES x SEEDS, plus the base model (and base-nf4 for qlora)
+	@echo "all-experiments: $(words $(RUN_NAMES)) runs and $(UNTUNED) are evaluated in $(RUNS)"
 
+# An intermediate file that is missing is not remade while the files after it exist (make 4.3 has no
+# .NOTINTERMEDIATE): so the adapter weights of every run this invocation can reach are named here as
+# targets, and a run whose weights are gone trains again even though its train.done and eval.json remain.
+REACHABLE_RUNS = $(filter-out base base-nf4,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
+$(REACHABLE_RUNS:%=$(RUNS)/%/adapter/adapter_model.safetensors):
+
+TRAIN_ARGS = $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) --seed $(call seed_of,$*) \
+	--data $(PROCESSED) --out $(RUNS)/$*
 # Both files come from one training; a run whose adapter weights are gone is trained again (from
 # its last checkpoint, where one of the same inputs is left).
 $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
 		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
-	$(LAUNCHER) -m lib train $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) \
-		--seed $(call seed_of,$*) --data $(PROCESSED) --out $(RUNS)/$*
+	$(if $(filter-out python,$(LAUNCH)),$(CLI) train $(TRAIN_ARGS) --check-layout $(NPROC))
+	$(call on_free_gpus,$(GPUS_PER_TRAINING)) $(LAUNCHER) -m lib train $(TRAIN_ARGS)
 
 $(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors $(PROCESSED)/test.jsonl \
 		$(PROCESSED)/mcq.jsonl
-	$(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
+	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
 $(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
-	$(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
+	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
-chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model)
+# qlora's configuration without an adapter: the base model loaded in NF4, as QLoRA trains on it
+$(RUNS)/base-nf4/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+	$(CLI) evaluate $(CONFIG_ARGS) --method qlora --run-dir $(@D) --data $(PROCESSED)
+
+chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model; base-nf4: in NF4)
 	@test -n "$(EXP)" || { echo "error: say which run: make chat EXP=<method>-<size> (or EXP=base)" >&2; exit 2; }
-	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(call method_of,$(EXP))) --run-dir $(RUNS)/$(EXP)
+	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(if $(filter base-nf4,$(EXP)),qlora,$(call method_of,$(EXP)))) \
+		--run-dir $(RUNS)/$(EXP)
 
 # --- from runs to the report --------------------------------------------------------------------
 # The summary reads whatever runs exist: missing ones are rows with a status, not an error.
@@ -282,6 +311,34 @@ review-export: $(SETUP) ## every vote so far -> results/<profile>/review/votes.c
 $(REVIEW)/preference.json: $(SETUP) $(wildcard $(REVIEW_DB) $(REVIEW_DB)-wal)
 	$(CLI) review analyse --db $(REVIEW_DB) --out $@
 
+# --- the grid on a Slurm cluster: make submit ------------------------------------------------------
+# One array task per unfinished run (make exp-<run>) and a job after the array for the report,
+# submitted by python -m lib submit (lib/slurm.py) with experiments/slurm/array.sbatch and
+# report.sbatch. The data and the model are prepared here first: login nodes reach the network,
+# compute nodes often do not, and the tasks must not all prepare the data at once.
+PARTITION ?=#               sbatch --partition of every job
+GRES ?=#                    sbatch --gres of each run, e.g. gpu:1
+TIME ?=#                    sbatch --time of every job, e.g. 12:00:00
+SBATCH_ARGS ?=#             more sbatch options for every job, e.g. --account=abc --qos=normal
+# The variables that reach every job's make: those given to make submit (on its command line or
+# in the environment); the others keep their defaults, worked out on the node (NPROC counts its GPUs).
+JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE TEST_SIZE DEV_SIZE SEED \
+	DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
+given = $(filter command environment,$(firstword $(origin $(1))))
+shell_quote = '$(subst ','\'',$(1))'
+
+submit: data model ## the unfinished runs as a Slurm job array, then a job for the summary, figures and report
+	@unfinished=$$(for run in $(RUN_NAMES) base; do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \
+	report_done=$$($(MAKE) -q $(GENERATED)/report.done && echo --report-done || true); \
+	$(CLI) submit --runs $$unfinished $$report_done --out $(RESULTS)/slurm --job-name medqa-$(PROFILE) \
+		--partition '$(PARTITION)' --gres '$(GRES)' --time '$(TIME)' --sbatch-args $(call shell_quote,$(SBATCH_ARGS)) \
+		$(foreach v,$(JOB_VARIABLES),$(if $(call given,$(v)),--variable $(call shell_quote,$(v)=$($(v)))))
+
+# A real Slurm on one machine, for the test of make submit (tests/test_slurm.py starts its daemons).
+setup-slurm: ## Slurm and munge for the submit test (Debian/Ubuntu, apt; ~30 s)
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+
 # --- benchmarks ---------------------------------------------------------------------------------
 bench: bench-data bench-collation bench-generation bench-demo ## the CPU benchmarks side by side -> results/bench/README.md
 	$(CLI) bench-summary --dir $(BENCH)
@@ -300,6 +357,11 @@ bench-demo: $(SETUP) ## time every stage of `make demo` from scratch, in a scrat
 
 bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU -> results/bench/gpu-<profile>.md
 	$(CLI) bench-gpu $(CONFIG_ARGS) $(if $(wildcard $(PROCESSED)),--data $(PROCESSED)) --out $(BENCH)
+
+# No $(SETUP): on a GPU machine with CUDA torch, transformers, peft and accelerate installed it runs
+# without the venv (what else it needs is skipped with the reason).
+gpu-check: ## is this GPU machine ready: correctness and speed checks (under 8 minutes) -> results/bench/gpu-check.md
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
 	$(CLI) plan $(CONFIG_ARGS) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --out $(BENCH)

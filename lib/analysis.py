@@ -4,8 +4,11 @@
     python -m lib summarize --runs results/paper/runs --out results/paper --profile paper \\
         --methods lora qlora --sizes 10k 20k --seeds 42
 
-The expected grid is base + methods x sizes x seeds (default: experiments/grid.yaml for the
-profile; runs of its first seed are named without -s<seed>, lib.config.run_name); run
+The expected grid is base (+ base-nf4 where qlora is a method) + methods x sizes x seeds
+(default: experiments/grid.yaml for the profile; runs of its first seed are named without
+-s<seed>, lib.config.run_name). base and base-nf4 are rows of method "base" with 0 examples,
+told apart by their run name: each method's 0-data row is the base model as the method loads it
+(lib.config.zero_data_run: base-nf4, the base in NF4, for QLoRA; base for LoRA); run
 directories found beyond it are listed too. Missing and unfinished runs are rows
 with a status, never an error. Files written to --out, summary.csv last (its presence means the
 step finished; it is the Makefile's target):
@@ -14,14 +17,19 @@ examples.json   {"best_run": "lora-60k" | null, "examples": [{"id", "question", 
                  "base": <base answer> | null, "best": <best run's answer>}, ...], "provenance"}
                 best run = lowest test_loss among finished trained runs; examples = the test items
                 first in sha256(id) order, preferring questions of at most 80 characters.
-scaling.json    {"loss_fits": {method: {"status": "ok" | "too_few_points" | "fit_failed",
-                   "E", "A", "alpha": {"value", "ci_low", "ci_high"}, "points": [[D, loss], ...],
+scaling.json    {"resampled": "test items" | "training seeds and test items" (one seed or several),
+                 "loss_fits": {method: {"status": "ok" | "too_few_points" | "fit_failed",
+                   "E", "A", "alpha", "slope_per_doubling": {"value", "ci_low", "ci_high"},
+                   "points": [[D, loss], ...], "zero_data": {"run", "examples": 0, "value",
+                   "ci_low", "ci_high"} | null,
                    "holdout": {"status", "size", "observed", "predicted", "abs_error", "rel_error"},
-                   "bootstrap": {"resampled": "test items" | null, "samples", "failed"}}},
-                 "trends": {"rougeL" | "mcq_accuracy": {method: {"status", "points",
+                   "bootstrap": {"resampled": "test items" | "training seeds and test items" | null,
+                                 "seeds", "samples", "failed"}}},
+                 "trends": {"rougeL" | "mcq_accuracy": {method: {"status", "points", "zero_data",
                    "slope_per_doubling": {"value", "ci_low", "ci_high"}}}},
                  "lora_vs_qlora": [{"size", "examples", "lora_run", "qlora_run",
-                   "rougeL_diff" | "loss_diff": {"difference", "ci_low", "ci_high", "p_value", "n"},
+                   "rougeL_diff" | "loss_diff": {"difference", "ci_low", "ci_high",
+                     "p_value" (null with one seed), "n", "seeds", "resampled"},
                    "time_ratio", "memory_ratio", "throughput_ratio"}, ...],
                  "notes": [one line each: a fit whose loss does not fall or whose E or alpha sits
                    on a bound, a run whose predictions.jsonl does not reproduce its eval.json
@@ -45,8 +53,13 @@ The statistics, and why:
   bootstrap sample draws the same items (with replacement) for every run, since all runs share
   one test set, recomputes each run's loss from predictions.jsonl and refits. Resampling
   residuals instead would have nothing to resample: 4 sizes and 3 parameters leave one degree
-  of freedom. The interval therefore covers test-set noise, not training-seed noise (which only
-  several seeds per size can show) nor the choice of the curve.
+  of freedom. With one training seed the interval therefore covers test-set noise, not
+  training-seed noise, nor the choice of the curve. With several seeds (those done at every
+  size), each sample first draws the seeds with replacement, then the items, the same for every
+  run (lib.stats.hierarchical_estimates), and averages the drawn seeds' losses before refitting:
+  training randomness is then in the interval too.
+  Beside it, the 2-parameter log-linear description: the least-squares slope of the loss against
+  log2 D (loss per doubling of the data), refitted on the same resamples.
   A run's loss from its items is sum(loss_i * ref_tokens_i) / sum(ref_tokens_i) (each item's
   `scores.loss` is a mean over its own reference tokens, so loss_i * ref_tokens_i is its summed
   NLL: lib.stats.token_weighted_loss), which must equal eval.json's test_loss;
@@ -57,9 +70,12 @@ The statistics, and why:
   point from a normal with the standard error implied by the run's 95% bootstrap interval
   (half-width / 1.96) and refits; this treats the runs' errors as independent, which is
   conservative since runs share the test items.
-- LoRA vs QLoRA: differences are QLoRA minus LoRA (the cost or gain of quantising the base) at
-  the default seed, by paired bootstrap over the shared test items (lib.stats.paired_bootstrap);
-  ratios are QLoRA / LoRA (time_ratio 1.3 = QLoRA takes 30% longer).
+- LoRA vs QLoRA: differences are QLoRA minus LoRA (the cost or gain of quantising the base),
+  averaged over the seeds where both are done, by paired bootstrap over the shared test items
+  (and over the seeds first, where there are several); ratios are QLoRA / LoRA at the default
+  seed (time_ratio 1.3 = QLoRA takes 30% longer). A p-value only with several seeds: with one,
+  the difference is between two trained adapters, and an item-only p-value would claim more
+  about the methods than the study measured.
 """
 
 from __future__ import annotations
@@ -67,6 +83,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -76,25 +93,34 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
-from lib.config import BASE_RUN, Grid, parse_count, parse_run_name, requested_grid, run_name
+from lib.config import (
+    BASE_RUN, UNTUNED_RUNS, Grid, parse_count, parse_run_name, requested_grid, run_name, zero_data_run,
+)
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
-from lib.io import atomic_write, provenance, read_jsonl, shown, write_json
+from lib.io import atomic_write, nested_value, provenance, read_jsonl, shown, write_json
 from lib.runs import STATUSES, readable_run_files, run_status
 from lib.stats import (
-    BOOTSTRAP_SEED, CONFIDENCE, is_missing, mean_statistic, paired_bootstrap, percentile_interval, resample_indices,
-    token_weighted_loss,
+    BOOTSTRAP_SEED, CONFIDENCE, hierarchical_estimates, is_missing, mean_statistic, percentile_interval,
+    sign_change_p_value, token_weighted_loss,
 )
 
 COST_COLUMNS = (
     "wall_time_s", "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params",
-    "train_tokens", "steps", "final_train_loss", "best_dev_loss",
+    "train_tokens", "steps", "examples_per_step", "tokens_per_step", "final_train_loss", "best_dev_loss",
 )
 ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status", "note")
 TEXT_COLUMNS = ("run", "method", "size", "status", "note")  # of summary.csv; the others are numbers
-COUNT_COLUMNS = ("examples", "steps", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
+COUNT_COLUMNS = ("examples", "steps", "examples_per_step", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
 TREND_METRICS = ("rougeL", "mcq_accuracy")
+# Settings every run must share for its numbers to be compared (the file's name, then the keys):
+# how answers were decoded (lib.evaluate.generate.Decoding.record) and the adapters' precision.
+SHARED_SETTINGS = {"decoding": ("eval.json", "generation.decoding"),
+                   "adapter_dtype": ("train_metrics.json", "adapter_dtype")}
 COMPARED = ("lora", "qlora")  # the pair compared run by run; differences are qlora - lora
+# What the intervals of fits and comparisons resample, by whether the grid has several training
+# seeds: with one, the test items only.
+RESAMPLED = {False: "test items", True: "training seeds and test items"}
 
 FIT_PARAMETERS = ("E", "A", "alpha")
 # Published data-scaling exponents of language models lie around 0.1-0.5 (Kaplan et al. 2020;
@@ -112,10 +138,16 @@ EXAMPLE_MAX_QUESTION_CHARS = 80  # a question that fits in a few lines of the ex
 # --- the table of runs -------------------------------------------------------------------------
 
 
+def untuned_identity(name: str) -> dict:
+    """base or base-nf4: a row of method BASE_RUN with 0 examples, told apart by its name."""
+    return {"run": name, "method": BASE_RUN, "size": "0", "examples": 0, "seed": None}
+
+
 def expected_runs(grid: Grid, default_seed: int) -> list[dict]:
-    """base, then one identity per method x size x seed of the grid, in that order (runs of the
-    study's default seed have no -s<seed> in their name)."""
-    runs = [{"run": BASE_RUN, "method": BASE_RUN, "size": "0", "examples": 0, "seed": None}]
+    """base (and base-nf4 where a method starts from it), then one identity per method x size x
+    seed of the grid, in that order (runs of the study's default seed have no -s<seed> in their name)."""
+    untuned = dict.fromkeys([BASE_RUN, *(zero_data_run(method) for method in grid.methods)])
+    runs = [untuned_identity(name) for name in untuned]
     for method in grid.methods:
         for size in grid.sizes:
             for seed in grid.seeds:
@@ -126,6 +158,8 @@ def expected_runs(grid: Grid, default_seed: int) -> list[dict]:
 
 def found_run_identity(run_dir: Path, default_seed: int) -> dict:
     """Identity of a run directory outside the grid: from its config.json, else from its name."""
+    if run_dir.name in UNTUNED_RUNS:
+        return untuned_identity(run_dir.name)
     config = readable_run_files(run_dir, ("config.json",)).get("config.json")
     if config is not None:
         run = config.get("run", {})
@@ -153,17 +187,35 @@ def metric_columns(eval_result: dict) -> dict:
     return columns
 
 
-def read_run(run_dir: Path, identity: dict) -> dict:
-    """One row of the summary: identity, status (and its note), metrics and cost of the run's files."""
+def read_run(run_dir: Path, identity: dict) -> tuple[dict, dict]:
+    """One row of the summary (identity, status and its note, metrics and cost of the run's files)
+    and the run's settings that must agree across runs (SHARED_SETTINGS)."""
     status, note = run_status(run_dir)
-    row = {**identity, "status": status, "note": note}
+    row, settings = {**identity, "status": status, "note": note}, {}
     if status != "corrupt":
         files = readable_run_files(run_dir, ("eval.json", "train_metrics.json"))
         if "eval.json" in files:
             row.update(metric_columns(files["eval.json"]))
         if "train_metrics.json" in files:
             row.update({name: files["train_metrics.json"].get(name) for name in COST_COLUMNS})
-    return row
+        settings = {name: nested_value(files.get(file), keys) for name, (file, keys) in SHARED_SETTINGS.items()}
+    return row, {name: value for name, value in settings.items() if value is not None}
+
+
+def note_differing_settings(rows: list[dict], settings: list[dict]) -> None:
+    """Add to the note of every run whose decoding or adapter dtype is not the one most runs share:
+    its numbers are not comparable with theirs (answers decoded otherwise, adapters trained at
+    another precision)."""
+    for name in SHARED_SETTINGS:
+        values = [json.dumps(run_settings[name], sort_keys=True) for run_settings in settings if name in run_settings]
+        if len(set(values)) < 2:
+            continue
+        common = max(set(values), key=lambda value: (values.count(value), -values.index(value)))
+        for row, run_settings in zip(rows, settings):
+            value = run_settings.get(name)
+            if value is not None and json.dumps(value, sort_keys=True) != common:
+                difference = f"{name} {json.dumps(value, sort_keys=True)} differs from the other runs' {common}"
+                row["note"] = f"{row['note']}; {difference}" if row["note"] else difference
 
 
 def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
@@ -174,7 +226,9 @@ def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
     names = {run["run"] for run in expected}
     extra = [found_run_identity(path, default_seed) for path in sorted(runs_dir.iterdir())
              if path.is_dir() and not path.name.startswith(".") and path.name not in names]
-    return [read_run(runs_dir / identity["run"], identity) for identity in expected + extra]
+    rows, settings = zip(*(read_run(runs_dir / identity["run"], identity) for identity in expected + extra))
+    note_differing_settings(list(rows), list(settings))
+    return list(rows)
 
 
 def metric_names(rows: list[dict]) -> list[str]:
@@ -311,8 +365,8 @@ def fit_power_law(examples, losses) -> dict:
 
 
 def points_by_size(rows: list[dict], method: str, metric: str) -> list[dict]:
-    """{"examples", "value", "ci_low", "ci_high", "runs"} per size of a method's finished runs,
-    averaged over seeds, smallest size first."""
+    """{"examples", "value", "ci_low", "ci_high", "runs": {seed: run}} per size of a method's
+    finished runs, averaged over seeds, smallest size first."""
     groups = defaultdict(list)
     for row in rows:
         if (row["method"] == method and row["status"] == "done" and not is_missing(row["examples"])
@@ -320,11 +374,23 @@ def points_by_size(rows: list[dict], method: str, metric: str) -> list[dict]:
             groups[int(row["examples"])].append(row)
     points = []
     for examples, group in sorted(groups.items()):
-        points.append({"examples": examples, "runs": [row["run"] for row in group]} | {
+        points.append({"examples": examples, "runs": {row["seed"]: row["run"] for row in group}} | {
             key: mean_or_none([row.get(f"{metric}{suffix}") for row in group])
             for key, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
         })
     return points
+
+
+def zero_data_point(rows: list[dict], method: str, metric: str) -> dict | None:
+    """The method's point at 0 examples: the untuned model as the method loads it (base-nf4 for
+    QLoRA, base otherwise: lib.config.zero_data_run), where that row is done. Not a point of the
+    fits (D^(-alpha) and log2 D have no value at 0): the start every size's gain is measured from."""
+    run = zero_data_run(method)
+    row = next((row for row in rows if row["run"] == run and row["status"] == "done"), None)
+    if row is None or is_missing(row.get(metric)):
+        return None
+    return {"run": run, "examples": 0, "value": row[metric],
+            "ci_low": row.get(f"{metric}_ci_low"), "ci_high": row.get(f"{metric}_ci_high")}
 
 
 def mean_or_none(values: list) -> float | None:
@@ -340,20 +406,35 @@ def interval(value: float, estimates: list[float]) -> dict:
     return {"value": value, "ci_low": low, "ci_high": high}
 
 
-def bootstrap_loss_fits(points: list[dict], item_losses: dict[str, np.ndarray], n_samples: int,
-                        label: str) -> tuple[list[dict], int]:
-    """Refit on n_samples resamples of the test items (the same items for every run); the fits
-    and the number of resamples whose fit did not converge."""
-    n_items = len(next(iter(item_losses.values())))
-    fits, failed = [], 0
-    draws = resample_indices(n_items, n_samples, BOOTSTRAP_SEED)
-    for rows in tqdm(draws, desc=f"bootstrap {label}", leave=False):
-        losses = [np.mean([token_weighted_loss(item_losses[run][rows]) for run in point["runs"]]) for point in points]
-        try:
-            fits.append(fit_power_law([p["examples"] for p in points], losses))
-        except RuntimeError:
-            failed += 1
-    return fits, failed
+LOSS_ESTIMATES = (*FIT_PARAMETERS, "slope_per_doubling")  # what each resample of the loss fit estimates
+
+
+def loss_estimates(sizes: list[int], losses: np.ndarray) -> np.ndarray:
+    """E, A, alpha of the power law (NaN where it does not converge) and the least-squares slope
+    of the loss against log2 D, the 2-parameter log-linear description beside it."""
+    try:
+        fit = fit_power_law(sizes, losses)
+        parameters = [fit[name] for name in FIT_PARAMETERS]
+    except RuntimeError:
+        parameters = [math.nan] * len(FIT_PARAMETERS)
+    return np.array([*parameters, np.polyfit(np.log2(sizes), losses, 1)[0]])
+
+
+def bootstrap_loss_fits(sizes: list[int], item_losses: np.ndarray, n_samples: int, label: str) -> np.ndarray:
+    """(n_samples, LOSS_ESTIMATES) from refitting on two-stage resamples (lib.stats.
+    hierarchical_estimates) of `item_losses`, shaped (training seeds, test items, sizes, 2) of
+    [summed NLL, reference tokens]: each resample draws the seeds, then the same items for every
+    run. With one seed it is the item bootstrap."""
+    progress = tqdm(total=n_samples, desc=f"bootstrap {label}", leave=False)
+
+    def estimates(sample: np.ndarray) -> np.ndarray:
+        progress.update()
+        totals = sample.sum(axis=1)  # (seeds, sizes, 2): each run's summed NLL and tokens
+        losses = (totals[..., 0] / totals[..., 1]).mean(axis=0)  # token-weighted loss, averaged over seeds
+        return loss_estimates(sizes, losses)
+
+    with progress:
+        return hierarchical_estimates(item_losses, estimates, n_samples, BOOTSTRAP_SEED)
 
 
 def fit_warnings(method: str, points: list[dict], fit: dict) -> list[str]:
@@ -388,7 +469,8 @@ def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict], n_samp
              notes: list[str]) -> dict:
     """The power-law fit of one method's test loss over data size, with bootstrap intervals."""
     points = points_by_size(rows, method, "test_loss")
-    result = {"points": [[p["examples"], p["value"]] for p in points]}
+    result = {"points": [[p["examples"], p["value"]] for p in points],
+              "zero_data": zero_data_point(rows, method, "test_loss")}
     if len(points) < len(FIT_PARAMETERS):
         return {"status": "too_few_points"} | result
     try:
@@ -396,22 +478,40 @@ def loss_fit(rows: list[dict], method: str, item_scores: dict[str, dict], n_samp
     except RuntimeError as err:
         return {"status": "fit_failed", "reason": str(err)} | result
     notes += fit_warnings(method, points, fit)
-    runs = [run for point in points for run in point["runs"]]
-    item_losses = {}
-    if all(item_scores.get(run) for run in runs):
-        item_losses = dict(zip(runs, aligned_items([item_scores[run] for run in runs], "test_loss")))
-    bootstrap_fits, failed, resampled = [], 0, None
-    if item_losses and len(item_losses[runs[0]]):
-        bootstrap_fits, failed = bootstrap_loss_fits(points, item_losses, n_samples, method)
-        resampled = "test items"
+    sizes = [p["examples"] for p in points]
+    observed = loss_estimates(sizes, np.array([p["value"] for p in points]))
+    item_losses, seeds = seed_item_losses(points, item_scores)
+    draws, resampled = np.empty((0, len(LOSS_ESTIMATES))), None
+    if item_losses is not None:
+        draws = bootstrap_loss_fits(sizes, item_losses, n_samples, method)
+        resampled = RESAMPLED[len(seeds) > 1]
     else:
+        runs = [run for point in points for run in point["runs"].values()]
         notes.append(f"loss fit {method}: no interval, no per-item losses shared by {', '.join(runs)}")
+    failed = int(np.isnan(draws[:, 0]).sum())
     return {"status": "ok"} | {
-        name: interval(fit[name], [f[name] for f in bootstrap_fits]) for name in FIT_PARAMETERS
+        name: interval(float(observed[i]), [d for d in draws[:, i] if not math.isnan(d)])
+        for i, name in enumerate(LOSS_ESTIMATES)
     } | result | {
         "holdout": holdout_check(points),
-        "bootstrap": {"resampled": resampled, "samples": n_samples if resampled else 0, "failed": failed},
+        "bootstrap": {"resampled": resampled, "seeds": seeds, "samples": n_samples if resampled else 0,
+                      "failed": failed},
     }
+
+
+def seed_item_losses(points: list[dict], item_scores: dict[str, dict]) -> tuple[np.ndarray | None, list]:
+    """[summed NLL, tokens] per training seed, test item and size, shaped (seeds, items, sizes, 2),
+    over the seeds done at every size and the items all their runs scored; (None, []) where a run
+    has no per-item losses."""
+    seeds = [seed for seed in points[0]["runs"] if all(seed in p["runs"] for p in points)]
+    runs = [[p["runs"][seed] for p in points] for seed in seeds]
+    if not seeds or not all(item_scores.get(run) for row in runs for run in row):
+        return None, []
+    aligned = aligned_items([item_scores[run] for row in runs for run in row], "test_loss")
+    if not len(aligned[0]):
+        return None, []
+    per_seed = np.array(aligned).reshape(len(seeds), len(points), *aligned[0].shape)
+    return per_seed.transpose(0, 2, 1, 3), seeds
 
 
 def check_item_scores(rows: list[dict], item_scores: dict[str, dict], notes: list[str]) -> None:
@@ -452,7 +552,8 @@ def slope_per_doubling(points: list[dict], n_samples: int) -> dict:
 
 def trend(rows: list[dict], method: str, metric: str, n_samples: int) -> dict:
     points = points_by_size(rows, method, metric)
-    result = {"points": [[p["examples"], p["value"]] for p in points]}
+    result = {"points": [[p["examples"], p["value"]] for p in points],
+              "zero_data": zero_data_point(rows, method, metric)}
     if len(points) < 2:
         return {"status": "too_few_points"} | result
     return {"status": "ok", "slope_per_doubling": slope_per_doubling(points, n_samples)} | result
@@ -467,28 +568,53 @@ def ratio(numerator, denominator) -> float | None:
     return float(numerator) / float(denominator)
 
 
-def paired_difference(scores_a: dict | None, scores_b: dict | None, metric: str, n_samples: int) -> dict | None:
-    """statistic(a) - statistic(b) over the items both runs scored, by paired bootstrap."""
-    if not scores_a or not scores_b:
+def paired_difference(pairs: list[tuple[dict, dict]], metric: str, n_samples: int) -> dict | None:
+    """mean over seeds of statistic(a) - statistic(b), over the items every run scored; `pairs` is
+    one (a, b) of per-item scores per training seed. Its interval resamples the seeds, then the
+    items, the same for both runs of a pair (lib.stats.hierarchical_estimates; with one seed the
+    paired bootstrap over items). A p-value only where there are several
+    seeds: with one, the interval says how sure we are about these two trained adapters, not
+    about the methods, whose training randomness it leaves out."""
+    if not all(scores for pair in pairs for scores in pair):
         return None
-    values_a, values_b = aligned_items([scores_a, scores_b], metric)
-    return paired_bootstrap(values_a, values_b, STATISTICS[metric], n_samples, BOOTSTRAP_SEED)
+    aligned = aligned_items([scores for pair in pairs for scores in pair], metric)
+    if not len(aligned[0]):
+        return None
+    values = np.stack([np.stack(aligned[i:i + 2], axis=1) for i in range(0, len(aligned), 2)])  # (seeds, items, 2, ..)
+    statistic = STATISTICS[metric]
+
+    def difference(sample: np.ndarray) -> float:
+        return float(np.mean([statistic(seed[:, 0]) - statistic(seed[:, 1]) for seed in sample]))
+
+    differences = hierarchical_estimates(values, difference, n_samples, BOOTSTRAP_SEED)
+    low, high = percentile_interval(differences)
+    return {"difference": difference(values), "ci_low": low, "ci_high": high,
+            "p_value": sign_change_p_value(differences) if len(pairs) > 1 else None,
+            "n": len(aligned[0]), "seeds": len(pairs), "resampled": RESAMPLED[len(pairs) > 1]}
 
 
 def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores: dict[str, dict],
                     n_samples: int) -> list[dict]:
-    """QLoRA against LoRA at every size where both default-seed runs are done."""
+    """QLoRA against LoRA at every size where both default-seed runs are done: quality over the
+    seeds where both are done, cost at the default seed."""
     by_run = {row["run"]: row for row in rows}
+
+    def done_pair(size: str, seed: int) -> tuple[dict, dict] | None:
+        pair = tuple(by_run.get(run_name(method, size, seed, default_seed)) for method in COMPARED)
+        return pair if all(row and row["status"] == "done" for row in pair) else None
+
     comparisons = []
     for size in grid.sizes:
-        lora, qlora = (by_run.get(run_name(method, size, default_seed, default_seed)) for method in COMPARED)
-        if not lora or not qlora or lora["status"] != "done" or qlora["status"] != "done":
+        default = done_pair(size, default_seed)
+        if default is None:
             continue
-        qlora_items, lora_items = item_scores.get(qlora["run"]), item_scores.get(lora["run"])
+        lora, qlora = default
+        seeds = [pair for seed in grid.seeds if (pair := done_pair(size, seed))]
+        scores = [(item_scores.get(q["run"]), item_scores.get(l["run"])) for l, q in seeds]  # qlora - lora
         comparisons.append({
             "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
-            "rougeL_diff": paired_difference(qlora_items, lora_items, "rougeL", n_samples),
-            "loss_diff": paired_difference(qlora_items, lora_items, "test_loss", n_samples),
+            "rougeL_diff": paired_difference(scores, "rougeL", n_samples),
+            "loss_diff": paired_difference(scores, "test_loss", n_samples),
             "time_ratio": ratio(qlora.get("wall_time_s"), lora.get("wall_time_s")),
             "memory_ratio": ratio(qlora.get("peak_memory_gb"), lora.get("peak_memory_gb")),
             "throughput_ratio": ratio(qlora.get("tokens_per_s"), lora.get("tokens_per_s")),
@@ -506,6 +632,7 @@ def scaling_analysis(rows: list[dict], grid: Grid, default_seed: int, prediction
     check_item_scores(rows, item_scores, notes)
     methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE_RUN)]
     return {
+        "resampled": RESAMPLED[len(grid.seeds) > 1],
         "loss_fits": {method: loss_fit(rows, method, item_scores, n_samples, notes) for method in methods},
         "trends": {metric: {method: trend(rows, method, metric, n_samples) for method in methods}
                    for metric in TREND_METRICS},
@@ -570,12 +697,23 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def interval_text(stat: dict | None) -> str:
+    """value [low, high], and p = .. where the statistic has a p-value."""
     if not stat:
         return ""
     value = readable_number(stat.get("value", stat.get("difference")))
     if stat.get("ci_low") is None:
         return value
-    return f"{value} [{readable_number(stat['ci_low'])}, {readable_number(stat['ci_high'])}]"
+    p_value = f", p = {stat['p_value']:.3g}" if stat.get("p_value") is not None else ""
+    return f"{value} [{readable_number(stat['ci_low'])}, {readable_number(stat['ci_high'])}]{p_value}"
+
+
+INTERVAL_SCOPE = {
+    "test items": "One training seed per run: every interval covers the sampling of test items only, "
+                  "not training randomness, so no p-values are given.",
+    "training seeds and test items": "The intervals of the fits and of QLoRA - LoRA resample the training "
+                                     "seeds, then the test items (hierarchical bootstrap); a run's own interval "
+                                     "covers its test items only.",
+}
 
 
 def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
@@ -586,7 +724,8 @@ def summary_markdown(profile: str, rows: list[dict], scaling: dict) -> str:
                               if s in ("done", "missing") or any(r["status"] == s for r in rows))
     parts = [
         f"# Results: profile {profile}",
-        f"Runs: {status_counts}. Values with 95% bootstrap intervals over test items.",
+        f"Runs: {status_counts}. Values with 95% bootstrap intervals over test items. "
+        f"{INTERVAL_SCOPE[scaling['resampled']]}",
         "## Quality",
         markdown_table(["run", "status", "examples", *metrics],
                        [[r["run"], r["status"], readable_number(r["examples"], count=True),
@@ -618,20 +757,32 @@ def metrics_markdown(names: list[str]) -> str:
         ["metric", "measures", "better", "tokenised as", "interval", "computed in"], lines)
 
 
+def zero_data_text(point: dict | None) -> str:
+    return f"{interval_text(point)} ({point['run']})" if point else ""
+
+
 def scaling_markdown(scaling: dict) -> str:
-    fits = [[method, fit["status"], *(interval_text(fit.get(name)) for name in FIT_PARAMETERS),
-             holdout_text(fit.get("holdout"))] for method, fit in scaling["loss_fits"].items()]
-    trends = [[metric, method, item["status"], interval_text(item.get("slope_per_doubling"))]
+    fits = [[method, fit["status"], *(interval_text(fit.get(name)) for name in LOSS_ESTIMATES),
+             holdout_text(fit.get("holdout")), zero_data_text(fit.get("zero_data"))]
+            for method, fit in scaling["loss_fits"].items()]
+    trends = [[metric, method, item["status"], interval_text(item.get("slope_per_doubling")),
+               zero_data_text(item.get("zero_data"))]
               for metric, by_method in scaling["trends"].items() for method, item in by_method.items()]
     comparisons = [[c["size"], interval_text(c["rougeL_diff"]), interval_text(c["loss_diff"]),
                     *(readable_number(c[key]) for key in ("time_ratio", "memory_ratio", "throughput_ratio"))]
                    for c in scaling["lora_vs_qlora"]]
     parts = [
         "## Scaling of the test loss: L(D) = E + A * D^(-alpha)",
-        markdown_table(["method", "status", "E", "A", "alpha", "holdout: largest size predicted vs observed"], fits),
+        f"Intervals resample the {scaling['resampled']}. Beside the power law, the 2-parameter log-linear "
+        "slope: the change of the loss per doubling of the data (least squares on log2 D). The 0-example "
+        "point of each method is the base model as it loads it: unquantised (base) for LoRA, NF4 (base-nf4) "
+        "for QLoRA; it is not a point of the fits.",
+        markdown_table(["method", "status", "E", "A", "alpha", "loss per doubling",
+                        "holdout: largest size predicted vs observed", "0 examples"], fits),
         "## Trends (change per doubling of the data, least squares on log2 D)",
-        markdown_table(["metric", "method", "status", "slope per doubling"], trends),
-        "## QLoRA vs LoRA (differences QLoRA - LoRA, paired bootstrap; ratios QLoRA / LoRA)",
+        markdown_table(["metric", "method", "status", "slope per doubling", "0 examples"], trends),
+        f"## QLoRA vs LoRA (differences QLoRA - LoRA, paired bootstrap over the {scaling['resampled']}; "
+        "ratios QLoRA / LoRA)",
         markdown_table(["size", "ROUGE-L diff", "loss diff", "time ratio", "memory ratio", "throughput ratio"], comparisons),
     ]
     if scaling["notes"]:

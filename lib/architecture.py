@@ -77,6 +77,20 @@ def tiny_architecture() -> Architecture:
     return Architecture(name="tiny", **TinySpec().shape(), rope_theta=10_000.0, rms_norm_eps=1e-6)
 
 
+def architecture_of(model_config) -> Architecture:
+    """The shape of a loaded (or on-disk) model from its transformers config."""
+    rope = getattr(model_config, "rope_parameters", None) or {}
+    return Architecture(
+        name=model_config.model_type, vocab_size=model_config.vocab_size, hidden_size=model_config.hidden_size,
+        intermediate_size=model_config.intermediate_size, num_hidden_layers=model_config.num_hidden_layers,
+        num_attention_heads=model_config.num_attention_heads, num_key_value_heads=model_config.num_key_value_heads,
+        max_position_embeddings=model_config.max_position_embeddings,
+        tie_word_embeddings=model_config.tie_word_embeddings,
+        rope_theta=rope.get("rope_theta", getattr(model_config, "rope_theta", 10_000.0)),
+        rms_norm_eps=model_config.rms_norm_eps,
+    )
+
+
 # The values of --model-config.
 ARCHITECTURES = {"qwen2.5-3b": lambda: QWEN2_5_3B, "tiny": tiny_architecture}
 

@@ -1,7 +1,7 @@
 """Talk to a run in the terminal: the answer streams token by token as it is generated.
 
     python -m lib chat --profile demo --method lora --run-dir results/demo/runs/lora-150
-    make chat EXP=lora-150 PROFILE=demo          (EXP=base for the untuned model)
+    make chat EXP=lora-150 PROFILE=demo          (EXP=base for the untuned model, EXP=base-nf4 in NF4)
 
 Same chat template, system prompt and greedy decoding as the evaluation, so what you read is
 what the metrics scored. The conversation is kept across turns; /reset forgets it. Ctrl-C or
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.config import BASE_RUN
+from lib.config import UNTUNED_RUNS
 from lib.errors import UserError
 
 
@@ -38,7 +38,9 @@ def chat(config, run_dir: Path) -> None:
     from lib.evaluate.generate import study_decoding
     from lib.model import load_for_inference
 
-    adapter_dir = None if run_dir.name == BASE_RUN else run_dir / "adapter"
+    from lib.runs import adapter_to_load
+
+    adapter_dir = adapter_to_load(run_dir, config.quantization.load_in_4bit)
     tokenizer, model = load_for_inference(config, adapter_dir)
     decoding = study_decoding(config, tokenizer, model)
     system = [{"role": "system", "content": config.data.system_prompt}]
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
 
-    if args.run_dir.name != BASE_RUN and args.method is None:
+    if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("chat needs --method for a trained run (EXP=base for the untuned model)")
     try:
         chat(config_from_args(args), args.run_dir)

@@ -23,6 +23,8 @@ COMMANDS = {
     "model": ("lib.model", "fetch the base model into models/ and check that it loads"),
     "train": ("lib.train", "train one run (LoRA or QLoRA on one train subset) with TRL's SFTTrainer"),
     "evaluate": ("lib.evaluate.run", "evaluate a run or the base model: test loss, generated answers, metrics, MCQ"),
+    "on-free-gpu": ("lib.gpus", "run a command on GPU ids no other job of this machine holds (make -jN GPUS=...)"),
+    "submit": ("lib.slurm", "submit the unfinished runs as a Slurm job array and a report job after it (make submit)"),
     "chat": ("lib.chat", "chat with a run (or the base model) in the terminal, streaming the answer"),
     "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
@@ -35,6 +37,7 @@ COMMANDS = {
     "bench-generation": ("lib.bench.generation", "batched vs one-by-one greedy generation on the tiny model"),
     "bench-demo": ("lib.bench.demo", "time every stage of make demo from scratch"),
     "bench-gpu": ("lib.bench.gpu", "time LoRA/QLoRA training steps of the 3B architecture on a GPU: tokens/s, peak memory, MFU"),
+    "gpu-check": ("lib.bench.check", "is this GPU machine ready: padding-free loss, fp32 adapters, vLLM, training and generation speed"),
     "bench-summary": ("lib.bench.summary", "gather the benchmarks' headlines into results/bench/README.md"),
 }
 

@@ -93,13 +93,15 @@ class OneOf:
         return f"must be {self.describe(section, section_name)}"
 
     def describe(self, section, section_name: str) -> str:
-        return "one of " + ", ".join(self.choices)
+        return "one of " + ", ".join(str(choice).lower() if isinstance(choice, bool) else choice
+                                     for choice in self.choices)
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # auto: lib.model.compute_dtype picks per device
 # transformers' own attention paths (AttentionInterface, plus the model's eager code); the
 # tests keep this list equal to the installed transformers' list.
-ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+# transformers' attn_implementation names, and auto: the fastest this machine has (lib.model.attention_kernel)
+ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
 # transformers' SchedulerType names that need nothing but the warmup and the step count: the
 # other three (cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay) need scheduler
 # arguments this configuration does not carry and would fail when training starts.
@@ -184,7 +186,8 @@ class TrainConfig:
     max_length: Annotated[int, COUNT]  # tokens per example, longer ones cut (their start kept)
     pad_to_multiple_of: Annotated[int | None, COUNT]  # None pads each batch to its longest example
     batching: Annotated[str, OneOf(("auto", "padding_free", "padded"))]
-    gradient_checkpointing: bool
+    # auto: off where the memory plan fits the device without it (lib.train.gradient_checkpointing)
+    gradient_checkpointing: Annotated[bool | str, OneOf((True, False, "auto"))]
     eval_steps: Annotated[int, COUNT]
     save_steps: Annotated[int, COUNT]
     logging_steps: Annotated[int, COUNT]
@@ -195,7 +198,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     backend: Annotated[str, OneOf(("auto", "transformers", "vllm"))]  # auto = vllm where it can run
-    batch_size: Annotated[int, COUNT]
+    batch_size: Annotated[int, COUNT]  # examples per forward pass when scoring (test loss, MCQ)
+    generation_batch_size: Annotated[int | None, COUNT]  # None: auto (lib.evaluate.generate.generation_batch_size)
     max_new_tokens: Annotated[int, COUNT]
     repetition_penalty: Annotated[float, Range(above=0)]  # 1.0: none (greedy decoding, lib.evaluate.generate)
     # a 95% percentile interval leaves 2.5% of the resamples in each tail: at least one of 40
@@ -461,7 +465,17 @@ def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[
 
 
 BASE_RUN = "base"  # the untuned model's row: evaluated like a run, trained on 0 examples
+# The untuned model quantised to NF4 as QLoRA loads it (evaluated with qlora's config and no
+# adapter): QLoRA's 0-data row, so that QLoRA's gain over it leaves out what quantising costs.
+NF4_BASE_RUN = "base-nf4"
+UNTUNED_RUNS = (BASE_RUN, NF4_BASE_RUN)  # rows of method BASE_RUN, told apart by their run name
+ZERO_DATA_RUNS = {"qlora": NF4_BASE_RUN}  # a method's 0-data row where it is not BASE_RUN
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
+
+
+def zero_data_run(method: str) -> str:
+    """The untuned row a method starts from: the base model as the method loads it."""
+    return ZERO_DATA_RUNS.get(method, BASE_RUN)
 
 
 def run_name(method: str, size: str, seed: int, default_seed: int) -> str:

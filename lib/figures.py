@@ -9,7 +9,8 @@ examples.json) and, for what the summary does not hold, the runs themselves: the
 Each figure is <stem>.pdf and <stem>.png:
 
     metrics_vs_size  test loss, ROUGE-L, BLEU-4 (characters), MCQ accuracy vs training examples
-                     (log x), one line per method with its 95% band, the base model as a line
+                     (log x), one line per method with its 95% band, each method's 0-data row as a
+                     horizontal line: the unquantised base (LoRA's, dashed) and the NF4 base (QLoRA's, dotted)
     loss_fit         test loss on log-log axes with the fitted E + A * D^(-alpha) per method and
                      the hold-out prediction of the largest size
     cost             wall time, peak memory and training throughput per method and size
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from lib.analysis import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
-from lib.config import BASE_RUN, METHOD_NAMES
+from lib.config import BASE_RUN, METHOD_NAMES, NF4_BASE_RUN
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, shown, write_json
@@ -61,6 +62,8 @@ FIT_STATUS_LABELS = {
 LABELS = {
     "examples": ("训练样本数", "training examples"),
     "base": ("基座模型", "base model"),
+    "base_line": ("基座模型（未量化，LoRA 的起点）", "base model (unquantised, LoRA's start)"),
+    "base_nf4_line": ("基座模型（NF4，QLoRA 的起点）", "base model (NF4, QLoRA's start)"),
     "wall_time": ("训练时间", "training time"),
     "peak_memory_gb": ("峰值显存/内存 GB", "peak memory (GB)"),
     "tokens_per_s": ("吞吐 tokens/s", "throughput (tokens/s)"),
@@ -79,6 +82,8 @@ LABELS = {
     **FIT_STATUS_LABELS,
 }
 METRIC_PANELS = ("test_loss", "rougeL", "bleu4_char", "mcq_accuracy")
+# Each method's 0-data row as a horizontal line: its style and label (a key of LABELS).
+UNTUNED_LINES = {BASE_RUN: ("--", "base_line"), NF4_BASE_RUN: (":", "base_nf4_line")}
 X_MARGIN = 1.25  # log x axes reach a quarter of a size step beyond the smallest and largest size
 MAX_SOURCE_PANELS = 8  # the knowledge figure shows the largest sources; more would be unreadable
 
@@ -202,11 +207,11 @@ def trained_points(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     return points.rename(columns=dict(zip(columns, ["value", "ci_low", "ci_high"])))
 
 
-def base_value(summary: pd.DataFrame, metric: str) -> pd.Series | None:
-    """The base model's row where it has this metric."""
+def untuned_value(summary: pd.DataFrame, run: str, metric: str) -> pd.Series | None:
+    """The row of an untuned run (base, base-nf4) where it is done and has this metric."""
     if metric not in summary:
         return None
-    base = summary[(summary.method == BASE_RUN) & (summary.status == "done")].dropna(subset=[metric])
+    base = summary[(summary.run == run) & (summary.status == "done")].dropna(subset=[metric])
     return base.iloc[0] if len(base) else None
 
 
@@ -225,12 +230,21 @@ def draw_method_lines(ax, points: pd.DataFrame, colors: dict) -> None:
             ax.fill_between(group.examples, group.ci_low, group.ci_high, color=colors[method], alpha=0.2, linewidth=0)
 
 
-def draw_base_line(ax, base: pd.Series | None, metric: str, inputs: Inputs) -> None:
-    if base is None:
-        return
-    ax.axhline(base[metric], color="0.3", linestyle="--", linewidth=1, label=inputs.label("base", " "))
-    if not pd.isna(base.get(f"{metric}_ci_low")):
-        ax.axhspan(base[f"{metric}_ci_low"], base[f"{metric}_ci_high"], color="0.5", alpha=0.12, linewidth=0)
+def draw_untuned_line(ax, run: str, value: float, inputs: Inputs) -> None:
+    style, label = UNTUNED_LINES[run]
+    ax.axhline(value, color="0.3", linestyle=style, linewidth=1, label=inputs.label(label, " "))
+
+
+def draw_untuned_lines(ax, summary: pd.DataFrame, metric: str, inputs: Inputs) -> None:
+    """Each untuned row present as a horizontal line with its interval as a band: base (LoRA's
+    0-data row), base-nf4 (QLoRA's)."""
+    for run in UNTUNED_LINES:
+        base = untuned_value(summary, run, metric)
+        if base is None:
+            continue
+        draw_untuned_line(ax, run, base[metric], inputs)
+        if not pd.isna(base.get(f"{metric}_ci_low")):
+            ax.axhspan(base[f"{metric}_ci_low"], base[f"{metric}_ci_high"], color="0.5", alpha=0.12, linewidth=0)
 
 
 # --- the figures -------------------------------------------------------------------------------
@@ -253,7 +267,7 @@ def metrics_vs_size(inputs: Inputs):
             note_on(ax, inputs.label("no_data", " "))
             continue
         draw_method_lines(ax, points, colors)
-        draw_base_line(ax, base_value(summary, metric), metric, inputs)
+        draw_untuned_lines(ax, summary, metric, inputs)
     for ax in axes[-1]:
         ax.set_xlabel(inputs.label("examples", " "))
     handles = {}
@@ -390,15 +404,15 @@ def loss_curves(inputs: Inputs):
 
 
 def mcq_points(inputs: Inputs) -> pd.DataFrame:
-    """method, examples, source, value, ci_low, ci_high, n from the finished runs' eval.json."""
+    """run, method, examples, source, value, ci_low, ci_high, n from the finished runs' eval.json."""
     records = []
     for row in inputs.summary[inputs.summary.status == "done"].itertuples():
         result = readable_run_files(inputs.runs_dir / row.run, ("eval.json",)).get("eval.json") or {}
         mcq = result.get("mcq") or {}
         sources = {"overall": mcq.get("overall")} | (mcq.get("per_source") or {})
-        records += [{"method": row.method, "examples": row.examples, "source": source, **stat}
+        records += [{"run": row.run, "method": row.method, "examples": row.examples, "source": source, **stat}
                     for source, stat in sources.items() if stat and stat.get("value") is not None]
-    return pd.DataFrame(records, columns=["method", "examples", "source", "value", "ci_low", "ci_high", "n"])
+    return pd.DataFrame(records, columns=["run", "method", "examples", "source", "value", "ci_low", "ci_high", "n"])
 
 
 def knowledge(inputs: Inputs):
@@ -423,8 +437,8 @@ def knowledge(inputs: Inputs):
                 .groupby(["method", "examples"], as_index=False)[["value", "ci_low", "ci_high"]].mean())
         draw_method_lines(ax, here, colors)
         base = points[(points.method == BASE_RUN) & (points.source == source)]
-        if len(base):
-            ax.axhline(base.value.iloc[0], color="0.3", linestyle="--", linewidth=1, label=inputs.label("base", " "))
+        for run, value in zip(base.run, base.value):
+            draw_untuned_line(ax, run, value, inputs)
         if here.empty and base.empty:
             note_on(ax, inputs.label("no_data", " "))
     for ax in axes.flat[len(sources):]:

@@ -22,32 +22,63 @@ import sys
 MFU_FORMULA = ("mfu = tokens_per_s * (4 * total_params + 2 * trainable_params) / (processes * peak_flops); "
                "peak_flops = the GPU's dense peak in the training dtype")
 
-# Dense (no sparsity) peak TFLOP/s by GPU name and dtype, from the vendors' datasheets. Checked
-# in this order, so that a name is matched by its most specific entry ("H100 PCIe" before "H100",
-# "A100" before "A10", "L40S" and "L40" before "L4").
+# Dense (no sparsity) peak TFLOP/s by GPU name and dtype: tensor-core bf16/fp16 without
+# structured sparsity (datasheets print "with sparsity" figures at twice these), fp32 without tensor
+# cores. A name is matched by the first entry it contains, so more specific names come first:
+# "H100 NVL" and "H100 PCIe" before "H100", "H200 NVL" before "H200", and "H200" before "H20" (which
+# "H200" contains), "A100" before "A10", "L40S" and "L40" before "L4".
 PEAK_TFLOPS = (
-    ("H200", {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}),
-    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0}),
-    ("H100", {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}),  # SXM
+    # NVIDIA H200 Tensor Core GPU datasheet (2024), NVL column: 1,671 sparse bf16/fp16, 60 fp32
+    ("H200 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}),
+    # the same datasheet, SXM column: 1,979 sparse bf16/fp16, 67 fp32
+    ("H200", {"bfloat16": 989.5, "float16": 989.5, "float32": 67.0}),
+    # NVIDIA H20 (China) product brief: 148 bf16/fp16 dense, 44 fp32
+    ("H20", {"bfloat16": 148.0, "float16": 148.0, "float32": 44.0}),
+    # NVIDIA H100 Tensor Core GPU datasheet (2023), H100 NVL column: 1,671 sparse bf16/fp16, 60 fp32
+    ("H100 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}),
+    # the same datasheet, H100 PCIe column: 1,513 sparse bf16/fp16, 51 fp32
+    ("H100 PCIe", {"bfloat16": 756.5, "float16": 756.5, "float32": 51.0}),
+    # the same datasheet, H100 SXM column: 1,979 sparse bf16/fp16, 67 fp32
+    ("H100", {"bfloat16": 989.5, "float16": 989.5, "float32": 67.0}),
+    # NVIDIA H800 datasheet, PCIe column: H100 PCIe's compute (1,513 sparse bf16/fp16, 51 fp32)
+    ("H800 PCIe", {"bfloat16": 756.5, "float16": 756.5, "float32": 51.0}),
+    # NVIDIA H800 datasheet, SXM column: H100 SXM's compute (1,979 sparse bf16/fp16, 67 fp32)
+    ("H800", {"bfloat16": 989.5, "float16": 989.5, "float32": 67.0}),
+    # NVIDIA A100 Tensor Core GPU datasheet: 312 bf16/fp16 dense, 19.5 fp32 (SXM and PCIe alike)
     ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
-    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6}),
-    ("L40", {"bfloat16": 181.0, "float16": 181.0, "float32": 90.5}),
+    # NVIDIA A800 datasheet: A100's compute (312 bf16/fp16 dense, 19.5 fp32), less NVLink bandwidth
+    ("A800", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
+    # NVIDIA L40S datasheet: 733 sparse bf16/fp16 (362.05 dense), 91.6 fp32
+    ("L40S", {"bfloat16": 362.05, "float16": 362.05, "float32": 91.6}),
+    # NVIDIA L40 datasheet: 362.1 sparse bf16/fp16 (181.05 dense), 90.5 fp32
+    ("L40", {"bfloat16": 181.05, "float16": 181.05, "float32": 90.5}),
+    # NVIDIA A10 datasheet: 125 bf16/fp16 dense, 31.2 fp32
     ("A10", {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2}),
+    # NVIDIA L4 datasheet: 242 sparse bf16/fp16 (121 dense), 30.3 fp32
     ("L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3}),
+    # NVIDIA Ada Lovelace architecture whitepaper (RTX 4090): 165.2 dense fp16 tensor (fp32 accumulate), 82.6 fp32
     ("RTX 4090", {"bfloat16": 165.2, "float16": 165.2, "float32": 82.6}),
+    # NVIDIA Ampere GA102 whitepaper (RTX 3090): 71 dense fp16 tensor (fp32 accumulate), 35.6 fp32
     ("RTX 3090", {"bfloat16": 71.0, "float16": 71.0, "float32": 35.6}),
+    # NVIDIA V100 datasheet (SXM2): 125 fp16 tensor, 15.7 fp32; no bf16 on Volta
     ("V100", {"float16": 125.0, "float32": 15.7}),
+    # NVIDIA T4 datasheet: 65 fp16 tensor, 8.1 fp32; no bf16 on Turing
     ("T4", {"float16": 65.0, "float32": 8.1}),
+    # NVIDIA Tesla P100 datasheet (SXM2): 18.7 fp16, 9.3 fp32; no tensor cores
     ("P100", {"float16": 18.7, "float32": 9.3}),
 )
 
 
+def datasheet_model(device_name: str) -> str | None:
+    """The PEAK_TFLOPS entry of a GPU name such as 'NVIDIA H100 80GB HBM3' ('H100'), or None."""
+    return next((model for model, _ in PEAK_TFLOPS if model in device_name), None)
+
+
 def peak_flops(device_name: str, dtype_name: str) -> float | None:
     """The datasheet peak in FLOP/s for a GPU name such as 'NVIDIA H100 80GB HBM3', or None."""
-    for model, peaks in PEAK_TFLOPS:
-        if model in device_name:
-            return peaks[dtype_name] * 1e12 if dtype_name in peaks else None
-    return None
+    model = datasheet_model(device_name)
+    peaks = dict(PEAK_TFLOPS).get(model, {})
+    return peaks[dtype_name] * 1e12 if dtype_name in peaks else None
 
 
 def model_flops_per_token(total_params: int, trainable_params: int) -> int:

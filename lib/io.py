@@ -59,11 +59,11 @@ def atomic_write(path: str | Path, mode: str = "w"):
 
 
 @contextlib.contextmanager
-def exclusive(lock_file: str | Path, what: str):
-    """Hold `lock_file` while this process works: a second process that wants the same lock (the
-    same make target started twice) stops at once with one line, instead of both writing the same
-    outputs. The kernel releases the lock when the process ends, however it ends (kill -9 too),
-    so a lock is never left behind; the file itself stays, naming the last holder."""
+def lock_if_free(lock_file: str | Path):
+    """Hold `lock_file` while the block runs, if no other process holds it: yields the open file
+    (its holder line rewritten to name this process), or None when another process holds it. The
+    kernel releases the lock when the last process with the file open ends, however it ends
+    (kill -9 too), so a lock is never left behind; the file itself stays, naming the last holder."""
     import fcntl
 
     lock_file = Path(lock_file)
@@ -72,14 +72,31 @@ def exclusive(lock_file: str | Path, what: str):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(f"{shown(lock_file.parent)}: {what} is already in progress ({holder}); "
-                            "wait for it to finish, or stop it and run the command again") from None
+            yield None
+            return
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {platform.node()} since "
                      f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
         handle.flush()
+        yield handle
+
+
+def lock_holder(lock_file: str | Path) -> str:
+    """Who holds a lock, as its file names them ("pid 12 on node3 since ...")."""
+    with contextlib.suppress(FileNotFoundError):
+        return Path(lock_file).read_text(encoding="utf-8").strip() or "another process"
+    return "another process"
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path, what: str):
+    """Hold `lock_file` while this process works: a second process that wants the same lock (the
+    same make target started twice) stops at once with one line, instead of both writing the same
+    outputs (see lock_if_free)."""
+    with lock_if_free(lock_file) as handle:
+        if handle is None:
+            raise UserError(f"{shown(Path(lock_file).parent)}: {what} is already in progress "
+                            f"({lock_holder(lock_file)}); wait for it to finish, or stop it and run the command again")
         yield
 
 
@@ -210,3 +227,12 @@ def provenance(config: dict | None = None, seed: int | None = None) -> dict:
         "seed": seed,
         "config": config,
     }
+
+
+def nested_value(mapping: dict | None, dotted: str):
+    """mapping['a']['b'] for 'a.b', or None where any step is absent."""
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping

@@ -4,7 +4,8 @@
 
 `make model` fetches the base model ahead of training into models/<org>--<name> (from the
 Hugging Face hub, honouring HF_ENDPOINT, or from ModelScope with MODEL_SOURCE=modelscope) and
-checks that it loads. Afterwards every stage finds that local copy by the hub id in the config,
+checks that it loads. model.revision (a branch, tag or commit) is resolved to the commit it points
+to; origin.json beside the weights records it, and every run's config.json and eval.json copy it. Afterwards every stage finds that local copy by the hub id in the config,
 so nothing is downloaded in the middle of a run. Models load from safetensors only and never
 run code shipped with the weights.
 """
@@ -15,10 +16,11 @@ import argparse
 from pathlib import Path
 
 from lib.errors import UserError
-from lib.io import REPO_ROOT, atomic_write, read_json, shown
+from lib.io import REPO_ROOT, atomic_write, read_json, shown, write_json
 
 MODELS_DIR = REPO_ROOT / "models"
 READY_MARKER = ".ready"
+ORIGIN_FILE = "origin.json"  # where a fetched model came from: repo, revision asked, commit it resolved to
 
 
 def local_copy(name_or_path: str) -> Path:
@@ -75,6 +77,28 @@ def device_map_for_this_process():
     return {"": process_state().local_process_index if torch.cuda.is_available() else "cpu"}
 
 
+def attention_kernel(setting: str) -> str:
+    """The attn_implementation to load with: `setting` itself, or for auto the fastest kernel this
+    machine has. Flash attention takes a row of concatenated examples as separate sequences (so
+    training can skip padding: lib.train.batching); flash-attention 3 needs Hopper (compute
+    capability 9), 2 needs Ampere (8) or newer. The `kernels` package's hub-fetched builds are not
+    chosen: a cluster node often cannot reach the hub."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if not torch.cuda.is_available():
+        return "sdpa"
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+    major, _ = torch.cuda.get_device_capability()
+    if major == 9 and is_flash_attn_3_available():
+        return "flash_attention_3"
+    if major >= 8 and is_flash_attn_2_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def quantization_config(config, dtype):
     """NF4 + double quantisation with matrix products in the training dtype (QLoRA), or None."""
     if not config.quantization.load_in_4bit:
@@ -105,14 +129,18 @@ def load_model(config, dtype, device_map=None):
     """The base model in `dtype`, quantised to 4 bits when the method asks for it."""
     from transformers import AutoModelForCausalLM
 
+    import torch
+
     quantization = quantization_config(config, dtype)
-    if quantization is not None and device_map is None:
-        device_map = device_map_for_this_process()  # bitsandbytes quantises while placing
+    # bitsandbytes quantises while placing; and on GPUs every process loads straight onto its own
+    # device instead of each building a full copy in host memory first
+    if device_map is None and (quantization is not None or torch.cuda.is_available()):
+        device_map = device_map_for_this_process()
     return _from_pretrained(
         AutoModelForCausalLM,
         config,
         dtype=dtype,
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=attention_kernel(config.model.attn_implementation),
         quantization_config=quantization,
         device_map=device_map,
         use_safetensors=True,
@@ -180,8 +208,9 @@ def _unavailable(name: str, reason: str) -> str:
 WANTED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 
 
-def fetch(name: str, revision: str, out: Path, source: str = "huggingface") -> Path:
-    """Download a model repository into `out` (resumable: a second call reuses what is there)."""
+def fetch(name: str, revision: str, out: Path, source: str = "huggingface") -> str | None:
+    """Download a model repository into `out` (resumable: a second call reuses what is there);
+    the hub commit the revision resolved to (None from ModelScope, which names no commit)."""
     offline_hint = "fetch it on a machine with network and copy models/ over, or use PROFILE=demo"
     if source == "modelscope":
         try:
@@ -195,14 +224,24 @@ def fetch(name: str, revision: str, out: Path, source: str = "huggingface") -> P
         except (OSError, ConnectionError) as err:  # requests' network errors derive from OSError
             raise UserError(f"model {name}: could not download from ModelScope ({type(err).__name__}); "
                             f"{offline_hint}") from None
-        return out
-    from huggingface_hub import snapshot_download
+        return None
+    from huggingface_hub import HfApi, snapshot_download
 
     from lib.data.hub import hub_errors
 
     with hub_errors(f"model {name}@{revision}", "model.name_or_path (MODEL=) and model.revision", offline_hint):
-        snapshot_download(name, revision=revision, local_dir=out, allow_patterns=WANTED_FILES)
-    return out
+        # a branch such as main moves: resolved once, every file comes from the commit it points to
+        # now, which is recorded (a commit given as model.revision resolves to itself)
+        resolved = HfApi().resolve_revision(name, revision=revision)
+        snapshot_download(name, revision=resolved, local_dir=out, allow_patterns=WANTED_FILES)
+    return resolved.resolved
+
+
+def model_origin(name_or_path: str) -> dict | None:
+    """What `make model` recorded of the local copy's origin (origin.json), or None for a model
+    not fetched by it (the demo's tiny one, a folder of one's own)."""
+    path = local_copy(name_or_path) / ORIGIN_FILE
+    return read_json(path) if path.is_file() else None
 
 
 def verify(out: Path) -> dict:
@@ -228,8 +267,13 @@ def run(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     name = config.model.name_or_path
-    fetch(name, config.model.revision, args.out, args.source)
+    commit = fetch(name, config.model.revision, args.out, args.source)
     info = verify(args.out)
+    from lib.data.hub import endpoint
+
+    write_json(args.out / ORIGIN_FILE, {"name": name, "source": args.source,
+                                        "endpoint": endpoint() if args.source == "huggingface" else None,
+                                        "revision": config.model.revision, "commit": commit})
     with atomic_write(args.out / READY_MARKER) as handle:
-        handle.write(f"{name} {config.model.revision}\n")
+        handle.write(f"{name} {commit or config.model.revision}\n")
     print(f"model: {name} is ready in {shown(args.out)} ({info['parameters'] / 1e9:.2f}B parameters)")

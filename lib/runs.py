@@ -10,10 +10,11 @@ evaluation (summary, figures, report):
 
 A run's status: missing (no folder), training (no train.done), incomplete (train.done, but the
 adapter's files are gone), not_evaluated (trained, no eval.json), done, or corrupt (a file that
-is not what its stage writes: not JSON, or JSON of another shape). `base`, the untuned model, has
-no training: it is done, not_evaluated or corrupt. An incomplete or corrupt run is a row with its
-status and a note naming the file, never a crash of the stage that reads it; `make exp-<run>`
-trains an incomplete run again (the Makefile's adapter target).
+is not what its stage writes: not JSON, or JSON of another shape). `base` and `base-nf4`, the
+untuned model unquantised and in NF4, have no training: they are done, not_evaluated or corrupt.
+An incomplete or corrupt run is a row with its status and a note naming the file, never a crash
+of the stage that reads it; `make exp-<run>` trains an incomplete run again (the Makefile's
+adapter target).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lib.config import BASE_RUN
+from lib.config import NF4_BASE_RUN, UNTUNED_RUNS
 from lib.errors import UserError
 from lib.io import read_json, shown
 
@@ -113,6 +114,15 @@ def readable_run_files(run_dir: Path, names=tuple(CHECKS)) -> dict[str, dict]:
     return files
 
 
+def adapter_to_load(run_dir: Path, load_in_4bit: bool) -> Path | None:
+    """The adapter a run answers with (evaluation, chat): none for the untuned rows. base-nf4 is
+    the base model in NF4, so it is loaded with a 4-bit method's configuration, never in 16 bits."""
+    if run_dir.name == NF4_BASE_RUN and not load_in_4bit:
+        raise UserError(f"{shown(run_dir)}: {NF4_BASE_RUN} is the base model quantised to NF4; load it with "
+                        f"--method qlora (make eval-{NF4_BASE_RUN})")
+    return None if run_dir.name in UNTUNED_RUNS else run_dir / "adapter"
+
+
 # --- the status ------------------------------------------------------------------------------------
 
 
@@ -120,7 +130,7 @@ def run_status(run_dir: Path) -> tuple[str, str | None]:
     """(status, note): the note names the file that makes a run incomplete or corrupt."""
     if not run_dir.is_dir():
         return "missing", None
-    if run_dir.name != BASE_RUN:
+    if run_dir.name not in UNTUNED_RUNS:
         if not (run_dir / DONE_MARKER).is_file():
             return "training", None
         gone = [name for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()]

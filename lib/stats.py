@@ -7,6 +7,10 @@ Efron & Tibshirani 1993). Comparing two runs on the same items resamples the *pa
 item difficulty shared by both runs cancels out of the difference. A statistic that every
 resample biases one way (distinct-n: an item drawn twice repeats all its n-grams) gets the same
 resamples, shifted to centre on the point estimate (recentred_bootstrap).
+
+Where a study trains several seeds per cell, training randomness is a second source of noise:
+hierarchical_estimates resamples the seeds, then the items (Davison & Hinkley 1997, sec. 3.8);
+with one seed it is the item bootstrap, and lib.analysis compares runs (paired) through it.
 """
 
 from __future__ import annotations
@@ -84,34 +88,30 @@ def recentred_bootstrap(
     return {"value": value, "ci_low": low, "ci_high": high, "n": n_items}
 
 
-def paired_bootstrap(
-    values_a: Sequence | np.ndarray,
-    values_b: Sequence | np.ndarray,
-    statistic: Callable[[np.ndarray], float] = mean_statistic,
+def sign_change_p_value(differences) -> float:
+    """Two-sided share of resampled differences on the other side of zero (Koehn 2004)."""
+    differences = np.asarray(differences)
+    return float(min(1.0, 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))))
+
+
+def hierarchical_estimates(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], float | np.ndarray],
     n_samples: int = 1_000,
     seed: int = BOOTSTRAP_SEED,
-) -> dict:
-    """Difference statistic(a) - statistic(b) on the same items, with its 95% interval.
+) -> np.ndarray:
+    """The statistic on n_samples two-stage resamples of `values`, shaped (training seeds, test
+    items, ...): each draws the seeds with replacement, then the items with replacement, the same
+    items for every drawn seed (every run answers one test set, so an item's difficulty is shared
+    by all of them). `statistic` gets a (seeds, items, ...) array and averages over the seeds
+    itself (a fit averages the seeds' losses before fitting).
 
-    `p_value` is the two-sided share of resamples in which the difference changes sign
-    (the usual paired-bootstrap test of Koehn 2004 for MT metrics).
+    The items are drawn exactly as bootstrap draws them with `seed` (the seeds from seed + 1):
+    where every seed gave the same values, this is the item bootstrap, and with one seed the two
+    are the same resamples.
     """
-    values_a, values_b = np.asarray(values_a), np.asarray(values_b)
-    if len(values_a) != len(values_b):
-        raise ValueError(f"paired bootstrap needs the same items: {len(values_a)} vs {len(values_b)} values")
-    if len(values_a) == 0:
-        return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None, "n": 0}
-    differences = np.array([
-        statistic(values_a[rows]) - statistic(values_b[rows])
-        for rows in resample_indices(len(values_a), n_samples, seed)
-    ])
-    low, high = percentile_interval(differences)
-    observed = statistic(values_a) - statistic(values_b)
-    p_value = 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))
-    return {
-        "difference": float(observed),
-        "ci_low": low,
-        "ci_high": high,
-        "p_value": float(min(1.0, p_value)),
-        "n": len(values_a),
-    }
+    values = np.asarray(values)
+    n_seeds, n_items = values.shape[:2]
+    seed_draws = resample_indices(n_seeds, n_samples, seed + 1)
+    item_draws = resample_indices(n_items, n_samples, seed)
+    return np.array([statistic(values[seeds][:, items]) for seeds, items in zip(seed_draws, item_draws)])

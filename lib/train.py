@@ -32,7 +32,7 @@ from pathlib import Path
 from lib.config import Config, parse_count
 from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
-from lib.model import dtype_name
+from lib.model import dtype_name, model_origin
 from lib.prompts import assistant_tokens, conversations, loss_template
 from lib.runs import DONE_MARKER, RUN_LOCK
 
@@ -106,11 +106,12 @@ def read_conversations(path: Path) -> list[list[dict]]:
     return conversations_of_split
 
 
-def tokenized(conversations_of_split: list[list[dict]], tokenizer, max_length: int, name: str):
+def tokenized(conversations_of_split: list[list[dict]], tokenizer, max_length: int, name: str, lengths: bool = True):
     """A split as the trainer takes it: token ids rendered with the training template and their
     loss mask (lib.prompts.assistant_tokens, the very tokens the test loss scores), cut to
-    max_length from the start as TRL would, with each example's length for the samplers. An
-    example whose answer starts beyond max_length has no token to learn: it is left out, counted."""
+    max_length from the start as TRL would, with each example's `length` for the sampler (training
+    splits only: PaddingMeter counts what carries one). An example whose answer starts beyond
+    max_length has no token to learn: it is left out, counted."""
     from datasets import Dataset
 
     template = loss_template(tokenizer)
@@ -118,7 +119,7 @@ def tokenized(conversations_of_split: list[list[dict]], tokenizer, max_length: i
     for messages in conversations_of_split:
         ids, mask = assistant_tokens(tokenizer, messages, max_length, template)
         if any(mask):
-            rows.append({"input_ids": ids, "assistant_masks": mask, "length": len(ids)})
+            rows.append({"input_ids": ids, "assistant_masks": mask} | ({"length": len(ids)} if lengths else {}))
         else:
             dropped += 1
     if dropped:
@@ -130,10 +131,37 @@ def tokenized(conversations_of_split: list[list[dict]], tokenizer, max_length: i
 def batching(config: Config) -> str:
     """padding_free or padded: `auto` is padding-free where the attention kernel takes a row of
     concatenated examples as separate sequences (flash attention reads their boundaries from the
-    position ids); sdpa would turn such a row into one dense mask over all its tokens."""
+    position ids); sdpa would turn such a row into one dense mask over all its tokens, so there
+    micro-batches are padded instead, of examples grouped by length (little padding either way)."""
+    from lib.model import attention_kernel
+
     if config.train.batching != "auto":
         return config.train.batching
-    return "padding_free" if config.model.attn_implementation.startswith("flash_attention") else "padded"
+    return "padding_free" if attention_kernel(config.model.attn_implementation).startswith("flash_attention") else "padded"
+
+
+def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype) -> bool:
+    """train.gradient_checkpointing, auto resolved by the memory plan of one micro-batch of
+    max_length examples on this device: on a GPU its whole memory (the CUDA context aside), on a
+    CPU the memory available now (this process's present size aside)."""
+    setting = config.train.gradient_checkpointing
+    if setting != "auto":
+        return setting
+    import psutil
+    import torch
+    from transformers import AutoConfig
+
+    from lib.architecture import architecture_of
+    from lib.bench.memory import CUDA_CONTEXT_GB, checkpointing_needed, training_setting
+    from lib.hardware import peak_rss_gb
+    from lib.model import model_location
+
+    arch = architecture_of(AutoConfig.from_pretrained(model_location(config.model.name_or_path)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = training_setting(config, method, batch.per_device, config.train.max_length, dtype_name(dtype), device)
+    if device == "cuda":
+        return checkpointing_needed(arch, plan, torch.cuda.mem_get_info()[1] / 2**30, CUDA_CONTEXT_GB)
+    return checkpointing_needed(arch, plan, psutil.virtual_memory().available / 2**30, peak_rss_gb())
 
 
 # --- wall-clock time across interruptions -------------------------------------------------------
@@ -245,8 +273,12 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         max_length=None,
         assistant_only_loss=False,
         padding_free=batching(config) == "padding_free",
+        # padded micro-batches of examples of similar length: transformers' LengthGroupedSampler
+        # sorts random megabatches of 50 steps by the `length` column (`tokenized`)
+        train_sampling_strategy="group_by_length" if batching(config) == "padded" else "random",
+        remove_unused_columns=False,  # the collator reads `length` to tell training batches (PaddingMeter)
         pad_to_multiple_of=train.pad_to_multiple_of,
-        activation_checkpointing=train.gradient_checkpointing,  # transformers' newer name for it
+        activation_checkpointing=gradient_checkpointing(config, spec.method, batch, dtype),  # transformers' newer name
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
@@ -292,7 +324,7 @@ def build_trainer(config: Config, spec: RunSpec, data_dir: Path, out: Path, batc
     dtype = compute_dtype(config.model.dtype)
     tokenizer = load_tokenizer(config)
     train_dataset = tokenized(train_conversations, tokenizer, config.train.max_length, train_file.name)
-    eval_dataset = tokenized(dev_conversations, tokenizer, config.train.max_length, dev_file.name)
+    eval_dataset = tokenized(dev_conversations, tokenizer, config.train.max_length, dev_file.name, lengths=False)
     trainer = lora_trainer(config, load_model(config, dtype), sft_config(config, spec, batch, dtype, out, **overrides),
                            train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer)
     return trainer, dtype
@@ -306,7 +338,29 @@ def lora_trainer(config: Config, model, args, **inputs):
     keep_4bit_layers_trainable_after_eval(model)
     trainer = SFTTrainer(model=model, args=args, peft_config=lora_config(config), **inputs)
     keep_adapters_in_fp32(trainer.model)
+    trainer.padding_meter = trainer.data_collator = PaddingMeter(trainer.data_collator)
     return trainer
+
+
+class PaddingMeter:
+    """The trainer's collator, counting the share of the token positions of the training
+    micro-batches that are padding (computed for nothing). Training examples carry a `length` for
+    the length-grouping sampler; the dev set's do not, so evaluation batches are not counted."""
+
+    def __init__(self, collate):
+        self.collate = collate
+        self.tokens = self.positions = 0
+
+    def __call__(self, examples):
+        batch = self.collate(examples)
+        if "length" in examples[0]:
+            self.tokens += sum(example["length"] for example in examples)
+            self.positions += batch["input_ids"].numel()
+        return batch
+
+    @property
+    def fraction(self) -> float | None:
+        return 1 - self.tokens / self.positions if self.positions else None
 
 
 def keep_adapters_in_fp32(model) -> None:
@@ -375,6 +429,10 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "device": device_name,
         "dtype": dtype_text,
         "adapter_dtype": adapter_dtype(model),
+        "attention": model.config._attn_implementation,  # the kernel it ran with (model.attn_implementation: auto)
+        "gradient_checkpointing": trainer.args.activation_checkpointing,  # as train.gradient_checkpointing resolved
+        # of this process's training micro-batches since the run (re)started: positions that were padding
+        "padding_fraction": trainer.padding_meter.fraction,
         "processes": batch.processes,
         "mfu": mfu(tokens_per_s, total, trainable, batch.processes, device_name, dtype_text) if tokens_per_s else None,
         "mfu_formula": MFU_FORMULA,
@@ -398,6 +456,7 @@ def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> d
             "processes": batch.processes,
             "gradient_accumulation_steps": batch.accumulation,
             "batching": batching(config),
+            "model_origin": model_origin(config.model.name_or_path),  # the hub commit `make model` fetched
         },
     }
 
@@ -447,6 +506,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, required=True, help="training seed (data order, adapter init, dropout)")
     parser.add_argument("--data", type=Path, required=True, help="folder of the processed splits")
     parser.add_argument("--out", type=Path, required=True, help="the run folder, results/<profile>/runs/<run>")
+    parser.add_argument("--check-layout", type=int, metavar="PROCESSES",
+                        help="only check that the effective batch splits over PROCESSES processes, and exit "
+                             "(the Makefile asks before starting a launcher, so a bad NPROC is one line, not one per process)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -455,6 +517,11 @@ def run(args: argparse.Namespace) -> None:
     if args.method is None:
         raise UserError("train needs --method (lora or qlora)")
     config = config_from_args(args)
+    if args.check_layout is not None:
+        batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, args.check_layout)
+        print(f"train: {batch.effective} examples per step = {batch.per_device} per device x "
+              f"{batch.accumulation} accumulated x {batch.processes} processes")
+        return
     spec = RunSpec(name=args.out.name, profile=args.profile, method=args.method, size=args.size,
                    examples=parse_count(args.size), seed=args.seed)
     # Under torchrun or accelerate every process runs this; the first holds the run's lock (its

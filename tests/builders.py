@@ -3,8 +3,11 @@ world. Test files import these; no test file imports another.
 
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
+    write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
+    hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
+                     HF_ENDPOINT) as the hub does, for one repository at one commit
     write_run        one run directory (config.json, train_metrics.json, train.done,
                      predictions.jsonl, eval.json) from per-item scores
     write_study      every input of `python -m lib report` (processed data, runs, summary,
@@ -14,14 +17,19 @@ world. Test files import these; no test file imports another.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import http.server
 import json
 import re
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
-from lib.config import load_grid, parse_count, run_name
+from lib.config import UNTUNED_RUNS, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
 from lib.stats import bootstrap, token_weighted_loss
@@ -41,6 +49,19 @@ def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
     return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
             "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
+
+
+def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Path, Path]:
+    """Empty stand-ins for what a demo run's Make rules depend on (the data step's files, the
+    model's ready marker), under `root`: enough for make to decide what to run, nothing to train on.
+    Returns (DATA_DIR, MODEL)."""
+    processed, model = root / "data" / "processed" / "demo", root / "model"
+    names = ["manifest.json", "mcq_report.json", "dev.jsonl", "test.jsonl", "mcq.jsonl",
+             *(f"train-{size}.jsonl" for size in sizes)]
+    for path in (*(processed / name for name in names), model / ".ready"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+    return root / "data", model
 
 
 # --- the Hugging Face hub ------------------------------------------------------------------------
@@ -64,6 +85,57 @@ def fake_hub_download(monkeypatch, cache: Path, commit: str, filename: str) -> t
     return cached, calls
 
 
+@contextlib.contextmanager
+def hub_mirror(repo: str, commit: str, files: dict[str, bytes], repo_type: str = "model"):
+    """A hub on 127.0.0.1 serving `files` of `repo` at `commit` (reached as revision main or as the
+    commit): the revision and tree APIs, then HEAD and GET of each file with the commit and etag
+    headers huggingface_hub checks. Yields (the endpoint, the requests it received)."""
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    requests: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self, body: bytes, content_type: str = "application/octet-stream") -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        def do_GET(self):
+            requests.append(f"{self.command} {self.path}")
+            path = urlparse(self.path).path
+            api = f"/api/{repo_type}s/{repo}"
+            if path in (f"{api}/revision/main", f"{api}/revision/{commit}"):
+                siblings = [{"rfilename": name} for name in files]
+                return self.answer(json.dumps({"id": repo, "sha": commit, "siblings": siblings}).encode(),
+                                   "application/json")
+            if path == f"{api}/tree/{commit}":
+                tree = [{"type": "file", "path": name, "size": len(body), "oid": hashlib.sha1(body).hexdigest()}
+                        for name, body in files.items()]
+                return self.answer(json.dumps(tree).encode(), "application/json")
+            for revision in ("main", commit):
+                name = path.removeprefix(f"/{prefix}{repo}/resolve/{revision}/")
+                if name != path and name in files:
+                    return self.answer(files[name])
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def unreachable_hub(monkeypatch, error: Exception) -> None:
     """huggingface_hub.hf_hub_download replaced by one that raises `error`, as without a network."""
     import huggingface_hub
@@ -72,6 +144,18 @@ def unreachable_hub(monkeypatch, error: Exception) -> None:
         raise error
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+
+
+def hide_packages(monkeypatch, *modules: str) -> None:
+    """importlib.util.find_spec answers None for `modules`, as where they are not installed."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        return None if name in modules else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -95,9 +179,9 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
-    if name != "base":
+    if name not in UNTUNED_RUNS:
         write_json(run_dir / "config.json", {"run": {"name": name, "method": method, "size": size}})
-    if trained and name != "base":
+    if trained and name not in UNTUNED_RUNS:
         write_adapter(run_dir / "adapter")
         write_json(run_dir / "train_metrics.json", {"steps": 10, "log_history": log_history or [], **(cost or {})})
         (run_dir / "train.done").write_text("")
@@ -133,9 +217,10 @@ def stat(value: float, half_width: float) -> dict:
 
 
 def run_metrics(method: str, size_index: int) -> dict:
-    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA."""
+    """Metrics of one run: loss falls and ROUGE-L rises with size; QLoRA a little behind LoRA; the
+    untuned rows: base (size_index 0) and base-nf4 (size_index 1, a little behind base)."""
     if method == "base":
-        loss, rouge = 3.14159, 12.345
+        loss, rouge = 3.14159 + 0.1 * size_index, 12.345 - size_index
     else:
         loss = 2.5 - 0.2 * size_index + (0.05 if method == "qlora" else 0.0)
         rouge = 20.0 + 2.5 * size_index - (0.5 if method == "qlora" else 0.0)
@@ -149,7 +234,7 @@ def run_metrics(method: str, size_index: int) -> dict:
 
 
 def mcq(method: str, size_index: int) -> dict:
-    accuracy = 41.25 if method == "base" else 40.0 - size_index
+    accuracy = 41.25 - size_index if method == "base" else 40.0 - size_index
     return {"overall": stat(accuracy, 4.0),
             "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)}}
 
@@ -181,16 +266,20 @@ def cost(method: str, size_index: int) -> dict:
             "tokens_per_s": 12345.6 / (1.5 if method == "qlora" else 1.0),
             "peak_memory_gb": 1.2 if method == "qlora" else 2.0, "trainable_params": 45_000,
             "total_params": 1_400_000, "train_tokens": 250_000.0 * (size_index + 1), "steps": 32 * (size_index + 1),
-            "final_train_loss": 2.0, "best_dev_loss": 2.1}
+            "examples_per_step": 16, "tokens_per_step": 250_000.0 / 32, "final_train_loss": 2.0, "best_dev_loss": 2.1}
 
 
-def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> dict[str, Path]:
-    """Every input of `report` for the profile's grid under `root`; `unfinished` maps run names
-    to a status other than done (missing, training, not_evaluated) for a partial study. Returns
-    the command's paths."""
+def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None,
+                seeds: tuple[int, ...] | None = None) -> dict[str, Path]:
+    """Every input of `report` for the profile's grid under `root` (its training seeds, or
+    `seeds`: the first is the default one); `unfinished` maps run names to a status other than
+    done (missing, training, not_evaluated) for a partial study. With several seeds the
+    comparisons have p-values and the intervals resample the seeds, as lib.analysis writes them.
+    Returns the command's paths."""
     unfinished = unfinished or {}
     grid = load_grid(profile)
-    seed = grid.default_seed
+    seeds = seeds or grid.seeds
+    seed = seeds[0]
     data, results = root / "data", root / "results"
     runs = results / "runs"
     data.mkdir(parents=True)
@@ -212,8 +301,9 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         encoding="utf-8")
 
     rows = []
-    identities = [("base", "base", "0", 0, "")] + [
-        (run_name(m, s, seed, seed), m, s, i, seed) for m in grid.methods for i, s in enumerate(grid.sizes)]
+    identities = [("base", "base", "0", 0, ""), ("base-nf4", "base", "0", 1, "")] + [
+        (run_name(m, s, run_seed, seed), m, s, i, run_seed)
+        for m in grid.methods for i, s in enumerate(grid.sizes) for run_seed in seeds]
     for run, method, size, index, run_seed in identities:
         status = unfinished.get(run, "done")
         row = {"run": run, "method": method, "size": size, "examples": parse_count(size) if method != "base" else 0,
@@ -222,7 +312,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         if status != "missing":
             run_dir.mkdir()
         if method != "base" and status in ("done", "not_evaluated", "training"):
-            (run_dir / "config.json").write_text(json.dumps(config(method, size, seed, profile)), encoding="utf-8")
+            (run_dir / "config.json").write_text(json.dumps(config(method, size, run_seed, profile)), encoding="utf-8")
         if method != "base" and status in ("done", "not_evaluated"):
             row |= cost(method, index)
             (run_dir / "train_metrics.json").write_text(json.dumps(
@@ -246,7 +336,8 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         writer.writerows(rows)
 
     def done(method: str) -> list[tuple[int, dict]]:
-        return [(i, r) for i, r in enumerate(rows[1:]) if r["method"] == method and r["status"] == "done"]
+        return [(i, r) for i, r in enumerate(rows) if r["method"] == method and r["status"] == "done"
+                and r["seed"] == seed]
 
     fits = {}
     for method in grid.methods:
@@ -258,6 +349,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             "status": "ok", "E": {"value": 1.2345, "ci_low": 1.1, "ci_high": 1.3},
             "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
             "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
+            "slope_per_doubling": {"value": -0.2, "ci_low": -0.26, "ci_high": -0.14},
             "points": points,
             "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
                         "abs_error": 0.057, "rel_error": 0.03}}
@@ -266,18 +358,22 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
                        for m in ("lora", "qlora"))
         if lora and qlora and lora["status"] == qlora["status"] == "done":
+            several = len(seeds) > 1  # p-values only where the seeds are resampled too
             comparisons.append({
                 "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
-                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31, "p_value": 0.21, "n": 200},
-                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_value": 0.0001, "n": 200},
+                "rougeL_diff": {"difference": -0.5, "ci_low": -1.26, "ci_high": 0.31,
+                                "p_value": 0.21 if several else None, "n": 200, "seeds": len(seeds)},
+                "loss_diff": {"difference": 0.05, "ci_low": 0.02, "ci_high": 0.08,
+                              "p_value": 0.0001 if several else None, "n": 200, "seeds": len(seeds)},
                 "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
     (results / "scaling.json").write_text(json.dumps({
+        "resampled": "training seeds and test items" if len(seeds) > 1 else "test items",
         "loss_fits": fits,
         "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
                    for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
                                          ("mcq_accuracy", {"value": -1.0, "ci_low": -4.0, "ci_high": 2.0}))},
         "lora_vs_qlora": comparisons}), encoding="utf-8")
-    trained = [r for r in rows[1:] if r["status"] == "done"]
+    trained = [r for r in rows if r["method"] != "base" and r["status"] == "done"]
     if trained:
         best = min(trained, key=lambda r: r["test_loss"])["run"]
         examples = {"best_run": best, "examples": [

@@ -15,8 +15,9 @@ import pytest
 import lib.analysis
 from builders import write_run
 from lib.analysis import (
-    COST_COLUMNS, aligned_items, choose_examples, collect_runs, fit_power_law, fit_warnings, power_law,
-    read_predictions, scaling_analysis, slope_per_doubling, summary_columns, summary_markdown,
+    COST_COLUMNS, LOSS_ESTIMATES, aligned_items, bootstrap_loss_fits, choose_examples, collect_runs, fit_power_law,
+    fit_warnings, interval, points_by_size, power_law, read_predictions, scaling_analysis, seed_item_losses,
+    slope_per_doubling, summary_columns, summary_markdown,
 )
 from lib.cli import main
 from lib.config import Grid, load_grid
@@ -55,9 +56,9 @@ def test_statuses_columns_and_empty_cells(tmp_path):
           "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", "42"])
     rows = {row["run"]: row for row in read_csv(tmp_path / "summary.csv")}
 
-    assert list(rows) == ["base", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k", "lora-500"]
+    assert list(rows) == ["base", "base-nf4", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k", "lora-500"]
     assert {run: row["status"] for run, row in rows.items()} == {
-        "base": "done", "lora-1k": "done", "lora-2k": "training", "qlora-1k": "not_evaluated",
+        "base": "done", "base-nf4": "missing", "lora-1k": "done", "lora-2k": "training", "qlora-1k": "not_evaluated",
         "qlora-2k": "missing", "lora-500": "done"}
     assert (rows["base"]["method"], rows["base"]["examples"]) == ("base", "0")
     assert (rows["lora-1k"]["examples"], rows["lora-500"]["examples"]) == ("1000", "500")
@@ -97,7 +98,7 @@ def test_summary_md_shows_every_metric_judge_scores_included():
     rows = [{"run": "lora-1k", "status": "done", "examples": 1000, "method": "lora", "test_loss": 1.5,
              "test_loss_ci_low": 1.4, "test_loss_ci_high": 1.6, "judge_accuracy": 3.5,
              "judge_accuracy_ci_low": 3.1, "judge_accuracy_ci_high": 3.9}]
-    scaling = {"loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
+    scaling = {"resampled": "test items", "loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
     text = summary_markdown("demo", rows, scaling)
     assert "| run | status | examples | test_loss | judge_accuracy |" in text
     assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
@@ -140,20 +141,24 @@ def test_fit_recovers_exact_power_law():
     assert fit == pytest.approx({"E": 1.2, "A": 30.0, "alpha": 0.4}, rel=1e-4)
 
 
-def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0):
+def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0, seed_effects=None):
     """Runs whose per-item losses are L(D) = 1.2 + 30 D^-alpha, plus an item difficulty shared by
-    every run (sd 0.5) and independent noise (sd 0.3)."""
+    every run (sd 0.5) and independent noise (sd 0.3). `seed_effects` {training seed: [shift of
+    each size's loss]} trains each size once per seed, shifted by that seed's effect."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(0, 0.5, n_items)
     runs = tmp_path / "runs"
-    for size in GRID.sizes:
-        examples = int(size[:-1]) * 1_000
-        for method, offset in (("lora", 0.0), ("qlora", 0.05)):
-            losses = power_law(examples, 1.2 + offset, 30.0, alpha) + difficulty + rng.normal(0, 0.3, n_items)
-            rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + rng.normal(0, 5, n_items)
-            write_run(runs, f"{method}-{size}", losses, rouge,
-                      cost={"wall_time_s": 100.0 * (1 + offset * 10), "peak_memory_gb": 10.0 - 100 * offset,
-                            "tokens_per_s": 1000.0})
+    for training_seed, shifts in (seed_effects or {SEED: [0.0] * len(GRID.sizes)}).items():
+        suffix = "" if training_seed == SEED else f"-s{training_seed}"
+        for size, shift in zip(GRID.sizes, shifts):
+            examples = int(size[:-1]) * 1_000
+            for method, offset in (("lora", 0.0), ("qlora", 0.05)):
+                losses = (power_law(examples, 1.2 + offset, 30.0, alpha) + shift + difficulty
+                          + rng.normal(0, 0.3, n_items))
+                rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + rng.normal(0, 5, n_items)
+                write_run(runs, f"{method}-{size}{suffix}", losses, rouge,
+                          cost={"wall_time_s": 100.0 * (1 + offset * 10), "peak_memory_gb": 10.0 - 100 * offset,
+                                "tokens_per_s": 1000.0})
     return runs
 
 
@@ -171,6 +176,78 @@ def test_fit_on_noisy_items_recovers_alpha_within_its_interval(tmp_path):
     assert holdout["abs_error"] == pytest.approx(abs(holdout["predicted"] - holdout["observed"]))
     assert holdout["rel_error"] < 0.05
     assert scaling["notes"] == []  # items reproduce every eval.json value
+
+
+def test_one_seed_gives_no_p_value_and_says_its_intervals_cover_test_items_only(tmp_path):
+    runs = synthetic_study(tmp_path)
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo", "--methods", "lora",
+          "qlora", "--sizes", *GRID.sizes, "--seeds", str(SEED), "--set", "eval.bootstrap_samples=50"])
+    scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
+    assert scaling["resampled"] == "test items"
+    assert all(c[key]["p_value"] is None for c in scaling["lora_vs_qlora"] for key in ("rougeL_diff", "loss_diff"))
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "covers the sampling of test items only, not training randomness, so no p-values" in summary
+    assert "p =" not in summary and "p-value " not in summary
+
+
+# Seed 7 moves each size's loss up or down by 0.15 nats: training noise the test items cannot show.
+SEED_EFFECTS = {SEED: [0.0, 0.0, 0.0, 0.0], 7: [0.15, -0.15, 0.15, -0.15]}
+
+
+def test_two_seeds_resample_seeds_then_items_and_the_fit_uses_it(tmp_path):
+    runs = synthetic_study(tmp_path, n_items=100, seed_effects=SEED_EFFECTS)
+    grid = Grid(methods=GRID.methods, sizes=GRID.sizes, seeds=(SEED, 7))
+    rows = collect_runs(runs, grid, SEED)
+    scaling = scaling_analysis(rows, grid, SEED, read_predictions(rows, runs), 100)
+    fit = scaling["loss_fits"]["lora"]
+    assert scaling["resampled"] == fit["bootstrap"]["resampled"] == "training seeds and test items"
+    assert fit["bootstrap"]["seeds"] == [SEED, 7]
+
+    # the same draws, from the per-seed items: the fit's intervals are the hierarchical ones
+    item_scores = {run: {item: record["scores"] for item, record in records.items()}
+                   for run, records in read_predictions(rows, runs).items()}
+    points = points_by_size(rows, "lora", "test_loss")
+    sizes = [p["examples"] for p in points]
+    per_seed, seeds = seed_item_losses(points, item_scores)
+    assert per_seed.shape == (2, 100, 4, 2) and seeds == [SEED, 7]
+    hierarchical = bootstrap_loss_fits(sizes, per_seed, 100, "lora")
+    slope = LOSS_ESTIMATES.index("slope_per_doubling")
+    assert fit["slope_per_doubling"] == interval(fit["slope_per_doubling"]["value"], list(hierarchical[:, slope]))
+    # items only: the two seeds' losses averaged item by item (the same reference tokens), one "seed"
+    items_only = bootstrap_loss_fits(sizes, per_seed.mean(axis=0, keepdims=True), 100, "lora")
+
+    def width(draws):
+        low, high = np.percentile(draws[:, slope], [2.5, 97.5])
+        return high - low
+
+    assert width(hierarchical) >= width(items_only)
+
+    comparison = scaling["lora_vs_qlora"][0]["loss_diff"]
+    assert comparison["seeds"] == 2 and comparison["resampled"] == "training seeds and test items"
+    assert 0 <= comparison["p_value"] <= 1
+
+
+def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [3.0] * 4, [10.0] * 4)
+    write_run(runs, "base-nf4", [3.4] * 4, [9.0] * 4)
+    for size, loss in (("1k", 2.0), ("2k", 1.8)):
+        write_run(runs, f"lora-{size}", [loss] * 4)
+        write_run(runs, f"qlora-{size}", [loss + 0.1] * 4)
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
+          "--methods", "lora", "qlora", "--sizes", "1k", "2k", "--seeds", str(SEED)])
+    rows = {row["run"]: row for row in read_csv(tmp_path / "summary.csv")}
+    assert list(rows)[:2] == ["base", "base-nf4"]
+    nf4 = rows["base-nf4"]
+    assert (nf4["method"], nf4["examples"], nf4["status"]) == ("base", "0", "done")
+    scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
+    for method, run, loss, rouge in (("lora", "base", 3.0, 10.0), ("qlora", "base-nf4", 3.4, 9.0)):
+        zero = scaling["loss_fits"][method]["zero_data"]
+        assert (zero["run"], zero["examples"], zero["value"]) == (run, 0, pytest.approx(loss))
+        assert scaling["trends"]["rougeL"][method]["zero_data"]["value"] == pytest.approx(rouge)
+    assert scaling["loss_fits"]["qlora"]["points"] == [[1000, pytest.approx(2.1)], [2000, pytest.approx(1.9)]]
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "3.40 [3.40, 3.40] (base-nf4)" in summary and "3.00 [3.00, 3.00] (base)" in summary
 
 
 def test_lora_vs_qlora_differences_and_cost_ratios(tmp_path):
@@ -236,6 +313,27 @@ def test_mismatch_between_items_and_eval_json_is_noted(tmp_path):
     write_json(run_dir / "eval.json", eval_result)
     scaling = analyse(runs, n_samples=10)
     assert scaling["notes"] == ["lora-1k: test_loss from predictions.jsonl is 1.5, eval.json says 9"]
+
+
+def test_a_run_decoded_or_trained_otherwise_than_the_others_is_marked(tmp_path):
+    runs = tmp_path / "runs"
+    greedy = {"backend": "transformers", "strategy": "greedy", "max_new_tokens": 512, "repetition_penalty": 1.0,
+              "stop_ids": [151645, 151643]}
+    decodings = {"base": greedy, "lora-1k": greedy, "lora-2k": greedy | {"repetition_penalty": 1.05},
+                 "qlora-1k": greedy | {"backend": "vllm"}, "qlora-2k": greedy}
+    for name, decoding in decodings.items():
+        run_dir = write_run(runs, name, [1.0, 2.0], cost={"adapter_dtype": "bfloat16" if name == "qlora-2k" else "float32"})
+        eval_result = json.loads((run_dir / "eval.json").read_text()) | {"generation": {"decoding": decoding}}
+        write_json(run_dir / "eval.json", eval_result)
+    rows = {row["run"]: row for row in lib.analysis.collect_runs(runs, GRID, 42)}
+
+    assert rows["base"]["note"] is None and rows["lora-1k"]["note"] is None
+    assert '"repetition_penalty": 1.05' in rows["lora-2k"]["note"] and rows["lora-2k"]["status"] == "done"
+    assert rows["qlora-1k"]["note"].startswith('decoding {"backend": "vllm"')
+    assert rows["qlora-2k"]["note"] == 'adapter_dtype "bfloat16" differs from the other runs\' "float32"'
+    # the summary's notes carry them to summary.md and the report
+    notes = analyse(runs, n_samples=10)["notes"]
+    assert any(note.startswith("qlora-2k: done: adapter_dtype") for note in notes)
 
 
 # --- trends ------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ import math
 
 import pytest
 
+from builders import hide_packages
 from lib.architecture import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
 from lib.bench import summary
 from lib.bench.gpu import (DEFAULT_LOG_MEAN, DEFAULT_LOG_SD, RECORD_FIELDS, TOKENS_PER_CHARACTER, Lengths,
-                           character_lengths, default_lengths, synthetic_dataset)
+                           character_lengths, default_lengths, machine_description, synthetic_dataset,
+                           variants_to_measure)
 from lib.config import parse_count
+from lib.hardware import PEAK_TFLOPS, datasheet_model, peak_flops
 
 
 def bench_arguments(out, tiny_model, demo_data, *extra) -> list[str]:
@@ -150,3 +153,65 @@ def test_summary_names_one_machine_when_the_headlined_results_share_it():
     assert "| [data](data.md) | data preparation | 41.5 s |" in text and "gpu-paper" not in text
     results["demo"]["machine"] = {"platform": "Linux-6.1-x86_64", "cpu_count": 8}
     assert "(several machines: see each file)" in summary.markdown(results)
+
+
+# --- what must be installed ------------------------------------------------------------------------
+
+
+def test_without_bitsandbytes_the_qlora_variants_are_skipped_with_the_reason(monkeypatch):
+    hide_packages(monkeypatch, "bitsandbytes")
+    skipped = {variant.name: why_not for variant, why_not in variants_to_measure(("lora", "qlora"))}
+    assert skipped["qlora-sdpa-padded"] == skipped["qlora-sdpa-padding_free"] == (
+        "bitsandbytes is not installed (QLoRA's 4-bit layers)")
+    assert skipped["lora-sdpa-padded"] is None and skipped["lora-sdpa-padding_free"] is None
+    assert machine_description()["packages"]["bitsandbytes"] is None
+
+
+def test_without_trl_bench_gpu_stops_in_one_line_before_building_a_model(tmp_path, monkeypatch, capsys):
+    from lib.bench import gpu
+    from lib.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(gpu, "save_random_model", no_model)
+    hide_packages(monkeypatch, "trl")
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench-gpu", "--out", str(tmp_path / "bench"), "--profile", "demo"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: trl not installed: `make setup`") and error.count("\n") == 1
+    assert not (tmp_path / "bench").exists()
+
+
+# --- datasheet peaks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("device_name", "model", "bf16_tflops"), [
+    ("NVIDIA H100 80GB HBM3", "H100", 989.5),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756.5),
+    ("NVIDIA H100 NVL", "H100 NVL", 835.5),  # not the SXM figure that "H100" would give
+    ("NVIDIA H200", "H200", 989.5),
+    ("NVIDIA H200 NVL", "H200 NVL", 835.5),
+    ("NVIDIA H20", "H20", 148.0),  # "H20" is in "H200", not the other way round
+    ("NVIDIA H800", "H800", 989.5),
+    ("NVIDIA H800 PCIe", "H800 PCIe", 756.5),
+    ("NVIDIA A100-SXM4-80GB", "A100", 312.0),
+    ("NVIDIA A800-SXM4-80GB", "A800", 312.0),
+    ("NVIDIA A800 80GB PCIe", "A800", 312.0),
+    ("NVIDIA A10", "A10", 125.0),
+    ("NVIDIA L40S", "L40S", 362.05),  # neither L40 nor L4
+    ("NVIDIA L40", "L40", 181.05),
+    ("NVIDIA L4", "L4", 121.0),
+])
+def test_each_gpu_name_gets_its_own_datasheet_peak(device_name, model, bf16_tflops):
+    assert datasheet_model(device_name) == model
+    assert peak_flops(device_name, "bfloat16") == pytest.approx(bf16_tflops * 1e12)
+
+
+def test_every_datasheet_entry_is_reachable_and_turing_has_no_bf16():
+    # an entry listed after one it contains ("H100 NVL" after "H100") could never be matched
+    for model, _ in PEAK_TFLOPS:
+        assert datasheet_model(f"NVIDIA {model}") == model
+    assert peak_flops("Tesla T4", "float16") == 65e12 and peak_flops("Tesla T4", "bfloat16") is None
+    assert datasheet_model("NVIDIA GeForce GTX 1080") is None and peak_flops("cpu", "float32") is None

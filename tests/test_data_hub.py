@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import json
-import threading
 
 import huggingface_hub
 import pytest
 from huggingface_hub import errors
 
-from builders import fake_hub_download, unreachable_hub, write_jsonl
+from builders import fake_hub_download, hub_mirror, unreachable_hub, write_jsonl
 from lib.config import load_config
 from lib.data import hub, synthetic
 from lib.errors import UserError
@@ -86,51 +84,16 @@ def test_an_unreachable_hub_is_one_line_that_says_what_to_do(tmp_path, monkeypat
     assert not (tmp_path / "raw").exists()
 
 
-class Mirror(http.server.BaseHTTPRequestHandler):
-    """A hub mirror that serves one file, as huggingface_hub expects: HEAD then GET on
-    /datasets/<repo>/resolve/<revision>/<file>, with the commit and etag headers."""
-
-    body = b""
-    requests: list[str] = []
-
-    def send_headers(self) -> bool:
-        self.requests.append(f"{self.command} {self.path}")
-        if self.path != "/datasets/shibing624/medical/resolve/main/finetune/train_zh_0.json":
-            self.send_error(404)
-            return False
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(self.body).hexdigest()}"')
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        return True
-
-    def do_HEAD(self):
-        self.send_headers()
-
-    def do_GET(self):
-        if self.send_headers():
-            self.wfile.write(self.body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_data_command_downloads_through_HF_ENDPOINT(tmp_path, run_cli):
     records = synthetic.generate(1500, seed=0)
-    Mirror.body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    mirror = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with hub_mirror(DATA.hub_repo, COMMIT, {DATA.hub_file: body}, repo_type="dataset") as (mirror, requests):
         done = run_cli("data", "--profile", "paper", "--raw-dir", tmp_path / "raw", "--out", tmp_path / "out",
                        "--sizes", "300", "--set", "data.raw_sample_size=1200", "--set", "data.test_size=100",
                        "--set", "data.dev_size=50",
                        env={"HF_ENDPOINT": mirror, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"})
-    finally:
-        server.shutdown()
     assert done.returncode == 0, done.stderr
-    assert Mirror.requests[-1] == "GET /datasets/shibing624/medical/resolve/main/finetune/train_zh_0.json"
+    assert requests[-1] == "GET /datasets/shibing624/medical/resolve/main/finetune/train_zh_0.json"
     manifest = read_json(tmp_path / "out" / "manifest.json")
     assert {k: manifest["source"][k] for k in ("type", "endpoint", "commit", "count", "source_lines")} == {
         "type": "hub", "endpoint": mirror, "commit": COMMIT, "count": 1200, "source_lines": 1500}

@@ -34,7 +34,7 @@ def test_the_study_runs_end_to_end_and_the_report_quotes_the_summary(tiny_model,
     experiments = make(tmp_path, tiny_model, "all-experiments")
     assert experiments.returncode == 0, experiments.stderr[-3000:]
     runs = tmp_path / "results" / "demo" / "runs"
-    for run in ("base", "lora-64", "lora-128", "qlora-64", "qlora-128"):
+    for run in ("base", "base-nf4", "lora-64", "lora-128", "qlora-64", "qlora-128"):
         assert (runs / run / "eval.json").is_file(), run
     for run in ("lora-64", "qlora-128"):
         assert (runs / run / "adapter" / "adapter_model.safetensors").is_file()
@@ -46,10 +46,12 @@ def test_the_study_runs_end_to_end_and_the_report_quotes_the_summary(tiny_model,
     assert figures.returncode == 0, figures.stderr[-3000:]
     with (tmp_path / "results" / "demo" / "summary.csv").open(encoding="utf-8") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
-    assert set(rows) >= {"base", "lora-64", "lora-128", "qlora-64", "qlora-128"}
+    assert set(rows) >= {"base", "base-nf4", "lora-64", "lora-128", "qlora-64", "qlora-128"}
     assert all(row["status"] == "done" for row in rows.values())
     # more data, lower test loss: the smallest signal the study exists to measure
     assert float(rows["lora-128"]["test_loss"]) < float(rows["lora-64"]["test_loss"]) < float(rows["base"]["test_loss"])
+    # QLoRA's 0-data row is the base model in NF4: quantising the weights moves its loss
+    assert rows["base-nf4"]["mcq_accuracy"] and rows["base-nf4"]["test_loss"] != rows["base"]["test_loss"]
     assert (tmp_path / "results" / "demo" / "figures" / "metrics_vs_size.png").is_file()
 
     # deleting one run redoes that run only

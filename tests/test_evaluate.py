@@ -48,6 +48,21 @@ def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_dat
     assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
 
 
+def test_a_lora_adapter_merged_for_generation_gives_the_answers_of_the_unmerged_one(trained_run, tiny_model, demo_data):
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
+    from lib.model import load_for_inference
+    from lib.prompts import prompt_messages, render_prompt
+
+    config = eval_config(tiny_model)
+    tokenizer, model = load_for_inference(config, trained_run / "adapter")
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:16]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    decoding = study_decoding(config, tokenizer, model)
+    unmerged = TransformersGenerator(model, tokenizer, decoding).generate(prompts, batch_size=8, progress=False)
+    merged = TransformersGenerator(model.merge_and_unload(), tokenizer, decoding).generate(prompts, 8, progress=False)
+    assert [a.text for a in merged] == [a.text for a in unmerged]
+
+
 def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, tiny_model, demo_data):
     from lib.evaluate.run import evaluate
 
@@ -57,6 +72,8 @@ def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, t
     assert (trained_run / "predictions.jsonl").read_bytes() == predictions
     assert first["metrics"] == second["metrics"]
     assert first["mcq"] == second["mcq"] and first["mcq"]["overall"]["n"] == 40
+    # a LoRA run generates with its adapter merged; on a CPU as many at once as eval.batch_size
+    assert first["generation"]["merged_adapter"] is True and first["generation"]["batch_size"] == 32
 
     test_ids = [r["id"] for r in read_jsonl(demo_data / "test.jsonl")]
     rows = list(read_jsonl(trained_run / "predictions.jsonl"))
@@ -116,6 +133,21 @@ def test_bad_evaluation_inputs_get_one_line(trained_run, tiny_model, demo_data, 
     (broken / "test.jsonl").write_text(json.dumps({"id": "a", "question": "头痛？"}, ensure_ascii=False) + "\n")
     with pytest.raises(UserError, match=r"test.jsonl:1: the record has no `messages` list"):
         evaluate(eval_config(tiny_model), trained_run, broken)
+
+
+def test_the_nf4_base_is_evaluated_in_4_bits_without_an_adapter(tiny_model, demo_data, tmp_path, run_cli):
+    run_dir = tmp_path / "base-nf4"
+    sixteen_bit = [arg for o in demo_overrides(tiny_model) for arg in ("--set", o)]
+    refused = run_cli("evaluate", "--profile", "demo", "--run-dir", run_dir, "--data", demo_data, *sixteen_bit)
+    assert refused.returncode != 0 and "load it with --method qlora" in refused.stderr
+
+    from lib.evaluate.run import evaluate
+
+    result = evaluate(eval_config(tiny_model, "qlora"), run_dir, demo_data)
+    assert result["run"] == "base-nf4" and result["mcq"]["overall"]["n"] == 40
+    assert read_json(run_dir / "eval.json")["metrics"]["test_loss"]["value"] > 0
+    assert result["provenance"]["config"]["quantization"]["load_in_4bit"] is True
+    assert not (run_dir / "adapter").exists()
 
 
 def test_chat_streams_an_answer_and_leaves_at_end_of_input(trained_run, tiny_model):

@@ -187,3 +187,15 @@ def test_the_loss_fit_says_why_each_method_has_no_fit(tmp_path):
     fig = FIGURES["loss_fit"](Inputs(read_summary(tmp_path), scaling, None, runs, cjk_font=None))
     assert fig.axes[0].get_title().splitlines() == ["LoRA: fewer than 3 sizes: no fit yet",
                                                     "QLoRA: the fit did not converge"]
+
+
+def test_each_method_s_zero_data_row_is_its_own_line(tmp_path):
+    runs = study(tmp_path, ["1k", "2k"])
+    write_run(runs, "base-nf4", [3.3] * 20)
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo", "--sizes", "1k", "2k"])
+    set_style()
+    inputs = Inputs(read_summary(tmp_path), None, None, runs, cjk_font=None)
+    loss_panel = FIGURES["metrics_vs_size"](inputs).axes[0]
+    lines = {line.get_label(): (line.get_linestyle(), line.get_ydata()[0]) for line in loss_panel.get_lines()}
+    assert lines["base model (unquantised, LoRA's start)"] == ("--", pytest.approx(3.0))
+    assert lines["base model (NF4, QLoRA's start)"] == (":", pytest.approx(3.3))

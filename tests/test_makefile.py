@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from builders import REPO_ROOT
+from builders import REPO_ROOT, write_stage_inputs
 from lib.config import load_config, load_grid
 
 
@@ -48,7 +48,15 @@ def test_the_plan_of_the_grid_has_one_training_and_one_evaluation_per_cell():
     assert re.search(r"--out results/paper/runs/qlora-60k$", plan, re.M)
     assert re.search(r"--out results/paper/runs/qlora-60k-s7$", plan, re.M)
     evaluations = re.findall(r"-m lib evaluate .*?--run-dir (\S+)", plan)
-    assert len(evaluations) == 17 and "results/paper/runs/base" in evaluations
+    assert len(evaluations) == 18 and "results/paper/runs/base" in evaluations
+    assert "results/paper/runs/base-nf4" in evaluations  # QLoRA's 0-data row
+
+
+def test_the_nf4_base_is_planned_only_with_qlora_and_loads_qlora_s_config():
+    evaluation = make("-n", "-B", "eval-base-nf4", "PROFILE=demo")
+    assert re.search(r"-m lib evaluate .*--method qlora --run-dir results/demo/runs/base-nf4 ", evaluation)
+    lora_only = make("-n", "-B", "all-experiments", "PROFILE=paper", "METHODS=lora")
+    assert "runs/base-nf4" not in lora_only and "--run-dir results/paper/runs/base " in lora_only
 
 
 def test_launchers_wrap_the_same_training_command():
@@ -57,10 +65,25 @@ def test_launchers_wrap_the_same_training_command():
     assert "-m lib train --profile paper" in accelerate
     torchrun = make("-n", "-B", "train-lora-10k", "LAUNCH=torchrun", "NPROC=2")
     assert "torchrun --nproc_per_node 2" in torchrun
+    # a launcher of several processes is preceded by one process checking that the batch splits over them
+    for plan in (accelerate, torchrun):
+        assert re.search(r"-m lib train --profile paper .* --check-layout \d", plan)
+    assert "--check-layout" not in make("-n", "-B", "train-lora-10k")
+
+
+def test_a_process_count_the_batch_cannot_split_over_is_one_line_before_any_launch(tmp_path):
+    data_dir, model = write_stage_inputs(tmp_path)
+    started = subprocess.run(["make", "train-lora-64", "PROFILE=demo", "LAUNCH=torchrun", "NPROC=3", f"MODEL={model}",
+                              f"DATA_DIR={data_dir}", f"RESULTS_DIR={tmp_path / 'results'}"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0 and "torchrun" not in started.stdout
+    errors = [line for line in started.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: train.effective_batch_size=8 examples per step cannot be split evenly over 3 processes; "
+                      "launch 1, 2, 4, 8 processes, or set an effective batch size that 3 divides"]
 
 
 def test_help_lists_every_target_of_the_study():
     text = make("help")
     for target in ("setup", "test", "data", "model", "exp-%", "all-experiments", "figures", "paper", "demo",
-                   "chat", "bench", "bench-gpu", "plan", "setup-tex"):
+                   "chat", "bench", "bench-gpu", "gpu-check", "plan", "setup-tex"):
         assert re.search(rf"^  {re.escape(target)}\s+\S", text, re.M), target

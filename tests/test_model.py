@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
 
+from builders import hub_mirror
 from lib.errors import UserError
+from lib.io import read_json
+from lib.model import ORIGIN_FILE
 from lib.tiny_model import TinySpec, build
 
 
@@ -27,34 +29,37 @@ def test_the_tiny_model_is_built_byte_identically(tiny_model, tmp_path):
     assert tokenizer.decode(tokenizer("高血压患者能喝咖啡吗？")["input_ids"]) == "高血压患者能喝咖啡吗？"
 
 
-def test_make_model_downloads_and_verifies(tiny_model, tmp_path, monkeypatch, capsys):
-    import huggingface_hub
+COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
-    from lib import model
 
-    def snapshot_download(repo_id, revision, local_dir, allow_patterns):  # the hub, served from disk
-        assert repo_id == "Qwen/Qwen2.5-3B-Instruct" and "*.safetensors" in allow_patterns
-        shutil.copytree(tiny_model, local_dir, dirs_exist_ok=True)
-        return str(local_dir)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+@pytest.mark.parametrize("revision", ["main", COMMIT])
+def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path, run_cli):
+    # the tiny model's files, served as Qwen/Qwen2.5-3B-Instruct by a loopback hub that the real
+    # huggingface_hub reaches through HF_ENDPOINT
+    files = {path.name: path.read_bytes() for path in tiny_model.iterdir() if path.is_file() and path.name != ".ready"}
     out = tmp_path / "Qwen--Qwen2.5-3B-Instruct"
-    model.run(type("Args", (), {"profile": "paper", "variant": [], "overrides": [], "out": out,
-                                "source": "huggingface"})())
-    assert (out / model.READY_MARKER).is_file()
-    assert "is ready in" in capsys.readouterr().out
+    with hub_mirror("Qwen/Qwen2.5-3B-Instruct", COMMIT, files) as (mirror, requests):
+        done = run_cli("model", "--profile", "paper", "--set", f"model.revision={revision}", "--out", out,
+                       env={"HF_ENDPOINT": mirror, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is ready in" in done.stdout
+    assert read_json(out / ORIGIN_FILE) == {"name": "Qwen/Qwen2.5-3B-Instruct", "source": "huggingface",
+                                            "endpoint": mirror, "revision": revision, "commit": COMMIT}
+    # main is resolved once, then every file comes from that commit; a commit is used as it is
+    downloads = [r for r in requests if "/resolve/" in r]
+    assert downloads and all(f"/resolve/{COMMIT}/" in r for r in downloads)
+    assert any("/revision/main" in r for r in requests) == (revision == "main")
+    assert digest(out) | {".ready": None} == digest(tiny_model) | {".ready": None, ORIGIN_FILE: digest(out)[ORIGIN_FILE]}
 
 
 def test_make_model_without_network_says_so_in_one_line(tmp_path, monkeypatch):
-    import httpx2
-    import huggingface_hub
+    from huggingface_hub import constants
 
     from lib import model
 
-    def unreachable(*args, **kwargs):
-        raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    # nothing listens on the discard port: the connection is refused, as on a machine without network
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError, match=r"could not reach the Hugging Face hub .* model Qwen/Qwen2.5-3B-Instruct@main.*PROFILE=demo") as error:
         model.fetch("Qwen/Qwen2.5-3B-Instruct", "main", tmp_path / "m")
     assert "\n" not in str(error.value)

@@ -34,11 +34,12 @@ needs_tex = pytest.mark.skipif(
 DEMO_DISCLAIMER = "say nothing about medicine"
 
 
-def build(tmp_path: Path, profile: str, unfinished: dict[str, str] | None = None) -> tuple[str, dict, Path]:
+def build(tmp_path: Path, profile: str, unfinished: dict[str, str] | None = None,
+          seeds: tuple[int, ...] | None = None) -> tuple[str, dict, Path]:
     """Write the study, generate its LaTeX, build the PDF: (PDF text without whitespace, macros, log)."""
-    paths = write_study(tmp_path / "study", profile, unfinished)
+    paths = write_study(tmp_path / "study", profile, unfinished, seeds)
     generated = tmp_path / "generated"
-    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile), generated)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile, seeds=seeds), generated)
     pdf = build_pdf(generated, tmp_path / "build", profile)
     text = "".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
     return re.sub(r"\s+", "", text), read_macros(generated), pdf.with_suffix(".log")
@@ -51,9 +52,11 @@ def visible(macro_body: str) -> str:
 
 @needs_tex
 def test_pdf_quotes_the_generated_numbers(tmp_path):
-    text, macros, log = build(tmp_path, "demo")
+    # two training seeds: the text with p-values (the partial study below builds the one-seed text)
+    text, macros, log = build(tmp_path, "demo", seeds=(42, 7))
     for name in ("BestRougeL", "BaseTestLoss", "BestGainRougeL", "LoraFitAlpha", "QloraMemoryRatio",
-                 "QloraRougeLDiff", "CleanRecords", "TestSize", "LoraAlpha", "GitCommit", "LoraHoldoutPercent"):
+                 "QloraRougeLDiff", "CleanRecords", "TestSize", "LoraAlpha", "GitCommit", "LoraHoldoutPercent",
+                 "QloraZeroDataTestLoss", "LoraFitSlopePerDoubling", "QloraLossDiffP"):
         assert visible(macros[name]) in text, f"\\{name} = {macros[name]!r} not in the PDF"
     assert QUESTION in text  # a Chinese example, extractable (fonts with ToUnicode maps)
     assert DEMO_DISCLAIMER.replace(" ", "") in text and "演示配置" in text
@@ -73,6 +76,7 @@ def test_partial_study_builds_a_report_that_names_what_is_missing(tmp_path):
     assert "本报告不完整" in text
     assert missing in text and training in text and "训练未完成" in text
     assert visible(macros["BestRougeL"]) in text
+    assert "不给$p$值" in text or "不给p值" in text  # one seed: the comparison says why it has no p-value
     assert DEMO_DISCLAIMER.replace(" ", "") not in text and "演示配置" not in text
 
 

@@ -9,8 +9,11 @@ chosen so that each macro's expected text can be worked out by hand.
 
 from __future__ import annotations
 
+import csv
+
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,15 +28,20 @@ from lib.report.status import missing_items
 from lib.report.study import load_study
 from lib.report.write import write_report
 from lib.tex import (
-    MINUS, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
+    MINUS, MISSING, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
 )
 
 
-def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None) -> Path:
-    paths = write_study(tmp_path / "study", profile, unfinished)
+def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] | None = None,
+             seeds: tuple[int, ...] | None = None) -> Path:
+    paths = write_study(tmp_path / "study", profile, unfinished, seeds)
     out = tmp_path / "generated"
-    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile), out)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], profile, seeds=seeds), out)
     return out
+
+
+def generated_tex(out: Path) -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(out.rglob("*.tex")))
 
 
 # --- escaping and formats -----------------------------------------------------------------------
@@ -121,13 +129,41 @@ def test_macros_hold_the_studys_numbers(tmp_path):
     assert macros["LoraHoldoutPercent"] == "3.0"  # |1.957 - 1.9| / 1.9
     assert macros["QloraMemoryRatio"] == "0.60" and macros["QloraThroughputRatio"] == "0.67"
     assert macros["QloraRougeLDiff"] == f"{MINUS}0.5" and macros["QloraRougeLDiffLow"] == f"{MINUS}1.3"
-    assert macros["QloraLossDiffP"] == "< 0.001" and macros["QloraRougeLDiffP"] == "= 0.210"
+    assert macros["QloraLossDiffP"] == MISSING  # one seed: no p-value (test_one_seed_prints_no_p_value)
     assert macros["NumRougeLDiffsExcludingZero"] == "0"
     assert macros["NumLossDiffsExcludingZero"] == format_count(len(grid.sizes))
     assert macros["LoraRougeLPerDoubling"] == "2.5" and macros["QloraMcqAccuracyPerDoublingLow"] == f"{MINUS}4.0"
     # reproducibility
     assert macros["GitCommit"] == "0123456789ab" and macros["TorchVersion"] == "2.13.0"
     assert macros["ProfileName"] == PROFILE
+
+
+def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
+    out = generate(tmp_path)
+    macros = read_macros(out)
+    # write_study: base 3.14159, base-nf4 3.24159
+    assert macros["LoraZeroDataTestLoss"] == macros["BaseTestLoss"] == "3.142"
+    assert macros["QloraZeroDataTestLoss"] == "3.242" and macros["QloraZeroDataMcqAccuracy"] == "40.2"
+    results = (out / "tables" / "results.tex").read_text(encoding="utf-8")
+    assert "基座模型（NF4） & 0 &" in results and "为 QLoRA 的零数据对照" in results
+
+
+def test_one_seed_prints_no_p_value_and_says_what_the_intervals_cover(tmp_path):
+    out = generate(tmp_path)
+    tex = generated_tex(out)
+    assert "& $p$ &" not in tex and "p_value" not in tex  # no p column in any table
+    assert all(value == MISSING for name, value in read_macros(out).items() if name.endswith("DiffP"))
+    for table in ("lora_vs_qlora", "scaling"):
+        assert "区间只反映测试题的抽样误差，不包括训练的随机性" in (out / "tables" / f"{table}.tex").read_text(encoding="utf-8")
+
+
+def test_several_seeds_give_p_values_from_resampling_the_seeds(tmp_path):
+    out = generate(tmp_path, seeds=(42, 7))
+    comparison = (out / "tables" / "lora_vs_qlora.tex").read_text(encoding="utf-8")
+    assert comparison.count("& $p$ &") == 2 and "先对训练种子、再对测试题重采样" in comparison
+    macros = read_macros(out)
+    assert macros["QloraLossDiffP"] == "< 0.001" and macros["QloraRougeLDiffP"] == "= 0.210"
+    assert macros["NumTrainSeeds"] == "2"
 
 
 def test_every_macro_is_defined_once_with_a_letters_only_name(tmp_path):
@@ -150,6 +186,7 @@ def test_tables_escape_user_text_and_show_intervals(tmp_path):
     assert r"\$\%\&\_\#\{\}\textasciitilde{}\textasciicircum{}\textbackslash{}" in tables["examples"]
     assert "……" in tables["examples"]  # the long reference is cut
     assert "峰值常驻内存" in tables["cost"]
+    assert "每步样本" in tables["cost"] and "每步 token" in tables["cost"]  # a step's unit, beside the steps
 
 
 def test_partial_study_names_what_is_missing(tmp_path):
@@ -167,6 +204,38 @@ def test_partial_study_names_what_is_missing(tmp_path):
     assert macros["QloraLargestRougeL"] == r"\NA{}"  # a missing run gives a visible gap, not an error
     results = (out / "tables" / "results.tex").read_text(encoding="utf-8")
     assert r"\textit{训练未完成}" in results
+
+
+def test_a_runs_note_is_printed_under_the_results(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    summary = paths["results"] / "summary.csv"
+    with summary.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[2]["note"] = 'adapter_dtype "bfloat16" differs from the other runs\' "float32"'
+    with summary.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "generated")
+    results = (tmp_path / "generated" / "tables" / "results.tex").read_text(encoding="utf-8")
+    assert f"注：{escape(rows[2]['run'])}：adapter\\_dtype \"bfloat16\" differs" in results
+
+
+def test_the_hub_commits_of_model_and_data_are_in_the_reproducibility_table(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    model_commit, data_commit = "a" * 40, "b" * 40
+    for config_file in paths["runs"].glob("*/config.json"):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["resolved"]["model_origin"] = {"name": "Qwen/Qwen2.5-3B-Instruct", "commit": model_commit}
+        config_file.write_text(json.dumps(config), encoding="utf-8")
+    manifest_file = paths["data"] / "manifest.json"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8")) | {"source": {"type": "hub", "commit": data_commit}}
+    manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "generated")
+    macros = read_macros(tmp_path / "generated")
+    # the base model's eval.json has no origin in this study: its value is shown beside the runs'
+    assert macros["ModelCommit"] == "aaaaaaaaaaaa / 无（本地或生成的文件）"
+    assert macros["DataCommit"] == "bbbbbbbbbbbb"
 
 
 def test_absent_inputs_give_one_sentence_each(tmp_path):
@@ -212,11 +281,28 @@ def test_a_narrowed_grid_expects_only_its_own_runs(tmp_path):
     assert all(escape(run) in " ".join(missing_items(full)) for run in missing_runs)
 
 
+def test_a_grid_of_one_method_defines_every_macro_the_text_quotes(tmp_path):
+    # `make report METHODS=lora`: no QLoRA run at all, yet report.tex names \QloraFitAlpha and the like
+    paths = write_study(tmp_path / "study")
+    summary = paths["results"] / "summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines(keepends=True)
+    summary.write_text("".join(line for line in lines if line.split(",")[1] != "qlora"), encoding="utf-8")
+    for run_dir in paths["runs"].glob("qlora-*"):
+        shutil.rmtree(run_dir)
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "full")
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE, methods=("lora",)),
+                 tmp_path / "lora")
+    assert set(read_macros(tmp_path / "full")) <= set(read_macros(tmp_path / "lora"))
+    assert read_macros(tmp_path / "lora")["QloraLargestRougeL"] == r"\NA{}"
+
+
 def test_only_the_analysed_trends_have_macros(tmp_path):
     macros = read_macros(generate(tmp_path))
     per_doubling = {name for name in macros if name.endswith(("PerDoubling", "PerDoublingLow", "PerDoublingHigh"))}
-    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS) x 2 methods x value, low, high
-    assert len(per_doubling) == 2 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
+    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
+    # x 2 methods x value, low, high
+    assert len(per_doubling) == 3 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
+    assert macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200" and macros["QloraFitSlopePerDoublingLow"] == f"{MINUS}0.260"
 
 
 def test_a_summary_row_with_too_many_cells_is_a_user_error(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_overrides, write_jsonl
+from builders import REPO_ROOT, demo_overrides, write_jsonl, write_stage_inputs
 from lib.config import load_config, parse_count
 from lib.data.sources import read_examples
 from lib.errors import UserError
@@ -153,14 +153,17 @@ def test_an_adapter_without_weights_is_one_line_and_make_trains_it_again(tmp_pat
                                         r"`make exp-lora-64` trains it"):
         check_adapter_base(adapter, "models/tiny-qwen2")
 
-    results = tmp_path / "results"
-    run_dir = results / "demo" / "runs" / "lora-64"
+    # everything the run depends on exists and is older than the run: only the weights are gone
+    data_dir, model = write_stage_inputs(tmp_path)
+    run_dir = tmp_path / "results" / "demo" / "runs" / "lora-64"
     (run_dir / "adapter").mkdir(parents=True)
     for name in ("train.done", "eval.json"):
         (run_dir / name).write_text("{}", encoding="utf-8")
-    plan = subprocess.run(["make", "-n", "exp-lora-64", "PROFILE=demo", f"RESULTS_DIR={results}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True)
-    assert f"--out {run_dir}\n" in plan.stdout and "-m lib evaluate" in plan.stdout  # trained again, not "done"
+    for goal in ("exp-lora-64", "all-experiments"):
+        plan = subprocess.run(["make", "-n", goal, "PROFILE=demo", "SIZES=64", "METHODS=lora", f"MODEL={model}",
+                               f"DATA_DIR={data_dir}", f"RESULTS_DIR={tmp_path / 'results'}"],
+                              cwd=REPO_ROOT, capture_output=True, text=True)
+        assert f"--out {run_dir}\n" in plan.stdout and "-m lib evaluate" in plan.stdout, plan.stdout  # not "done"
 
 
 # --- every make target ends up newer than its inputs --------------------------------------------------
@@ -208,7 +211,8 @@ def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
     with (tmp_path / "summary.csv").open(encoding="utf-8") as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
     assert {run: row["status"] for run, row in rows.items()} == {
-        "base": "done", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt", "qlora-2k": "corrupt"}
+        "base": "done", "base-nf4": "missing", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt",
+        "qlora-2k": "corrupt"}
     assert "lora-1k/eval.json: rougeL: value not a number" in rows["lora-1k"]["note"]
     assert "adapter_model.safetensors missing; `make exp-lora-2k` trains it again" in rows["lora-2k"]["note"]
     assert "qlora-1k/predictions.jsonl:1: not valid JSON" in rows["qlora-1k"]["note"]

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config, parse_count
 from lib.errors import UserError
 from lib.io import read_json
 from lib.prompts import assistant_tokens, loss_template
-from lib.train import RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, train
+from lib.train import (
+    RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, read_conversations, tokenized, train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +51,6 @@ def masked_text(tokenizer, ids, mask) -> str:
 def tokenizer_with_template(request, tiny_model):
     """The tiny model's tokenizer with its own template (it has generation markers), and with the
     stock Qwen2.5-Instruct template, which has none and for which TRL swaps in its training copy."""
-    from transformers import AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -95,6 +97,70 @@ def test_batch_plan_keeps_the_effective_batch_on_every_process_count_that_divide
         plan_batches(16, 8, 3)
 
 
+def summed_loss(model, input_ids, labels, **extra) -> tuple[float, int]:
+    """The summed next-token loss over the labelled tokens of one forward pass, and their count."""
+    logits = model(input_ids=input_ids, **extra).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                               ignore_index=-100, reduction="sum")
+    return losses.item(), int((targets != -100).sum())
+
+
+def single_examples(batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input ids, labels) of each example of a micro-batch: the rows of a padded one, the spans
+    between restarts of the position ids of a padding-free one."""
+    if "position_ids" not in batch:
+        return [(ids[mask.bool()], labels[mask.bool()])
+                for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"])]
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    return [(batch["input_ids"][0, a:b], batch["labels"][0, a:b]) for a, b in zip(starts, starts[1:])]
+
+
+@pytest.mark.parametrize("batching", ["padded", "padding_free"])
+def test_a_micro_batch_has_the_loss_of_its_examples_one_by_one(batching, tiny_model, demo_data, tmp_path):
+    config = config_for(tiny_model, "lora", f"train.batching={batching}")
+    trainer, _ = build_trainer(config, spec_for("64"), demo_data, tmp_path, plan_batches(8, 8, 1))
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model.eval()  # no dropout
+    with torch.no_grad():
+        together = summed_loss(model, batch["input_ids"], batch["labels"],
+                               **{key: batch[key] for key in ("attention_mask", "position_ids") if key in batch})
+        alone = [summed_loss(model, ids[None], labels[None]) for ids, labels in single_examples(batch)]
+    assert len(alone) == 8 and batch["input_ids"].shape[0] == (1 if batching == "padding_free" else 8)
+    assert together[1] == sum(count for _, count in alone)  # no label crosses from one example into the next
+    assert together[0] / together[1] == pytest.approx(sum(loss for loss, _ in alone) / together[1], abs=1e-5)
+
+
+def test_sdpa_gets_padded_micro_batches_of_examples_grouped_by_length(tiny_model, demo_data, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    config = config_for(tiny_model)  # batching auto, attention auto: sdpa on a CPU
+    trainer, _ = build_trainer(config, spec_for("64"), demo_data, tmp_path, plan_batches(8, 8, 1))
+    assert trainer.model.config._attn_implementation == "sdpa"
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    batches = list(trainer.get_train_dataloader())
+    assert all(batch["input_ids"].shape[0] == 8 and "position_ids" not in batch for batch in batches)
+    # grouped by length, the micro-batches are mostly tokens; the meter counts them as they are built
+    padding = 1 - sum(int(b["attention_mask"].sum()) for b in batches) / sum(b["input_ids"].numel() for b in batches)
+    assert trainer.padding_meter.fraction == pytest.approx(padding) and padding < 0.2
+
+
+def test_checkpointing_auto_follows_the_memory_plan(tiny_model, monkeypatch):
+    import psutil
+
+    from lib import train as training
+
+    config = config_for(tiny_model, "lora", "train.gradient_checkpointing=auto")
+    batch = plan_batches(8, 8, 1)
+    # the tiny model's micro-batch takes some MiB: plenty of memory turns checkpointing off, a few MiB on
+    for available_gb, expected in ((64.0, False), (0.001, True)):
+        monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": available_gb * 2**30}))
+        monkeypatch.setattr("lib.hardware.peak_rss_gb", lambda: 0.0)
+        assert training.gradient_checkpointing(config, "lora", batch, torch.float32) is expected
+    assert training.gradient_checkpointing(config_for(tiny_model, "lora", "train.gradient_checkpointing=true"),
+                                           "lora", batch, torch.float32) is True
+
+
 def test_paper_profile_refuses_a_machine_without_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -119,6 +185,8 @@ def test_a_short_run_learns(tiny_model, demo_data, tmp_path):
     assert metrics["train_tokens"] > 128 * 20  # real tokens, no padding
     assert metrics["trainable_params"] < metrics["total_params"] / 5
     assert metrics["examples_per_step"] == 8 and metrics["tokens_per_step"] == metrics["train_tokens"] / 16
+    assert metrics["attention"] == "sdpa" and 0 <= metrics["padding_fraction"] < 0.2
+    assert metrics["gradient_checkpointing"] is False  # the demo profile's setting
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
 
 
@@ -173,16 +241,21 @@ def test_resume_after_a_kill_finishes_at_the_same_step(tiny_model, demo_data, tm
     assert logged_steps == sorted(set(logged_steps))  # no step trained twice in the history
 
 
-def test_two_cpu_processes_train_one_adapter(tiny_model, demo_data, tmp_path):
+def test_four_cpu_processes_take_the_steps_and_examples_of_one(tiny_model, demo_data, tmp_path):
+    # the demo's 8 examples a step over 4 processes: 2 each, where 8 per device x 4 used to refuse to start
     out = tmp_path / "lora-128"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    command = run_train_process(tiny_model, demo_data, out, *torchrun, extra=["train.per_device_batch_size=4"])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port", "29533"]
+    command = run_train_process(tiny_model, demo_data, out, *torchrun)
     finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert finished.returncode == 0, finished.stderr[-3000:]
     metrics = read_json(out / "train_metrics.json")
-    assert metrics["processes"] == 2
-    assert metrics["steps"] == 16  # 4 per process x 2 processes = the same 8 examples per step
+    assert metrics["processes"] == 4 and metrics["examples_per_step"] == 8
+    assert metrics["steps"] == 16  # 128 examples / 8 per step, as on one process (test_a_short_run_learns)
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
+    # every example of the split was seen once, over all processes: its tokens, no padding, none twice
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, 128, "train-128.jsonl")  # demo_overrides' max_length
+    assert metrics["train_tokens"] == sum(split["length"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(out.glob("adapter*"))) == 1

@@ -19,6 +19,8 @@ documented default, with the assistant's answer at the end as the loss mask. Onl
 steps count: real (non-padding) tokens per second, the peak memory, MFU (lib.hardware), and from
 them the projected wall time of every cell of the grid (experiments/grid.yaml) at the configured
 epochs. One variant failing (out of memory, say) is recorded with its error and the others go on.
+Before any model is built, a missing trl, peft or datasets is a one-line error; a missing
+bitsandbytes, flash_attn or liger_kernel skips the variants that need it, with the reason.
 
 Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
 machine and the library versions; `python -m lib plan` (lib.bench.memory) compares its estimates with them.
@@ -208,18 +210,54 @@ class Variant:
         return f"{self.method}-{kernels}-{self.batching}"
 
 
+# --- what is installed ------------------------------------------------------------------------------
+
+# (import name, distribution name) of the packages training needs: without one, nothing can be measured.
+REQUIRED_PACKAGES = (("trl", "trl"), ("peft", "peft"), ("datasets", "datasets"))
+# Those some variants need (and vLLM, which the evaluation uses where it is installed): without one,
+# the variants that need it are skipped, and the others run.
+OPTIONAL_PACKAGES = (("bitsandbytes", "bitsandbytes"), ("flash_attn", "flash-attn"), ("liger_kernel", "liger-kernel"),
+                     ("vllm", "vllm"))
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (an import can take seconds)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def package_versions() -> dict[str, str | None]:
+    """The version of every package training may use, None for those that are not installed."""
+    return {distribution: installed_version(distribution) if installed(module) else None
+            for module, distribution in REQUIRED_PACKAGES + OPTIONAL_PACKAGES}
+
+
+def check_required_packages() -> None:
+    """One line naming the missing packages training needs, before anything heavy is built."""
+    missing = [distribution for module, distribution in REQUIRED_PACKAGES if not installed(module)]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not installed: `make setup`, or on an offline GPU machine the pinned "
+                        "wheels (README, 'GPU check')")
+
+
 def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
     """Every variant, most informative first, with the reason it cannot run here (or None)."""
     flash = flash_attention_missing()
-    liger = None if importlib.util.find_spec("liger_kernel") else "liger_kernel is not installed"
+    liger = None if installed("liger_kernel") else "liger_kernel is not installed"
     kernels = [("sdpa", False, None), ("flash_attention_2", False, flash), ("sdpa", True, liger)]
-    return [(Variant(method, batching, attention, use_liger), why_not)
+    return [(Variant(method, batching, attention, use_liger), method_missing(method) or why_not)
             for attention, use_liger, why_not in kernels for batching in ("padded", "padding_free")
             for method in methods]
 
 
+def method_missing(method: str) -> str | None:
+    """Why `method` cannot run here: QLoRA quantises through bitsandbytes."""
+    if method == "qlora" and not installed("bitsandbytes"):
+        return "bitsandbytes is not installed (QLoRA's 4-bit layers)"
+    return None
+
+
 def flash_attention_missing() -> str | None:
-    if importlib.util.find_spec("flash_attn") is None:
+    if not installed("flash_attn"):
         return "flash_attn is not installed"
     from transformers.utils import is_flash_attn_2_available
 
@@ -359,7 +397,7 @@ def measured_fields(measured: dict, config: Config, lengths: Lengths, grid_sizes
         "dtype": measured["dtype"],
         "per_device_batch_size": measured["batch"].per_device,
         "gradient_accumulation_steps": measured["batch"].accumulation,
-        "gradient_checkpointing": config.train.gradient_checkpointing,
+        "gradient_checkpointing": metrics["gradient_checkpointing"],
         "max_length": config.train.max_length,
         "measured_steps": measured["steps"],
         "measured_seconds": metrics["wall_time_s"],
@@ -400,11 +438,8 @@ def projected_hours(tokens_per_s: float | None, config: Config, lengths: Lengths
 
 # --- the machine -----------------------------------------------------------------------------------
 
-OPTIONAL_PACKAGES = ("flash-attn", "liger-kernel")
-
-
 def machine_description() -> dict:
-    """Where the benchmark ran: platform, CPU, GPU and driver, and which optional kernels were installed."""
+    """Where the benchmark ran: platform, CPU, GPU and driver, and the versions of the packages training uses."""
     import torch
 
     info = {**hardware(), "cpu": cpu_name(), "torch_cuda": torch.version.cuda}
@@ -414,7 +449,7 @@ def machine_description() -> dict:
                  "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
     else:
         info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
-    info["optional_packages"] = {name: installed_version(name) for name in OPTIONAL_PACKAGES}
+    info["packages"] = package_versions()
     return info
 
 
@@ -468,6 +503,7 @@ def run(args: argparse.Namespace) -> None:
     process_state()  # fix accelerate's process count before the first trainer asks
     grid = load_grid(args.profile)
     base = load_config(args.profile, grid.methods[0], tuple(args.variant), args.overrides)
+    check_required_packages()
     arch = default_architecture(base, args.model_config)
     if arch.name != "tiny":
         check_hardware(base)  # the 3B model on a CPU would take hours: the profile says whether it may
@@ -491,8 +527,7 @@ def run(args: argparse.Namespace) -> None:
                                            grid.default_seed, Path(scratch) / variant.name)
                 records.append(variant_record(variant, **measured_fields(measured, config, lengths, grid.sizes)))
             except Exception as err:  # one variant failing (out of memory, a missing kernel) must not stop the others
-                first_line = (str(err).strip().splitlines() or [""])[0]
-                records.append(variant_record(variant, "failed", f"{type(err).__name__}: {first_line}"))
+                records.append(variant_record(variant, "failed", error_line(err)))
             free_memory()  # after the except block, which kept the failed variant's tensors alive
 
     result = {
@@ -546,6 +581,12 @@ def markdown(result: dict) -> str:
               "| variant | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
     lines += [f"| {v['name']} | " + " | ".join(f"{v['projected_hours'][size]:.2f}" for size in sizes) + " |" for v in ok]
     return "\n".join(lines) + "\n"
+
+
+def error_line(err: Exception) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first_line}"
 
 
 def format_optional_number(value: float | None, spec: str = ".2f") -> str:

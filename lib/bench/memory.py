@@ -248,13 +248,27 @@ def estimate_memory(arch: Architecture, setting: TrainingSetting, overhead_gb: f
 
 def training_setting(config: Config, method: str, batch: int, seq: int, dtype: str, device: str,
                      masked: bool | None = None) -> TrainingSetting:
-    """The configured LoRA and checkpointing; `masked` defaults to the configured attention."""
+    """The configured LoRA and checkpointing; `masked` defaults to the configured attention (auto
+    is planned as sdpa, the kernel every machine has)."""
     if masked is None:
-        masked = config.model.attn_implementation != "flash_attention_2"
+        masked = not config.model.attn_implementation.startswith("flash_attention")
     return TrainingSetting(method=method, batch=batch, seq=seq, dtype=dtype, device=device,
                            lora_r=config.lora.r, lora_targets=lora_targets(config.lora.target_modules),
                            lora_dropout=config.lora.dropout,
-                           gradient_checkpointing=config.train.gradient_checkpointing, masked=masked)
+                           # auto is planned with checkpointing: where it is needed, it is on
+                           gradient_checkpointing=config.train.gradient_checkpointing is not False, masked=masked)
+
+
+CHECKPOINTING_WORDS = {True: "on", False: "off", "auto": "auto (planned on; a run turns it off where it fits without)"}
+CHECKPOINTING_HEADROOM = 0.1  # auto keeps checkpointing on unless 10% of the memory stays free without it
+
+
+def checkpointing_needed(arch: Architecture, setting: TrainingSetting, usable_gb: float, overhead_gb: float) -> bool:
+    """Whether training `setting` without gradient checkpointing would leave less than
+    CHECKPOINTING_HEADROOM of `usable_gb` free (train.gradient_checkpointing: auto)."""
+    without = replace(setting, gradient_checkpointing=False)
+    slack = DEFAULT_ALLOCATOR_SLACK if setting.device == "cuda" else 0.0
+    return estimate_memory(arch, without, overhead_gb, slack).total > (1 - CHECKPOINTING_HEADROOM) * usable_gb
 
 
 # --- overhead ----------------------------------------------------------------------------------------
@@ -347,7 +361,7 @@ def finished_run_measurements(runs_dir: Path) -> list[dict]:
             "seq": run_config["train"]["max_length"],
             "dtype": metrics.get("dtype"),
             "device": "cuda" if kind == "cuda_max_allocated" else "cpu",  # process_rss: trained on a CPU
-            "masked": run_config["model"]["attn_implementation"] != "flash_attention_2",
+            "masked": not metrics.get("attention", run_config["model"]["attn_implementation"]).startswith("flash_attention"),
             "peak_gb": metrics["peak_memory_gb"],
             "reserved_gb": metrics.get("peak_memory_reserved_gb"),
             "kind": kind,
@@ -462,7 +476,7 @@ def markdown(result: dict) -> str:
         "",
         f"{result['parameters']['total'] / 1e9:.3f}B parameters; LoRA trains "
         + ", ".join(f"{method} {n / 1e6:.2f}M" for method, n in result["trainable"].items())
-        + f"; gradient checkpointing {'on' if settings['gradient_checkpointing'] else 'off'}. "
+        + f"; gradient checkpointing {CHECKPOINTING_WORDS[settings['gradient_checkpointing']]}. "
         f"Memory in GiB; overhead {settings['overhead_gb']:.2f} GiB ({settings['overhead']})"
         + (f", allocator slack {settings['allocator_slack']:.0%} ({settings['allocator_slack_source']})"
            if settings["device"] == "cuda" else "") + ".",

@@ -96,7 +96,8 @@ def hub_errors(what: str, settings: str, offline_hint: str):
             f"{endpoint()}: {what} not found ({type(err).__name__}); check {settings}, and log in "
             "(`hf auth login`) if the repository is gated"
         ) from None
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, httpx2.TransportError, ConnectionError):
+    except (errors.LocalEntryNotFoundError, errors.RevisionResolutionError, errors.OfflineModeIsEnabled,
+            httpx2.TransportError, ConnectionError):
         raise UserError(
             f"could not reach the Hugging Face hub at {endpoint()} to download {what}; {offline_hint}, "
             "or set HF_ENDPOINT to a mirror (e.g. HF_ENDPOINT=https://hf-mirror.com)"

@@ -4,9 +4,13 @@
         --data data/processed/demo                                  (make eval-qlora-150 PROFILE=demo)
     python -m lib evaluate --profile demo --run-dir results/demo/runs/base --data data/processed/demo
                                                                     (make eval-base PROFILE=demo)
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/base-nf4 \\
+        --data data/processed/demo                                  (make eval-base-nf4 PROFILE=demo)
 
-The base model is evaluated exactly like a run, as its own row `base` (0 training examples).
-A QLoRA run is evaluated on the 4-bit base it was trained against, with its adapter attached.
+The base model is evaluated exactly like a run, as its own row `base` (0 training examples), and
+again quantised to NF4 as QLoRA loads it, as the row `base-nf4` (QLoRA's 0-data row: the qlora
+configuration without an adapter). A QLoRA run is evaluated on the 4-bit base it was trained
+against, with its adapter attached.
 
 Writes into the run folder:
   predictions.jsonl  one line per test item: id, question, reference, prediction, new_tokens,
@@ -30,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import UserError
-from lib.config import BASE_RUN
+from lib.config import UNTUNED_RUNS
 from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
-from lib.runs import DONE_MARKER, RUN_LOCK
+from lib.runs import DONE_MARKER, RUN_LOCK, adapter_to_load
 
 PARTIAL = "predictions.partial.jsonl"
 
@@ -114,14 +118,14 @@ def make_generator(config, backend: str, model, tokenizer, decoding, adapter_dir
 
 
 def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
-    from lib.evaluate.generate import choose_backend, study_decoding
+    from lib.evaluate.generate import choose_backend, generation_batch_size, study_decoding
     from lib.evaluate.likelihood import item_losses
     from lib.evaluate.metrics import corpus_metrics, item_scores
     from lib.hardware import free_memory
-    from lib.model import load_for_inference
+    from lib.model import load_for_inference, model_origin
 
     name = run_dir.name
-    adapter_dir = None if name == BASE_RUN else run_dir / "adapter"
+    adapter_dir = adapter_to_load(run_dir, config.quantization.load_in_4bit)
     if adapter_dir is not None and not (run_dir / DONE_MARKER).is_file():
         raise UserError(f"{shown(run_dir)}: the run has not finished training (no train.done); "
                         f"train it first with make exp-{name}")
@@ -135,12 +139,19 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
                          config.eval.batch_size)
     knowledge = knowledge_track(config, model, tokenizer, data_dir, n_samples)
     decoding = study_decoding(config, tokenizer, model)
+    merged = backend == "transformers" and adapter_dir is not None and not config.quantization.load_in_4bit
     if backend == "vllm":
         model = None  # vLLM loads its own copy of the weights: the GPU must not hold two
         free_memory()
+    elif merged:
+        # generating with W + BA folded into one matrix saves two small matmuls per adapted layer per
+        # token; a 4-bit base (QLoRA) keeps its adapter apart, as merging into it would round it away
+        model = model.merge_and_unload()
 
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
-    settings = {"decoding": decoding.record(backend), "batch_size": config.eval.batch_size}
+    longest_prompt = max(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts)
+    settings = {"decoding": decoding.record(backend), "merged_adapter": merged,
+                "batch_size": config.eval.batch_size if model is None else generation_batch_size(config, model, longest_prompt)}
     started = time.perf_counter()
     generator = make_generator(config, backend, model, tokenizer, decoding, adapter_dir)
     answers = generate_resumably(generator, prompts, settings, run_dir)
@@ -157,7 +168,8 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     metrics = {**loss_metrics(losses, n_samples),
                **corpus_metrics([a.text for a in answers], references, [a.hit_length_limit for a in answers],
                                 n_samples=n_samples, item_rouge=[p["scores"] for p in predictions])}
-    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings, **knowledge}
+    result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings,
+              "model_origin": model_origin(config.model.name_or_path), **knowledge}
     if config.eval.judge:
         from lib.evaluate.judge import judge_predictions
 
@@ -196,10 +208,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
 
-    if args.run_dir.name != BASE_RUN and args.method is None:
+    if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")
     config = config_from_args(args)
-    if args.run_dir.name != BASE_RUN and not args.run_dir.is_dir():
+    if args.run_dir.name not in UNTUNED_RUNS and not args.run_dir.is_dir():
         raise UserError(f"{shown(args.run_dir)}: no such run; `make exp-{args.run_dir.name}` trains and evaluates it")
     with exclusive(args.run_dir / RUN_LOCK, f"evaluating {args.run_dir.name}"):
         result = evaluate(config, args.run_dir, args.data)

@@ -54,7 +54,9 @@ def quoted_metrics() -> list[Column]:
 
 COSTS = (
     Column("wall_time_s", "训练时长（分钟）", scaled(60, fixed(1)), "WallTimeMinutes"),
-    Column("steps", "步数", format_count, "Steps"),
+    Column("steps", "优化步数", format_count, "Steps"),
+    Column("examples_per_step", "每步样本", format_count, "ExamplesPerStep"),
+    Column("tokens_per_step", "每步 token", format_count, "TokensPerStep"),
     Column("train_tokens", "训练 token（百万）", scaled(1e6, fixed(2)), "TrainTokensMillions"),
     Column("tokens_per_s", "token/秒", format_count, "TokensPerSecond"),
     Column("peak_memory_gb", "峰值内存（GB）", fixed(1), "PeakMemory"),

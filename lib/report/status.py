@@ -7,8 +7,9 @@ absent input file, unfinished run and failed fit, one item each.
 
 from __future__ import annotations
 
-from lib.config import BASE_RUN, run_name
-from lib.report.formatting import STATUS_WORDS, method_name, nested_value, path_text
+from lib.analysis import expected_runs
+from lib.io import nested_value
+from lib.report.formatting import STATUS_WORDS, method_name, path_text
 from lib.report.sections.scaling import fit_status_text
 from lib.report.study import Study
 from lib.tex import escape, format_count, macro, texttt
@@ -21,8 +22,7 @@ def missing_items(study: Study) -> list[str]:
     items = [f"缺少 {path_text(study.files[name])}" for name in INPUT_FILES if not study.present(name)]
     if study.rows is not None:
         listed = {row["run"] for row in study.rows}
-        expected = [BASE_RUN] + [run_name(m, s, seed, study.default_seed) for m in study.methods
-                                 for s in study.sizes for seed in study.seeds]
+        expected = [run["run"] for run in expected_runs(study.grid, study.default_seed)]
         by_status: dict[str, list[str]] = {}
         for row in study.rows:
             if row["status"] != "done":

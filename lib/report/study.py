@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lib.analysis import read_summary_rows
-from lib.config import BASE_RUN, Grid, requested_grid
+from lib.config import BASE_RUN, METHOD_NAMES, Grid, requested_grid
 from lib.evaluate.metrics import METRICS
 from lib.io import read_json
 from lib.runs import readable_run_files
@@ -38,6 +38,13 @@ class Study:
     @property
     def methods(self) -> tuple[str, ...]:
         return self.grid.methods
+
+    @property
+    def quoted_methods(self) -> tuple[str, ...]:
+        """The methods with macros: those paper/report.tex names in its text (lib.config.METHOD_NAMES)
+        and the grid's others. A method without runs gets \\NA{} in each, so a report of a
+        narrowed grid (METHODS=lora) still compiles."""
+        return tuple(dict.fromkeys((*METHOD_NAMES, *self.methods)))
 
     @property
     def sizes(self) -> tuple[str, ...]:

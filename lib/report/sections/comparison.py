@@ -1,11 +1,14 @@
 """Section "Comparison": QLoRA against LoRA at each size both finished, quality by paired
-bootstrap over the shared test items, cost as ratios (scaling.json's lora_vs_qlora)."""
+bootstrap over the shared test items (and the training seeds, where there are several), cost as
+ratios (scaling.json's lora_vs_qlora). p-values only where scaling.json has them (several seeds):
+with one seed the intervals leave training randomness out, and the table says so."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from lib.report.columns import fixed, interval_macros, stat_cell
+from lib.report.formatting import interval_scope
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import format_count, format_number, format_p_value
@@ -32,17 +35,27 @@ def comparison_macros(study: Study) -> dict:
     return macros
 
 
+def has_p_values(comparisons: list[dict]) -> bool:
+    return any((c.get(key) or {}).get("p_value") is not None for c in comparisons for key, _, _ in DIFFERENCES)
+
+
 def comparison_rows(study: Study) -> Tabular:
+    comparisons = study.scaling["lora_vs_qlora"]
+    with_p = has_p_values(comparisons)
+
     def difference(stat: dict | None, format_value: Callable) -> list[str]:
-        return [stat_cell(stat, format_value, "difference"), format_p_value((stat or {}).get("p_value"))]
+        cell = stat_cell(stat, format_value, "difference")
+        return [cell, format_p_value((stat or {}).get("p_value"))] if with_p else [cell]
 
     rows = [[format_count(c.get("examples")),
              *(cell for key, _, format_value in DIFFERENCES for cell in difference(c.get(key), format_value)),
              *(format_number(c.get(key), 2) for key, _ in RATIOS)]
-            for c in study.scaling["lora_vs_qlora"]]
-    return Tabular("r c r c r r r r",
-                   ["训练数据", r"$\Delta$ROUGE-L", "$p$", r"$\Delta$测试损失", "$p$", "时间比", "峰值内存比", "吞吐比"], rows,
-                   note=r"$\Delta$ROUGE-L 为正、$\Delta$测试损失为负表示 QLoRA 更好；时间比与内存比小于 1 表示 QLoRA 更省。")
+            for c in comparisons]
+    p_header = ["$p$"] if with_p else []
+    return Tabular("r c r c r r r r" if with_p else "r c c r r r",
+                   ["训练数据", r"$\Delta$ROUGE-L", *p_header, r"$\Delta$测试损失", *p_header, "时间比", "峰值内存比", "吞吐比"],
+                   rows, note=r"$\Delta$ROUGE-L 为正、$\Delta$测试损失为负表示 QLoRA 更好；时间比与内存比小于 1 表示 QLoRA 更省。"
+                              + interval_scope(study.scaling))
 
 
 def missing_sentence(study: Study) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.report.formatting import distinct_values, format_plain, method_name, nested_value, path_text
+from lib.io import nested_value
+from lib.report.formatting import distinct_values, format_plain, method_name, path_text
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import escape, format_count, format_scientific, macro_name, texttt
@@ -86,7 +87,7 @@ def data_source(config: dict) -> str | None:
 
 def configs_by_method(study: Study) -> dict[str, list[dict]]:
     """The fine-tuned runs' configs per method, every method of the study (none: empty list)."""
-    by_method: dict[str, list[dict]] = {method: [] for method in study.methods}
+    by_method: dict[str, list[dict]] = {method: [] for method in study.quoted_methods}
     for run in study.trained_runs():
         by_method.setdefault(nested_value(study.configs[run], "run.method") or "?", []).append(study.configs[run])
     return by_method

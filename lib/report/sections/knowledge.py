@@ -4,7 +4,8 @@ eval.json mcq)."""
 from __future__ import annotations
 
 from lib.report.columns import fixed, stat_cell
-from lib.report.formatting import CONFIDENCE_TEXT, distinct_values, nested_value
+from lib.io import nested_value
+from lib.report.formatting import CONFIDENCE_TEXT, distinct_values
 from lib.report.run_tables import run_tables
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lib.report.formatting import distinct_values, format_plain, nested_value
+from lib.io import nested_value
+from lib.report.formatting import distinct_values, format_plain
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
 from lib.tex import escape, macro_name, texttt
@@ -24,6 +25,18 @@ def short_commit(git: dict) -> str | None:
     if not commit:
         return None
     return commit[:12] + ("（含未提交改动）" if git.get("dirty") else "")
+
+
+def hub_commit(origin: dict | None) -> str:
+    """The hub commit an input was fetched at, or what it was instead (a local or generated file)."""
+    commit = (origin or {}).get("commit")
+    return commit[:12] if commit else "无（本地或生成的文件）"
+
+
+def model_origins(study: Study) -> list[dict | None]:
+    """What `make model` recorded of the base model, from each run's config.json and eval.json."""
+    return ([nested_value(c, "resolved.model_origin") for c in study.configs.values()]
+            + [e.get("model_origin") for e in study.evals.values()])
 
 
 def hardware_text(hardware: dict) -> str | None:
@@ -49,6 +62,8 @@ def facts(study: Study) -> list[tuple[str, str, str, str]]:
 
     commits = [short_commit(r.get("git")) for r in records]
     rows = [fact("GitCommit", "Git 提交", commits, cell_format=texttt),
+            fact("ModelCommit", "基座模型的 hub 提交", [hub_commit(o) for o in model_origins(study)]),
+            fact("DataCommit", "数据的 hub 提交", [hub_commit(nested_value(study.manifest, "source"))]),
             fact("Hardware", "硬件", [hardware_text(r.get("hardware")) for r in records]),
             fact("Platform", "平台", [nested_value(r, "hardware.platform") for r in records]),
             fact("Seeds", "随机种子", [r.get("seed") for r in records], format_plain),

@@ -1,12 +1,13 @@
 """Section "Results": every run and the base model with each metric and its interval
-(summary.csv), the numbers the text quotes (base, best run, each method's smallest and largest
-size), and the training cost of each run."""
+(summary.csv), the numbers the text quotes (base, best run, each method's 0-data row, smallest
+and largest size), and the training cost of each run."""
 
 from __future__ import annotations
 
-from lib.config import BASE_RUN, run_name
+from lib.config import BASE_RUN, NF4_BASE_RUN, run_name, zero_data_run
 from lib.report.columns import COSTS, MFU, Column, metric_cell, quoted_metrics, row_macros
-from lib.report.formatting import CONFIDENCE_PERCENT, CONFIDENCE_TEXT, STATUS_WORDS, method_name, nested_value
+from lib.io import nested_value
+from lib.report.formatting import CONFIDENCE_PERCENT, CONFIDENCE_TEXT, STATUS_WORDS, method_name
 from lib.report.run_tables import run_tables
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
@@ -42,8 +43,11 @@ def result_macros(study: Study) -> dict:
         gain = best[column.key] - base[column.key] if best and base and None not in (
             best.get(column.key), base.get(column.key)) else None
         macros[f"BestGain{column.macro}"] = column.format(gain)
-    for method in study.methods:
+    for method in study.quoted_methods:
         prefix = macro_name(method)
+        zero_data = study.row(zero_data_run(method))  # the base model as the method loads it
+        macros |= row_macros(f"{prefix}ZeroData", zero_data if zero_data and zero_data["status"] == "done" else None,
+                             metrics)
         for role, size in (("Smallest", study.sizes[0]), ("Largest", study.sizes[-1])):
             row = grid_row(study, method, size)
             macros |= row_macros(f"{prefix}{role}", row if row and row["status"] != "missing" else None, metrics)
@@ -76,7 +80,23 @@ def result_rows(study: Study) -> list[Tabular]:
     def cells(row: dict, part: list[Column]) -> list[str]:
         return [metric_cell(row, c) for c in part] if row["status"] == "done" else status_cells(row, len(part))
 
-    return run_tables(study.rows, study.default_seed, metrics, lambda c: c.header, cells, METRICS_PER_TABLE)
+    return run_tables(study.rows, study.default_seed, metrics, lambda c: c.header, cells, METRICS_PER_TABLE,
+                      "".join(note for note in (untuned_note(study), run_notes(study.rows)) if note) or None)
+
+
+def untuned_note(study: Study) -> str | None:
+    """What the two untuned rows are, where the NF4 one is there: each method's 0-data row."""
+    if not study.row(NF4_BASE_RUN):
+        return None
+    return ("“基座模型”是未量化的未微调模型，为 LoRA 的零数据对照；“基座模型（NF4）”是按 QLoRA 的加载方式"
+            "量化为 4 位 NF4 的同一模型，为 QLoRA 的零数据对照。")
+
+
+def run_notes(rows: list[dict]) -> str | None:
+    """summary.csv's notes under the table: why a run is incomplete, or which of its settings
+    (decoding, adapter precision) differ from the other runs' so that its numbers do not compare."""
+    notes = [f"{escape(row['run'])}：{escape(row['note'])}" for row in rows if row.get("note")]
+    return "注：" + "；".join(notes) + "。" if notes else None
 
 
 def trained_rows(study: Study) -> list[dict]:
