@@ -114,8 +114,9 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export tex test test-fast data model tiny-model all-experiments summary figures report \
-	paper demo chat submit bench bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
+.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export tex test test-fast \
+	lint data model tiny-model all-experiments summary figures report paper demo chat submit bench bench-data \
+	bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
@@ -168,6 +169,9 @@ tex: ## check that TeX has every package and font the report needs (installs the
 
 test: $(SETUP) ## run the whole test suite (offline, CPU; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(SETUP) ## check the code's style, imports and common bugs with ruff (pyproject.toml; CI runs it)
+	$(VENV)/bin/ruff check lib tests
 
 test-fast: $(SETUP) ## the tests without the slow end-to-end ones (training, evaluation, make demo), for development
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -328,7 +332,7 @@ given = $(filter command environment,$(firstword $(origin $(1))))
 shell_quote = '$(subst ','\'',$(1))'
 
 submit: data model ## the unfinished runs as a Slurm job array, then a job for the summary, figures and report
-	@unfinished=$$(for run in $(RUN_NAMES) base; do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \
+	@unfinished=$$(for run in $(RUN_NAMES) $(UNTUNED); do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \
 	report_done=$$($(MAKE) -q $(GENERATED)/report.done && echo --report-done || true); \
 	$(CLI) submit --runs $$unfinished $$report_done --out $(RESULTS)/slurm --job-name medqa-$(PROFILE) \
 		--partition '$(PARTITION)' --gres '$(GRES)' --time '$(TIME)' --sbatch-args $(call shell_quote,$(SBATCH_ARGS)) \

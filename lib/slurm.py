@@ -108,15 +108,17 @@ def submit(args: argparse.Namespace, folder: Path) -> dict:
                                ARRAY_SCRIPT, folder, f"job array of {len(args.runs)} runs")
         after = [f"--dependency=afterany:{jobs['array']}"]
     try:
-        jobs["report"] = sbatch([*after, f"--job-name={args.job_name}-report", f"--output={folder.resolve()}/report.log",
-                                 *job_options(args, gres=False)], REPORT_SCRIPT, folder, "report job")
+        jobs["report"] = sbatch([*after, f"--job-name={args.job_name}-report",
+                                 f"--output={folder.resolve()}/report.log", *job_options(args, gres=False)],
+                                REPORT_SCRIPT, folder, "report job")
     finally:
         write_json(folder / "jobs.json", jobs)  # the array's id too, should the report job be refused
     return jobs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", nargs="*", default=[], help="the runs to submit (the unfinished ones), e.g. lora-10k base")
+    parser.add_argument("--runs", nargs="*", default=[],
+                        help="the runs to submit (the unfinished ones), e.g. lora-10k base")
     parser.add_argument("--report-done", action="store_true",
                         help="the report is up to date: without runs to submit, nothing is submitted")
     parser.add_argument("--out", type=Path, required=True, help="results/<profile>/slurm: one folder per submission")
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace) -> None:
     if jobs["array"]:
         print(f"submit: job array {jobs['array']}: {len(args.runs)} runs ({' '.join(args.runs)}); "
               f"task i runs line i+1 of {shown(folder / 'runs.txt')}")
-    print(f"submit: report job {jobs['report']}" + (f", after the array ends (afterany:{jobs['array']})" if jobs["array"] else ""))
+    print(f"submit: report job {jobs['report']}"
+          + (f", after the array ends (afterany:{jobs['array']})" if jobs["array"] else ""))
     print(f"watch:  squeue -j {ids}    logs: {shown(folder)}/    when done: sacct -j {ids} "
           f"(where accounting is on) or scontrol show job {jobs['report']}")

@@ -137,7 +137,8 @@ def batching(config: Config) -> str:
 
     if config.train.batching != "auto":
         return config.train.batching
-    return "padding_free" if attention_kernel(config.model.attn_implementation).startswith("flash_attention") else "padded"
+    return ("padding_free" if attention_kernel(config.model.attn_implementation).startswith("flash_attention")
+            else "padded")
 
 
 def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype) -> bool:
@@ -508,7 +509,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the run folder, results/<profile>/runs/<run>")
     parser.add_argument("--check-layout", type=int, metavar="PROCESSES",
                         help="only check that the effective batch splits over PROCESSES processes, and exit "
-                             "(the Makefile asks before starting a launcher, so a bad NPROC is one line, not one per process)")
+                             "(the Makefile asks before starting a launcher, "
+                             "so a bad NPROC is one line, not one per process)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -48,7 +48,8 @@ def test_overrides_are_typed_from_the_dataclasses():
     ("data.sed=1", r"unknown key data.sed; did you mean 'seed'"),
     ("train.epochs=many", r"train.epochs: expected float, got 'many'"),
     ("train.gradient_checkpointing=1", r"train.gradient_checkpointing: expected bool or str, got 1"),
-    ("train.gradient_checkpointing=sometimes", r"train.gradient_checkpointing='sometimes': must be one of true, false, auto"),
+    ("train.gradient_checkpointing=sometimes",
+     r"train.gradient_checkpointing='sometimes': must be one of true, false, auto"),
     ("train.epochs", r"expected section.key=value"),
     ("train.learning_rate=nan", r"train.learning_rate: expected float, got 'nan'"),  # NaN passes any bound
 ])
@@ -163,7 +164,8 @@ def test_a_profile_holds_only_what_differs_from_base_yaml(profile):
      "override: train.lr_scheduler='cosine_with_min_lr': must be one of linear, "),
     ("train.report_to=[tensorboard, tensorbord]",
      "override: train.report_to=['tensorboard', 'tensorbord']: must be one of "),
-    ("model.attn_implementation=flash", "override: model.attn_implementation='flash': must be one of auto, eager, sdpa, "),
+    ("model.attn_implementation=flash",
+     "override: model.attn_implementation='flash': must be one of auto, eager, sdpa, "),
     # text
     ("data.hub_repo=''", "override: data.hub_repo='': must not be empty"),
     ("lora.target_modules=[]", "override: lora.target_modules=[]: must not be empty"),
@@ -248,7 +250,8 @@ def numeric(kind) -> type | None:
     return next(iter(options)) if len(options) == 1 and options <= {int, float} else None
 
 
-EVERY_KEY = [f"{section}.{name}" for section, section_type in SECTIONS.items() for name in declared_fields(section_type)]
+EVERY_KEY = [f"{section}.{name}"
+             for section, section_type in SECTIONS.items() for name in declared_fields(section_type)]
 
 
 @pytest.mark.parametrize("key", EVERY_KEY)
@@ -297,4 +300,5 @@ def test_reporting_and_attention_choices_are_the_installed_transformers_ones():
 
     assert set(REPORT_TO) == {"all", "none", *INTEGRATION_TO_CALLBACK}
     # paged|eager is the attention of continuous-batching generation, not of a model that trains
-    assert set(ATTENTION) == {"auto", "eager", *(k for k in AttentionInterface().valid_keys() if not k.startswith("paged|"))}
+    assert set(ATTENTION) == {"auto", "eager",
+                              *(k for k in AttentionInterface().valid_keys() if not k.startswith("paged|"))}

@@ -73,7 +73,8 @@ def test_clean_answers_survive(answer):
 
 
 def test_normalisation_counts_changes_and_drops_nothing():
-    assert normalise_text("  ＣＴ检查　显示 肺部 阴影，  怎么办？\t\n\n\u200b需要住院吗 ") == "CT检查显示肺部阴影，怎么办？\n需要住院吗"
+    assert (normalise_text("  ＣＴ检查　显示 肺部 阴影，  怎么办？\t\n\n\u200b需要住院吗 ")
+            == "CT检查显示肺部阴影，怎么办？\n需要住院吗")
     assert normalise_text("take 2 pills， twice") == "take 2 pills，twice"
     result = clean([example(question="  " + QUESTION), example(OTHER_QUESTION, line=2)], CONFIG)
     normalise = result.reports[0]

@@ -85,7 +85,8 @@ def test_gbk_csv_with_department_title_ask_answer(tmp_path):
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["department", "title", "ask", "answer"])
-    writer.writerow(["心血管科", "高血压能吃党参吗？", "我有高血压，最近家人买了党参泡水喝，可以吗？", "党参性平，一般可以少量食用。"])
+    writer.writerow(["心血管科", "高血压能吃党参吗？", "我有高血压，最近家人买了党参泡水喝，可以吗？",
+                     "党参性平，一般可以少量食用。"])
     writer.writerow(["内科", "失眠怎么办", "失眠怎么办，已经一个月了", "规律作息，\n睡前不要看手机。"])
     path = tmp_path / "dialogue.csv"
     path.write_bytes(buffer.getvalue().encode("gbk"))
@@ -119,8 +120,10 @@ def test_a_csv_the_csv_module_refuses_is_one_error_naming_the_line(tmp_path, mon
 
 
 def test_a_line_separator_inside_a_json_string_does_not_split_the_line(tmp_path):
-    answer = "先测血压\u2028再看结果\x85"  # json.dumps(ensure_ascii=False) leaves U+2028 and U+0085 unescaped
-    path = write_jsonl(tmp_path / "sep.jsonl", [{"question": "头晕", "answer": answer}, {"question": "咳嗽", "answer": "多喝水"}])
+    # json.dumps(ensure_ascii=False) leaves U+2028 and U+0085 unescaped
+    answer = "先测血压\u2028再看结果\x85"
+    path = write_jsonl(tmp_path / "sep.jsonl", [{"question": "头晕", "answer": answer},
+                                                {"question": "咳嗽", "answer": "多喝水"}])
     result = read(path)
     assert triples(result) == [("头晕", answer, []), ("咳嗽", "多喝水", [])]
     assert [e.line for e in result.examples] == [1, 2] and result.malformed == []
@@ -128,20 +131,23 @@ def test_a_line_separator_inside_a_json_string_does_not_split_the_line(tmp_path)
 
 def test_utf8_with_bom(tmp_path):
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "头晕", "answer": "测一下血压"}, ensure_ascii=False).encode())
+    path.write_bytes(b"\xef\xbb\xbf"
+                     + json.dumps({"question": "头晕", "answer": "测一下血压"}, ensure_ascii=False).encode())
     assert triples(read(path)) == [("头晕", "测一下血压", [])]
 
 
 def test_list_of_strings_fields_are_joined(tmp_path):
     path = tmp_path / "lists.json"
-    path.write_text(json.dumps([{"question": ["孩子发烧", "38度"], "answer": ["先物理降温。", "超过38.5度服用退热药。"]}],
+    path.write_text(json.dumps([{"question": ["孩子发烧", "38度"],
+                                 "answer": ["先物理降温。", "超过38.5度服用退热药。"]}],
                                ensure_ascii=False), encoding="utf-8")
     assert triples(read(path)) == [("孩子发烧\n38度", "先物理降温。\n超过38.5度服用退热药。", [])]
 
 
 def test_history_field(tmp_path):
     path = write_jsonl(tmp_path / "h.jsonl", [
-        {"instruction": "那要吃药吗？", "input": "", "output": "血压持续偏高需要服药。", "history": [["血压140/90高吗？", "属于高血压。"]]},
+        {"instruction": "那要吃药吗？", "input": "", "output": "血压持续偏高需要服药。",
+         "history": [["血压140/90高吗？", "属于高血压。"]]},
     ])
     assert triples(read(path)) == [("那要吃药吗？", "血压持续偏高需要服药。", [("血压140/90高吗？", "属于高血压。")])]
 

@@ -44,7 +44,8 @@ def test_demo_run_on_a_cpu_writes_every_check(tmp_path, tiny_model):
     assert all(speed["tokens_per_s"] > 0 for speed in generation["details"]["batch_sizes"].values())
     assert status["greedy answers: transformers = vLLM"].startswith("skipped: ")
     assert result["failed"] == 0
-    assert "| padding-free loss, sdpa float32 | ok | loss " in table and "| generation speed (transformers) | ok |" in table
+    assert ("| padding-free loss, sdpa float32 | ok | loss " in table
+            and "| generation speed (transformers) | ok |" in table)
 
 
 def test_a_failing_check_is_recorded_in_one_line_and_the_next_one_runs():

@@ -96,13 +96,14 @@ def test_bad_input_is_one_line_saying_what_to_do(run_cli, tmp_path, arguments, m
 
 # python as the Makefile runs it: records the id each command held (its pid pairs start and end
 # lines), around the real one
-RECORDING_PYTHON = """#!/bin/bash
-line() {{ echo "{{\\"pid\\": $$, \\"command\\": \\"$1\\", \\"gpus\\": \\"${{CUDA_VISIBLE_DEVICES:-}}\\", \\"$2\\": $(date +%s.%N)}}" >> {log}; }}
+RECORDING_PYTHON = ("""#!/bin/bash
+line() {{ echo "{{\\"pid\\": $$, \\"command\\": \\"$1\\", \\"gpus\\": \\"${{CUDA_VISIBLE_DEVICES:-}}\\", """
+                    """\\"$2\\": $(date +%s.%N)}}" >> {log}; }}
 line "$3" start
 {python} "$@"; status=$?
 line "$3" end
 exit $status
-"""
+""")
 
 
 @pytest.mark.slow

@@ -41,7 +41,8 @@ def item_of(record, source="file"):
 
 def test_each_shape_becomes_one_normalised_item():
     assert item_of(CMB) == {"id": "file-1", "source": "file/医师考试", "question": "此男孩可能患",
-                            "options": {"A": "小叶型肺炎", "B": "浸润性肺结核", "C": "继发性肺结核", "D": "原发性肺结核"},
+                            "options": {"A": "小叶型肺炎", "B": "浸润性肺结核", "C": "继发性肺结核",
+                                        "D": "原发性肺结核"},
                             "answer": "D"}  # CMB's empty option E is padding, dropped
     assert item_of(CMEXAM)["options"] == {"A": "异烟肼", "B": "青霉素", "C": "阿莫西林", "D": "甲硝唑"}
     assert item_of(CMEXAM)["answer"] == "A" and item_of(CMEXAM)["source"] == "file"
@@ -93,13 +94,15 @@ def test_a_bad_answer_is_counted_with_its_line_and_fatal_above_the_threshold(tmp
 
 def test_a_question_answer_file_is_one_error(tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"instruction": "头痛怎么办", "input": "", "output": "多休息"}])
-    with pytest.raises(UserError, match=r"qa.jsonl:1: not multiple-choice items \(fields: instruction, input, output\)"):
+    with pytest.raises(UserError,
+                       match=r"qa.jsonl:1: not multiple-choice items \(fields: instruction, input, output\)"):
         mcq_data.read_items(path, "qa", max_bad_fraction=0.01)
 
 
 def test_a_missing_local_file_is_one_error_naming_the_setting(tmp_path):
     config = load_config("paper", overrides=[f"eval.mcq_source={tmp_path / 'nope.json'}"])
-    with pytest.raises(UserError, match=r"^eval\.mcq_source: '.*nope\.json' is not hub, synthetic or an existing file$"):
+    with pytest.raises(UserError,
+                       match=r"^eval\.mcq_source: '.*nope\.json' is not hub, synthetic or an existing file$"):
         mcq_data.prepare(config, tmp_path / "mcq.jsonl")
 
 

@@ -147,7 +147,8 @@ def test_plan_puts_measured_peaks_next_to_the_estimate(run_cli, tmp_path):
     from lib.bench.gpu import Variant, variant_record
 
     measured = variant_record(Variant("lora", False, "sdpa"), dtype="bfloat16", peak_memory_allocated_gb=8.0,
-                              peak_memory_reserved_gb=8.8, largest_batch={"rows": 8, "length": 512, "labelled_tokens": 2000})
+                              peak_memory_reserved_gb=8.8,
+                              largest_batch={"rows": 8, "length": 512, "labelled_tokens": 2000})
     bench = tmp_path / "gpu.json"
     bench.write_text(json.dumps({"architecture": "qwen2.5-3b", "variants": [measured]}))
     result, table, _ = plan(run_cli, tmp_path, "paper", "--bench", bench)
@@ -176,7 +177,7 @@ def plan_in_process(monkeypatch, *args) -> dict:
 def bench_file(path, architecture: str, *variants) -> str:
     from lib.bench.gpu import Variant, variant_record
 
-    records = [variant_record(Variant(method, False, "sdpa"), dtype="bfloat16", peak_memory_allocated_gb=allocated,
+    records = [variant_record(Variant(method, "padded", "sdpa"), dtype="bfloat16", peak_memory_allocated_gb=allocated,
                               peak_memory_reserved_gb=reserved,
                               largest_batch={"rows": 8, "length": 512, "labelled_tokens": 2000})
                for method, allocated, reserved in variants]
@@ -207,7 +208,8 @@ def test_measurements_are_estimated_where_they_were_made(monkeypatch, tmp_path):
     assert result["notes"] == [f"{bench}: dora-sdpa-padded: method 'dora' is not in the grid (lora, qlora): left out"]
     # the slack is the largest measured reserved / allocated (12 / 10), named by its source
     assert result["settings"]["allocator_slack"] == pytest.approx(0.2)
-    assert result["settings"]["allocator_slack_source"] == f"measured: reserved / allocated of {run / 'train_metrics.json'}"
+    assert (result["settings"]["allocator_slack_source"]
+            == f"measured: reserved / allocated of {run / 'train_metrics.json'}")
 
 
 def test_bench_results_of_another_architecture_are_left_out(monkeypatch, tmp_path):

@@ -49,7 +49,8 @@ def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path,
     downloads = [r for r in requests if "/resolve/" in r]
     assert downloads and all(f"/resolve/{COMMIT}/" in r for r in downloads)
     assert any("/revision/main" in r for r in requests) == (revision == "main")
-    assert digest(out) | {".ready": None} == digest(tiny_model) | {".ready": None, ORIGIN_FILE: digest(out)[ORIGIN_FILE]}
+    assert (digest(out) | {".ready": None}
+            == digest(tiny_model) | {".ready": None, ORIGIN_FILE: digest(out)[ORIGIN_FILE]})
 
 
 def test_make_model_without_network_says_so_in_one_line(tmp_path, monkeypatch):
@@ -60,7 +61,8 @@ def test_make_model_without_network_says_so_in_one_line(tmp_path, monkeypatch):
     # nothing listens on the discard port: the connection is refused, as on a machine without network
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(UserError, match=r"could not reach the Hugging Face hub .* model Qwen/Qwen2.5-3B-Instruct@main.*PROFILE=demo") as error:
+    with pytest.raises(UserError, match=r"could not reach the Hugging Face hub .* "
+                                        r"model Qwen/Qwen2.5-3B-Instruct@main.*PROFILE=demo") as error:
         model.fetch("Qwen/Qwen2.5-3B-Instruct", "main", tmp_path / "m")
     assert "\n" not in str(error.value)
 

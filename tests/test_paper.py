@@ -109,7 +109,8 @@ def test_a_tex_error_is_one_line_naming_the_log(tmp_path):
     write_report(load_study(paths["results"], paths["runs"], paths["data"], "demo"), generated)
     with (generated / "macros.tex").open("a", encoding="utf-8") as handle:
         handle.write("\\newcommand{\\BestRougeL}{again}\n")  # defined twice: LaTeX stops
-    with pytest.raises(UserError, match=r"report.log: .*macros.tex:\d+: LaTeX Error: Command \\BestRougeL already defined"):
+    with pytest.raises(UserError,
+                       match=r"report.log: .*macros.tex:\d+: LaTeX Error: Command \\BestRougeL already defined"):
         build_pdf(generated, tmp_path / "build", "demo")
 
 

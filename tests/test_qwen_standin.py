@@ -133,5 +133,6 @@ def test_adapters_and_their_optimizer_state_stay_fp32_in_bf16(method, qwen_stand
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and {tensor.dtype for tensor in adapter.values()} == {torch.float32}
     optimizer = torch.load(out / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
-    moments = [value for state in optimizer["state"].values() for name, value in state.items() if name.startswith("exp_avg")]
+    moments = [value for state in optimizer["state"].values()
+               for name, value in state.items() if name.startswith("exp_avg")]
     assert moments and {moment.dtype for moment in moments} == {torch.float32}  # AdamW's, as its parameters

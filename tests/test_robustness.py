@@ -129,9 +129,11 @@ def test_pathological_records_are_malformed_lines_not_crashes(tmp_path, containe
 
 
 def test_a_split_with_pathological_records_still_writes(run_cli, tmp_path):
-    records = [{"instruction": f"第{i}个问题：头痛伴有恶心怎么办？", "output": f"第{i}个回答：建议休息，测量血压，必要时就医检查。"}
+    records = [{"instruction": f"第{i}个问题：头痛伴有恶心怎么办？",
+                "output": f"第{i}个回答：建议休息，测量血压，必要时就医检查。"}
                for i in range(60)]
-    path = write_jsonl(tmp_path / "qa.jsonl", [*records[:30], '{"instruction": "\\udc00", "output": "x"}', *records[30:]])
+    path = write_jsonl(tmp_path / "qa.jsonl",
+                       [*records[:30], '{"instruction": "\\udc00", "output": "x"}', *records[30:]])
     finished = run_cli("data", "--profile", "demo", "--raw-dir", tmp_path / "raw", "--out", tmp_path / "out",
                        "--sizes", "20", "--set", f"data.source={path}", "--set", "data.test_size=10",
                        "--set", "data.dev_size=10", "--set", "data.max_bad_fraction=0.05")

@@ -40,7 +40,8 @@ def config_for(tiny_model: Path, method: str = "lora", *extra: str):
 
 
 def spec_for(size: str = "64", method: str = "lora", seed: int = 42) -> RunSpec:
-    return RunSpec(name=f"{method}-{size}", profile="demo", method=method, size=size, examples=parse_count(size), seed=seed)
+    return RunSpec(name=f"{method}-{size}", profile="demo", method=method, size=size, examples=parse_count(size),
+                   seed=seed)
 
 
 def masked_text(tokenizer, ids, mask) -> str:
@@ -67,7 +68,8 @@ def test_loss_mask_is_the_assistant_turns_with_their_end_of_turn(tokenizer_with_
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list([{"messages": EXAMPLE}]),
+    trainer = SFTTrainer(model=model, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list([{"messages": EXAMPLE}]),
                          args=SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, report_to="none",
                                         use_cpu=True, bf16=False, activation_checkpointing=False))
     row = trainer.train_dataset[0]
@@ -255,7 +257,8 @@ def test_four_cpu_processes_take_the_steps_and_examples_of_one(tiny_model, demo_
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
     # every example of the split was seen once, over all processes: its tokens, no padding, none twice
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, 128, "train-128.jsonl")  # demo_overrides' max_length
+    # demo_overrides' max_length
+    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, 128, "train-128.jsonl")
     assert metrics["train_tokens"] == sum(split["length"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(out.glob("adapter*"))) == 1

@@ -384,7 +384,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench"),
                         help="folder for gpu-check.json and gpu-check.md (default results/bench)")
     parser.add_argument("--model-config", default=None, choices=sorted(ARCHITECTURES),
-                        help="architecture of the speed checks (default: qwen2.5-3b, or tiny for a profile without a GPU)")
+                        help="architecture of the speed checks "
+                             "(default: qwen2.5-3b, or tiny for a profile without a GPU)")
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per speed check (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps before measuring (default 2)")
     parser.add_argument("--prompts", type=int, default=32, help="prompts of the generation checks (default 32)")

@@ -27,7 +27,8 @@ TARGET_SECONDS = 600
 
 def stages() -> list[tuple[str, list[str]]]:
     grid = load_grid("demo")
-    runs = [run_name(m, size, seed, grid.default_seed) for m in grid.methods for size in grid.sizes for seed in grid.seeds]
+    runs = [run_name(m, size, seed, grid.default_seed)
+            for m in grid.methods for size in grid.sizes for seed in grid.seeds]
     return [
         ("data", ["data"]),
         ("tiny model", ["model"]),

@@ -542,14 +542,16 @@ def run(args: argparse.Namespace) -> None:
         "seconds": time.perf_counter() - started,
         "mfu_formula": MFU_FORMULA,
         "provenance": provenance({"profile": args.profile, "model_config": arch.name, "variants": args.variant,
-                                  "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup}, grid.default_seed),
+                                  "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup},
+                                 grid.default_seed),
     }
     write_benchmark(args.out, f"gpu-{args.profile}", result, markdown(result))
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    gpu = f"{m['gpu']} ({m['gpu_memory_gb']:.0f} GiB, driver {m['driver']}, CUDA {m['torch_cuda']})" if m["gpu"] else "no GPU"
+    gpu = (f"{m['gpu']} ({m['gpu_memory_gb']:.0f} GiB, driver {m['driver']}, CUDA {m['torch_cuda']})"
+           if m["gpu"] else "no GPU")
     ok = [v for v in result["variants"] if v["status"] == "ok"]
     dtype = ok[0]["dtype"] if ok else None
     peak = peak_flops(m["gpu"] or "", dtype or "")
@@ -579,7 +581,8 @@ def markdown(result: dict) -> str:
     lines += ["", f"Projected training time, hours ({result['grid']['epochs']:g} epochs; examples x epochs x "
               "tokens per example / tokens/s):", "",
               "| variant | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
-    lines += [f"| {v['name']} | " + " | ".join(f"{v['projected_hours'][size]:.2f}" for size in sizes) + " |" for v in ok]
+    lines += [f"| {v['name']} | " + " | ".join(f"{v['projected_hours'][size]:.2f}" for size in sizes) + " |"
+              for v in ok]
     return "\n".join(lines) + "\n"
 
 

@@ -361,7 +361,8 @@ def finished_run_measurements(runs_dir: Path) -> list[dict]:
             "seq": run_config["train"]["max_length"],
             "dtype": metrics.get("dtype"),
             "device": "cuda" if kind == "cuda_max_allocated" else "cpu",  # process_rss: trained on a CPU
-            "masked": not metrics.get("attention", run_config["model"]["attn_implementation"]).startswith("flash_attention"),
+            "masked": not metrics.get("attention",
+                                      run_config["model"]["attn_implementation"]).startswith("flash_attention"),
             "peak_gb": metrics["peak_memory_gb"],
             "reserved_gb": metrics.get("peak_memory_reserved_gb"),
             "kind": kind,
@@ -371,7 +372,8 @@ def finished_run_measurements(runs_dir: Path) -> list[dict]:
 
 def measured_allocator_slack(measured: list[dict]) -> tuple[float, str] | None:
     """The largest reserved / allocated - 1 among the measurements, and the one it comes from."""
-    ratios = [(m["reserved_gb"] / m["peak_gb"] - 1, m["source"]) for m in measured if m.get("reserved_gb") and m["peak_gb"]]
+    ratios = [(m["reserved_gb"] / m["peak_gb"] - 1, m["source"])
+              for m in measured if m.get("reserved_gb") and m["peak_gb"]]
     return max(ratios) if ratios else None
 
 
@@ -384,7 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, method=False)
     parser.add_argument("--model-config", default=None, choices=sorted(ARCHITECTURES),
                         help="architecture (default: tiny for a profile without a GPU, else qwen2.5-3b)")
-    parser.add_argument("--batch", type=int, default=None, help="rows per micro-batch (default: train.per_device_batch_size)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows per micro-batch (default: train.per_device_batch_size)")
     parser.add_argument("--seq", type=int, action="append", default=None,
                         help="tokens per row, repeatable (default: train.max_length, the longest batch a run meets)")
     parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default=None,
@@ -393,7 +396,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where training runs (default: cpu for a profile without a GPU, else cuda)")
     parser.add_argument("--bench", type=Path, default=None,
                         help="bench-gpu's measurements (default: results/bench/gpu-<profile>.json)")
-    parser.add_argument("--runs", type=Path, default=None, help="folder of finished runs (default: results/<profile>/runs)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="folder of finished runs (default: results/<profile>/runs)")
     parser.add_argument("--out", type=Path, default=None, help="write plan-<profile>.json and plan-<profile>.md here")
 
 
@@ -410,7 +414,8 @@ def memory_plan(args: argparse.Namespace) -> dict:
     """What plan-<profile>.json holds: every method of the grid at each --seq, the cards it fits,
     and the measured peaks next to the estimate at their own shape."""
     grid = load_grid(args.profile)
-    configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides) for method in grid.methods}
+    configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides)
+               for method in grid.methods}
     first = configs[grid.methods[0]]
     arch = default_architecture(first, args.model_config)
     device = args.device or ("cuda" if first.train.require_gpu else "cpu")
@@ -453,7 +458,8 @@ def memory_plan(args: argparse.Namespace) -> dict:
     return {
         "architecture": asdict(arch),
         "parameters": {**asdict(counts), "total": counts.total},
-        "trainable": {method: lora_parameter_count(arch, configs[method].lora.r, lora_targets(configs[method].lora.target_modules))
+        "trainable": {method: lora_parameter_count(arch, configs[method].lora.r,
+                                                   lora_targets(configs[method].lora.target_modules))
                       for method in grid.methods},
         "settings": {"profile": args.profile, "device": device, "dtype": dtype, "batch": batch, "seqs": seqs,
                      "gradient_checkpointing": first.train.gradient_checkpointing,
@@ -506,8 +512,8 @@ def markdown(result: dict) -> str:
                   "| source | device | method | batch x seq | measured | estimated | measured / estimated |",
                   "|---|---|---|---|---:|---:|---:|"]
         for m in result["measured"]:
-            lines.append(f"| {m['source']} | {m['device']} | {m['method']} | {m['batch']} x {m['seq']} | {m['peak_gb']:.2f} "
-                         f"| {m['estimated_gb']:.2f} | {m['ratio']:.2f} |")
+            lines.append(f"| {m['source']} | {m['device']} | {m['method']} | {m['batch']} x {m['seq']} "
+                         f"| {m['peak_gb']:.2f} | {m['estimated_gb']:.2f} | {m['ratio']:.2f} |")
     if result["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"

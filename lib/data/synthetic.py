@@ -139,7 +139,8 @@ _QUESTIONS = {
                    "{who}可能是{d}，应该去什么科就诊？"),
     "exams": ("{d}需要做哪些检查？", "怎么确诊{d}？要查什么？", "医生怀疑{who}是{d}，一般要做什么检查？",
               "诊断{d}主要靠哪些检查？"),
-    "treatment": ("{d}怎么治疗？", "{d}吃什么药效果好？", "{who}确诊了{d}，该怎么治？", "{d}能治好吗？有哪些治疗方法？"),
+    "treatment": ("{d}怎么治疗？", "{d}吃什么药效果好？", "{who}确诊了{d}，该怎么治？",
+                  "{d}能治好吗？有哪些治疗方法？"),
     "causes": ("{d}是什么原因引起的？", "为什么会得{d}？", "{d}的病因有哪些？", "{who}今年{age}岁，怎么会得{d}呢？"),
     "advice": ("{d}患者平时要注意什么？", "得了{d}饮食和生活上有什么要注意的？", "怎样预防{d}？",
                "{who}有{d}，日常护理要注意哪些？"),
@@ -170,13 +171,15 @@ def _answer(kind: str, d: Disease, rng: random.Random, shown_symptoms: tuple[str
     closing = rng.choice(("", "", "如症状加重或出现新的不适，请及时就医。", "具体方案请在医生指导下制定。"))
     if kind == "symptoms":
         body = rng.choice((f"{d.name}的常见症状有{symptoms}。", f"{d.name}主要表现为{symptoms}等。"))
-        extra = rng.choice((f"确诊需要做{exams}等检查。", f"部分患者早期症状不明显，体检时通过{d.exams[0]}才发现。", ""))
+        extra = rng.choice((f"确诊需要做{exams}等检查。",
+                            f"部分患者早期症状不明显，体检时通过{d.exams[0]}才发现。", ""))
         return body + extra + see + closing
     if kind == "department":
         return rng.choice((f"{d.name}一般到{d.department}就诊。", f"建议挂{d.department}。")) + \
             rng.choice((f"医生通常会安排{exams}等检查来明确诊断。", "")) + closing
     if kind == "exams":
-        return rng.choice((f"确诊{d.name}常用的检查有{exams}。", f"{d.name}的诊断要结合症状和检查，常做的检查包括{exams}。")) + \
+        return rng.choice((f"确诊{d.name}常用的检查有{exams}。",
+                           f"{d.name}的诊断要结合症状和检查，常做的检查包括{exams}。")) + \
             rng.choice((f"检查前可以先到{d.department}挂号，由医生开具检查单。", "")) + closing
     if kind == "treatment":
         return rng.choice((f"{d.name}的治疗方法包括{treatments}。", f"{d.name}常用的治疗有{treatments}。")) + \
@@ -195,8 +198,10 @@ def _answer(kind: str, d: Disease, rng: random.Random, shown_symptoms: tuple[str
                 f"治疗上可以选择{treatments}。日常生活中应{advice}。") + closing
     # diagnose: the symptoms the patient named point to the disease
     named = "、".join(shown_symptoms[:2])
-    return (f"根据你描述的{named}等表现，考虑{d.name}的可能性比较大。建议到{d.department}就诊，做{exams}等检查明确诊断。"
-            + rng.choice((f"确诊后可在医生指导下选择{treatments}等治疗。", "")) + rng.choice((f"平时要注意{advice}。", "")) + closing)
+    return (f"根据你描述的{named}等表现，考虑{d.name}的可能性比较大。"
+            f"建议到{d.department}就诊，做{exams}等检查明确诊断。"
+            + rng.choice((f"确诊后可在医生指导下选择{treatments}等治疗。", ""))
+            + rng.choice((f"平时要注意{advice}。", "")) + closing)
 
 
 def _question(kind: str, d: Disease, rng: random.Random) -> tuple[str, tuple[str, ...]]:
@@ -249,8 +254,9 @@ _ENGLISH = (
      "Keep the child hydrated and check the temperature every {n} hours; see a doctor if it rises."),
 )
 _SITES = ("jiankang", "yiliao", "99yisheng", "haoyiyuan", "kangfu")
-_NON_ANSWERS = ("建议到医院就诊。", "你好，请咨询医生。", "您好，建议及时到正规医院检查一下。", "建议去医院看看吧，谢谢。",
-                "你好，建议你到当地正规医院就诊，在医生指导下治疗。", "这位朋友你好，你的提问过于简单，无法给你满意的答复。")
+_NON_ANSWERS = ("建议到医院就诊。", "你好，请咨询医生。", "您好，建议及时到正规医院检查一下。",
+                "建议去医院看看吧，谢谢。", "你好，建议你到当地正规医院就诊，在医生指导下治疗。",
+                "这位朋友你好，你的提问过于简单，无法给你满意的答复。")
 
 
 def _advertised(record: dict, rng: random.Random) -> dict:
@@ -266,7 +272,8 @@ def _advertised(record: dict, rng: random.Random) -> dict:
 def _near_duplicate(record: dict, rng: random.Random) -> dict:
     """The same question with a word or two added: 3-gram Jaccard >= (n-2)/n for n characters."""
     question = record["instruction"] if not record["input"] else record["input"]
-    edited = rng.choice(("请问" + question, question.rstrip("？?。！") + "呢？", question + "谢谢", "你好，" + question))
+    edited = rng.choice(("请问" + question, question.rstrip("？?。！") + "呢？", question + "谢谢",
+                         "你好，" + question))
     field = "instruction" if not record["input"] else "input"
     return {**record, field: edited}
 

@@ -226,7 +226,8 @@ def ask(endpoint: Endpoint, prompts: dict[str, str], replies: dict[str, str], ca
     with cache_path.open("ab") as cache, ThreadPoolExecutor(max_workers=concurrency) as pool:
         if ends_mid_line(cache_path):
             cache.write(b"\n")  # after a line cut short, the next reply must start a line of its own
-        futures = {pool.submit(request_with_retries, endpoint, prompt, backoff_s): key for key, prompt in prompts.items()}
+        futures = {pool.submit(request_with_retries, endpoint, prompt, backoff_s): key
+                   for key, prompt in prompts.items()}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="answer",
                                disable=not progress):

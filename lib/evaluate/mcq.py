@@ -89,7 +89,8 @@ def score_mcq(model, tokenizer, items: list[dict], system_prompt: str, batch_siz
                       desc="knowledge track", unit="batch", disable=not progress):
         logprobs = next_token_logprobs(model, [encoded[i] for i in batch], pad_id)
         for row, index in enumerate(batch):
-            letter_logprobs[index] = {letter: float(logprobs[row, token_of[letter]]) for letter in items[index]["options"]}
+            letter_logprobs[index] = {letter: float(logprobs[row, token_of[letter]])
+                                      for letter in items[index]["options"]}
     return [result(item, scores) for item, scores in zip(items, letter_logprobs)]
 
 
