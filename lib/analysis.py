@@ -94,15 +94,28 @@ from tqdm import tqdm
 
 from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import (
-    BASE_RUN, UNTUNED_RUNS, Grid, parse_count, parse_run_name, requested_grid, run_name, zero_data_run,
+    BASE_RUN,
+    UNTUNED_RUNS,
+    Grid,
+    parse_count,
+    parse_run_name,
+    requested_grid,
+    run_name,
+    zero_data_run,
 )
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, nested_value, provenance, read_jsonl, shown, write_json
 from lib.runs import STATUSES, readable_run_files, run_status
 from lib.stats import (
-    BOOTSTRAP_SEED, CONFIDENCE, hierarchical_estimates, is_missing, mean_statistic, percentile_interval,
-    sign_change_p_value, token_weighted_loss,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    hierarchical_estimates,
+    is_missing,
+    mean_statistic,
+    percentile_interval,
+    sign_change_p_value,
+    token_weighted_loss,
 )
 
 COST_COLUMNS = (
@@ -111,7 +124,8 @@ COST_COLUMNS = (
 )
 ID_COLUMNS = ("run", "method", "size", "examples", "seed", "status", "note")
 TEXT_COLUMNS = ("run", "method", "size", "status", "note")  # of summary.csv; the others are numbers
-COUNT_COLUMNS = ("examples", "steps", "examples_per_step", "trainable_params", "total_params", "train_tokens")  # whole numbers in summary.md
+# whole numbers in summary.md
+COUNT_COLUMNS = ("examples", "steps", "examples_per_step", "trainable_params", "total_params", "train_tokens")
 TREND_METRICS = ("rougeL", "mcq_accuracy")
 # Settings every run must share for its numbers to be compared (the file's name, then the keys):
 # how answers were decoded (lib.evaluate.generate.Decoding.record) and the adapters' precision.
@@ -610,7 +624,7 @@ def compare_methods(rows: list[dict], grid: Grid, default_seed: int, item_scores
             continue
         lora, qlora = default
         seeds = [pair for seed in grid.seeds if (pair := done_pair(size, seed))]
-        scores = [(item_scores.get(q["run"]), item_scores.get(l["run"])) for l, q in seeds]  # qlora - lora
+        scores = [(item_scores.get(q["run"]), item_scores.get(lo["run"])) for lo, q in seeds]  # qlora - lora
         comparisons.append({
             "size": size, "examples": parse_count(size), "lora_run": lora["run"], "qlora_run": qlora["run"],
             "rougeL_diff": paired_difference(scores, "rougeL", n_samples),
@@ -783,7 +797,8 @@ def scaling_markdown(scaling: dict) -> str:
         markdown_table(["metric", "method", "status", "slope per doubling", "0 examples"], trends),
         f"## QLoRA vs LoRA (differences QLoRA - LoRA, paired bootstrap over the {scaling['resampled']}; "
         "ratios QLoRA / LoRA)",
-        markdown_table(["size", "ROUGE-L diff", "loss diff", "time ratio", "memory ratio", "throughput ratio"], comparisons),
+        markdown_table(["size", "ROUGE-L diff", "loss diff", "time ratio", "memory ratio", "throughput ratio"],
+                       comparisons),
     ]
     if scaling["notes"]:
         parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in scaling["notes"]))

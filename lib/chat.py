@@ -37,7 +37,6 @@ def reply(model, tokenizer, messages: list[dict], decoding) -> str:
 def chat(config, run_dir: Path) -> None:
     from lib.evaluate.generate import study_decoding
     from lib.model import load_for_inference
-
     from lib.runs import adapter_to_load
 
     adapter_dir = adapter_to_load(run_dir, config.quantization.load_in_4bit)

@@ -27,11 +27,11 @@ import dataclasses
 import difflib
 import functools
 import math
-from decimal import Decimal
 import re
 import types
 import typing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 

@@ -53,7 +53,8 @@ PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figu
 
 # Why a method has no loss fit, by its status in scaling.json's loss_fits.
 FIT_STATUS_LABELS = {
-    "too_few_points": (f"少于 {len(FIT_PARAMETERS)} 个数据规模，暂不拟合", f"fewer than {len(FIT_PARAMETERS)} sizes: no fit yet"),
+    "too_few_points": (f"少于 {len(FIT_PARAMETERS)} 个数据规模，暂不拟合",
+                       f"fewer than {len(FIT_PARAMETERS)} sizes: no fit yet"),
     "fit_failed": ("拟合未收敛", "the fit did not converge"),
 }
 
@@ -182,7 +183,8 @@ def note_on(ax, text: str) -> None:
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
-    """summary.csv, checked by lib.analysis.read_summary_rows: text identity columns, float numbers (NaN where empty)."""
+    ("summary.csv, checked by lib.analysis.read_summary_rows: text identity columns, float numbers "
+     "(NaN where empty).")
     path = folder / "summary.csv"
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file (run `python -m lib summarize` first)")
@@ -567,7 +569,8 @@ def draw_all(inputs: Inputs, png_dir: Path, pdf_dir: Path) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", required=True, type=Path,
                         help="folder with summary.csv, scaling.json, examples.json (and review/preference.json)")
-    parser.add_argument("--runs", required=True, type=Path, help="folder of run directories (loss curves, MCQ per source)")
+    parser.add_argument("--runs", required=True, type=Path,
+                        help="folder of run directories (loss curves, MCQ per source)")
     parser.add_argument("--png", required=True, type=Path, help="where the PNGs go, e.g. results/demo/figures")
     parser.add_argument("--pdf", required=True, type=Path, help="where the PDFs go, e.g. paper/generated/demo/figures")
 

@@ -206,7 +206,8 @@ def installed_version(package: str) -> str | None:
 
 
 def library_versions() -> dict:
-    return {"python": platform.python_version(), **{package: installed_version(package) for package in TRACKED_PACKAGES}}
+    return {"python": platform.python_version(),
+            **{package: installed_version(package) for package in TRACKED_PACKAGES}}
 
 
 def hardware() -> dict:

@@ -5,8 +5,9 @@
 `make model` fetches the base model ahead of training into models/<org>--<name> (from the
 Hugging Face hub, honouring HF_ENDPOINT, or from ModelScope with MODEL_SOURCE=modelscope) and
 checks that it loads. model.revision (a branch, tag or commit) is resolved to the commit it points
-to; origin.json beside the weights records it, and every run's config.json and eval.json copy it. Afterwards every stage finds that local copy by the hub id in the config,
-so nothing is downloaded in the middle of a run. Models load from safetensors only and never
+to; origin.json beside the weights records it, and every run's config.json and eval.json copy it.
+Afterwards every stage finds that local copy by the hub id in the config, so nothing is downloaded
+in the middle of a run. Models load from safetensors only and never
 run code shipped with the weights.
 """
 
@@ -127,9 +128,8 @@ def load_tokenizer(config):
 
 def load_model(config, dtype, device_map=None):
     """The base model in `dtype`, quantised to 4 bits when the method asks for it."""
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from transformers import AutoModelForCausalLM
 
     quantization = quantization_config(config, dtype)
     # bitsandbytes quantises while placing; and on GPUs every process loads straight onto its own

@@ -37,7 +37,6 @@ from lib.prompts import assistant_tokens, conversations, loss_template
 from lib.runs import DONE_MARKER, RUN_LOCK
 
 
-
 @dataclass(frozen=True)
 class RunSpec:
     """Which cell of the grid a run is."""

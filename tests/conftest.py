@@ -51,9 +51,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def demo_data(tmp_path_factory) -> Path:
     """Processed demo splits, small: test 32, dev 32, train 64 and 128 (nested), 40 MCQ items."""
     from lib.config import load_config
-    from lib.data.prepare import prepare
-
     from lib.data import mcq
+    from lib.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("data")
     config = load_config("demo", overrides=["data.synthetic_size=1500", "data.test_size=32", "data.dev_size=32",

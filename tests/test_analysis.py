@@ -15,9 +15,23 @@ import pytest
 import lib.analysis
 from builders import write_run
 from lib.analysis import (
-    COST_COLUMNS, LOSS_ESTIMATES, aligned_items, bootstrap_loss_fits, choose_examples, collect_runs, fit_power_law,
-    fit_warnings, interval, points_by_size, power_law, read_predictions, scaling_analysis, seed_item_losses,
-    slope_per_doubling, summary_columns, summary_markdown,
+    COST_COLUMNS,
+    LOSS_ESTIMATES,
+    aligned_items,
+    bootstrap_loss_fits,
+    choose_examples,
+    collect_runs,
+    fit_power_law,
+    fit_warnings,
+    interval,
+    points_by_size,
+    power_law,
+    read_predictions,
+    scaling_analysis,
+    seed_item_losses,
+    slope_per_doubling,
+    summary_columns,
+    summary_markdown,
 )
 from lib.cli import main
 from lib.config import Grid, load_grid
@@ -322,7 +336,8 @@ def test_a_run_decoded_or_trained_otherwise_than_the_others_is_marked(tmp_path):
     decodings = {"base": greedy, "lora-1k": greedy, "lora-2k": greedy | {"repetition_penalty": 1.05},
                  "qlora-1k": greedy | {"backend": "vllm"}, "qlora-2k": greedy}
     for name, decoding in decodings.items():
-        run_dir = write_run(runs, name, [1.0, 2.0], cost={"adapter_dtype": "bfloat16" if name == "qlora-2k" else "float32"})
+        run_dir = write_run(runs, name, [1.0, 2.0],
+                            cost={"adapter_dtype": "bfloat16" if name == "qlora-2k" else "float32"})
         eval_result = json.loads((run_dir / "eval.json").read_text()) | {"generation": {"decoding": decoding}}
         write_json(run_dir / "eval.json", eval_result)
     rows = {row["run"]: row for row in lib.analysis.collect_runs(runs, GRID, 42)}

@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from builders import REPO_ROOT
-from lib.architecture import (QWEN2_5_3B, architecture_named, default_architecture, lora_parameter_count,
-                              lora_targets, parameter_counts, qwen2_config)
+from lib.architecture import (
+    QWEN2_5_3B,
+    architecture_named,
+    default_architecture,
+    lora_parameter_count,
+    lora_targets,
+    parameter_counts,
+    qwen2_config,
+)
 from lib.config import load_config
 from lib.errors import UserError
 

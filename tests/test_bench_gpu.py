@@ -15,9 +15,18 @@ import pytest
 from builders import hide_packages
 from lib.architecture import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
 from lib.bench import summary
-from lib.bench.gpu import (DEFAULT_LOG_MEAN, DEFAULT_LOG_SD, RECORD_FIELDS, TOKENS_PER_CHARACTER, Lengths,
-                           character_lengths, default_lengths, machine_description, synthetic_dataset,
-                           variants_to_measure)
+from lib.bench.gpu import (
+    DEFAULT_LOG_MEAN,
+    DEFAULT_LOG_SD,
+    RECORD_FIELDS,
+    TOKENS_PER_CHARACTER,
+    Lengths,
+    character_lengths,
+    default_lengths,
+    machine_description,
+    synthetic_dataset,
+    variants_to_measure,
+)
 from lib.config import parse_count
 from lib.hardware import PEAK_TFLOPS, datasheet_model, peak_flops
 

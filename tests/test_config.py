@@ -14,8 +14,22 @@ import pytest
 
 import lib.config as config_module
 from builders import REPO_ROOT
-from lib.config import (ATTENTION, EXPERIMENTS_DIR, LR_SCHEDULERS, REPORT_TO, SECTIONS, OneOf, Range, declared_fields,
-                        load_config, load_grid, parse_count, parse_run_name, read_yaml, run_name)
+from lib.config import (
+    ATTENTION,
+    EXPERIMENTS_DIR,
+    LR_SCHEDULERS,
+    REPORT_TO,
+    SECTIONS,
+    OneOf,
+    Range,
+    declared_fields,
+    load_config,
+    load_grid,
+    parse_count,
+    parse_run_name,
+    read_yaml,
+    run_name,
+)
 from lib.errors import UserError
 
 

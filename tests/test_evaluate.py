@@ -202,7 +202,8 @@ def test_the_vllm_backend_gets_the_same_prompts_and_decoding(trained_run, tiny_m
     assert asked["params"]["temperature"] == 0.0 and asked["params"]["max_tokens"] == 16
     from transformers import AutoTokenizer
 
-    assert AutoTokenizer.from_pretrained(tiny_model).convert_tokens_to_ids("<|im_end|>") in asked["params"]["stop_token_ids"]
+    end_of_turn = AutoTokenizer.from_pretrained(tiny_model).convert_tokens_to_ids("<|im_end|>")
+    assert end_of_turn in asked["params"]["stop_token_ids"]
     assert asked["lora"] == str(trained_run / "adapter")  # attached per request, never merged
 
 

@@ -19,7 +19,15 @@ from lib.analysis import power_law
 from lib.cli import main
 from lib.errors import UserError
 from lib.figures import (
-    FIGURES, Inputs, NothingToDraw, compact_count, examples, read_summary, save, set_style, wrap_text,
+    FIGURES,
+    Inputs,
+    NothingToDraw,
+    compact_count,
+    examples,
+    read_summary,
+    save,
+    set_style,
+    wrap_text,
 )
 
 CHINESE = "测试集损失"
@@ -83,7 +91,8 @@ def test_without_a_cjk_font_labels_are_english_and_examples_are_skipped(monkeypa
     inputs = Inputs(summary=None, scaling=None, examples={"best_run": "lora-1k", "examples": [{"id": "1"}]},
                     runs_dir=tmp_path, cjk_font=None)
     assert inputs.label("test_loss") == "test loss (nats/token)"
-    assert Inputs(None, None, None, tmp_path, "WenQuanYi Micro Hei").label("test_loss") == "测试损失\ntest loss (nats/token)"
+    assert (Inputs(None, None, None, tmp_path, "WenQuanYi Micro Hei").label("test_loss")
+            == "测试损失\ntest loss (nats/token)")
     with pytest.raises(NothingToDraw, match="no Chinese font"):
         examples(inputs)
 

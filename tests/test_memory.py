@@ -15,8 +15,7 @@ import torch
 
 from builders import REPO_ROOT
 from lib.architecture import QWEN2_5_3B, lora_parameter_count, qwen2_config, tiny_architecture
-from lib.bench.memory import (GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes,
-                              training_setting)
+from lib.bench.memory import GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes, training_setting
 from lib.config import load_config
 
 

@@ -68,10 +68,10 @@ def test_make_model_without_network_says_so_in_one_line(tmp_path, monkeypatch):
 
 
 def test_a_model_that_cannot_be_had_offline_points_to_the_demo(monkeypatch):
+    from huggingface_hub import constants
+
     from lib.config import load_config
     from lib.model import load_tokenizer
-
-    from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets: no request leaves
     config = load_config("paper", overrides=["model.name_or_path=nobody/no-such-model"])

@@ -17,15 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from builders import QUESTION, REPO_ROOT, read_macros, write_study
 from lib import cli
 from lib.config import load_grid, run_name
 from lib.errors import UserError
+from lib.paper import (
+    PAPER_DIR,
+    build_pdf,
+    check_setup,
+    missing_name,
+    providing_package,
+    tex_packages,
+    tex_tools_missing,
+)
 from lib.report.study import load_study
 from lib.report.write import write_report
-from lib.paper import (
-    PAPER_DIR, build_pdf, check_setup, missing_name, providing_package, tex_packages, tex_tools_missing,
-)
-from builders import QUESTION, REPO_ROOT, read_macros, write_study
 
 pypdf = pytest.importorskip("pypdf")
 needs_tex = pytest.mark.skipif(

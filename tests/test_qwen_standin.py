@@ -9,7 +9,6 @@ generation_config.json (sampling and a 1.05 repetition penalty) and bf16 weights
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

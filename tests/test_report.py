@@ -10,7 +10,6 @@ chosen so that each macro's expected text can be worked out by hand.
 from __future__ import annotations
 
 import csv
-
 import json
 import re
 import shutil
@@ -19,16 +18,25 @@ from pathlib import Path
 import pytest
 
 from builders import PROFILE, QUESTION, REPO_ROOT, read_macros, write_study
-from lib.report import write
 from lib.config import load_grid, parse_count, run_name
 from lib.errors import UserError
+from lib.report import write
 from lib.report.section import Section, Table, Tabular
 from lib.report.sections import SECTIONS
 from lib.report.status import missing_items
 from lib.report.study import load_study
 from lib.report.write import write_report
 from lib.tex import (
-    MINUS, MISSING, escape, format_count, format_number, format_p_value, format_significant, macro, macro_name, truncate,
+    MINUS,
+    MISSING,
+    escape,
+    format_count,
+    format_number,
+    format_p_value,
+    format_significant,
+    macro,
+    macro_name,
+    truncate,
 )
 
 
@@ -154,7 +162,8 @@ def test_one_seed_prints_no_p_value_and_says_what_the_intervals_cover(tmp_path):
     assert "& $p$ &" not in tex and "p_value" not in tex  # no p column in any table
     assert all(value == MISSING for name, value in read_macros(out).items() if name.endswith("DiffP"))
     for table in ("lora_vs_qlora", "scaling"):
-        assert "区间只反映测试题的抽样误差，不包括训练的随机性" in (out / "tables" / f"{table}.tex").read_text(encoding="utf-8")
+        assert ("区间只反映测试题的抽样误差，不包括训练的随机性"
+                in (out / "tables" / f"{table}.tex").read_text(encoding="utf-8"))
 
 
 def test_several_seeds_give_p_values_from_resampling_the_seeds(tmp_path):
@@ -229,7 +238,8 @@ def test_the_hub_commits_of_model_and_data_are_in_the_reproducibility_table(tmp_
         config["resolved"]["model_origin"] = {"name": "Qwen/Qwen2.5-3B-Instruct", "commit": model_commit}
         config_file.write_text(json.dumps(config), encoding="utf-8")
     manifest_file = paths["data"] / "manifest.json"
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8")) | {"source": {"type": "hub", "commit": data_commit}}
+    manifest = (json.loads(manifest_file.read_text(encoding="utf-8"))
+                | {"source": {"type": "hub", "commit": data_commit}})
     manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
     write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), tmp_path / "generated")
     macros = read_macros(tmp_path / "generated")
@@ -302,7 +312,8 @@ def test_only_the_analysed_trends_have_macros(tmp_path):
     # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
     # x 2 methods x value, low, high
     assert len(per_doubling) == 3 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
-    assert macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200" and macros["QloraFitSlopePerDoublingLow"] == f"{MINUS}0.260"
+    assert (macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200"
+            and macros["QloraFitSlopePerDoublingLow"] == f"{MINUS}0.260")
 
 
 def test_a_summary_row_with_too_many_cells_is_a_user_error(tmp_path):
@@ -312,7 +323,8 @@ def test_a_summary_row_with_too_many_cells_is_a_user_error(tmp_path):
     header_cells = len(lines[0].split(","))
     lines[2] += ",extra,cells"
     summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(UserError, match=rf"summary.csv:3: {header_cells + 2} cells, but the header names {header_cells}"):
+    with pytest.raises(UserError,
+                       match=rf"summary.csv:3: {header_cells + 2} cells, but the header names {header_cells}"):
         load_study(paths["results"], paths["runs"], paths["data"], PROFILE)
 
 
@@ -373,7 +385,8 @@ def test_a_new_section_is_one_declaration(tmp_path, monkeypatch):
     # without its inputs, the same declaration gives the float that says what is missing
     out = tmp_path / "empty-generated"
     write.write_report(load_study(tmp_path / "none", tmp_path / "none", tmp_path / "none", PROFILE), out)
-    assert r"\caption{可读性}\label{tab:readability}" in (out / "tables" / "readability.tex").read_text(encoding="utf-8")
+    assert (r"\caption{可读性}\label{tab:readability}"
+            in (out / "tables" / "readability.tex").read_text(encoding="utf-8"))
     assert r"\HaveReadabilityfalse" in (out / "status.tex").read_text(encoding="utf-8")
 
 

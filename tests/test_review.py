@@ -144,7 +144,8 @@ def server(tmp_path):
         served.kill()
 
 
-def request(url: str, data: bytes | None = None, content_type: str = "application/x-www-form-urlencoded") -> tuple[int, str]:
+def request(url: str, data: bytes | None = None,
+            content_type: str = "application/x-www-form-urlencoded") -> tuple[int, str]:
     """(status, body) of a GET, or of a POST of `data`; redirects are not followed."""
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -152,7 +153,8 @@ def request(url: str, data: bytes | None = None, content_type: str = "applicatio
 
     headers = {"Content-Type": content_type} if data is not None else {}
     try:
-        with urllib.request.build_opener(NoRedirect).open(urllib.request.Request(url, data, headers), timeout=30) as answer:
+        with urllib.request.build_opener(NoRedirect).open(urllib.request.Request(url, data, headers),
+                                                          timeout=30) as answer:
             return answer.status, answer.read().decode("utf-8")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode("utf-8")
@@ -198,7 +200,8 @@ def test_bad_requests_are_refused_and_write_nothing(server):
     assert post_vote(server, token, {**good, "pair": "-1"}) == post_vote(server, token, {**good, "pair": "²"}) == 404
     assert post_vote(server, token, {**good, "choice": "left"}) == 400
     assert request(f"{server.url}/r/{token}/vote", b"item=%ZZ&&pair", )[0] == 400  # malformed
-    assert request(f"{server.url}/r/{token}/vote", b"choice=a&choice=b&" + urllib.parse.urlencode(task).encode())[0] == 400
+    assert request(f"{server.url}/r/{token}/vote",
+                   b"choice=a&choice=b&" + urllib.parse.urlencode(task).encode())[0] == 400
     assert request(f"{server.url}/r/{token}/vote", urllib.parse.urlencode({**good, "x": "y" * 5000}).encode())[0] == 413
     assert request(f"{server.url}/r/{token}/vote", json.dumps(good).encode(), "application/json")[0] == 415
     assert request(f"{server.url}/r/{token}/task/999")[0] == 404
@@ -297,7 +300,7 @@ def test_a_rater_votes_through_the_page_in_a_real_browser(server, browser, run_c
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         # the next page counts the votes; while it loads, the old page's elements fail to read
         WebDriverWait(browser, 30, ignored_exceptions=[WebDriverException]).until(
-            lambda page: f"{done} / {ITEMS * PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
+            lambda page, done=done: f"{done} / {ITEMS * PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
     votes = Store(server.db).votes()
     assert len(votes) == 3 and {v.rater for v in votes} == {"alice"}
     analysed = run_cli("review", "analyse", "--db", server.db, "--out", tmp_path / "preference.json")
@@ -327,7 +330,8 @@ def test_export_writes_every_vote_and_the_report_gets_a_preference_section(tmp_p
     report = [*("report", "--results", paths["results"], "--runs", paths["runs"], "--data", paths["data"]),
               *("--profile", "demo", "--out", out)]
     assert run_cli(*report).returncode == 0
-    assert read_macros(out)["PreferenceVotes"] == r"\NA{}" and "make review" in (out / "tables" / "preference.tex").read_text(encoding="utf-8")
+    assert (read_macros(out)["PreferenceVotes"] == r"\NA{}"
+            and "make review" in (out / "tables" / "preference.tex").read_text(encoding="utf-8"))
 
     analysed = run_cli("review", "analyse", "--db", db, "--out", paths["results"] / "review" / "preference.json")
     assert analysed.returncode == 0, analysed.stderr
@@ -345,7 +349,8 @@ def test_the_preference_figure_draws_strength_against_training_examples(tmp_path
 
     votes = [vote("alice", f"t{i}", pair, "second") for i in range(5)
              for pair in ("base|lora-100", "base|lora-200", "lora-100|lora-200", "base|qlora-100")]
-    fig = FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=analyse(votes, n_samples=20)))
+    fig = FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None,
+                                       preference=analyse(votes, n_samples=20)))
     assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) >= 3
     with pytest.raises(NothingToDraw):
         FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=None))
@@ -355,13 +360,15 @@ def test_make_serves_where_asked_and_analyses_the_votes_before_the_report(tmp_pa
     def plan(*args: str) -> str:
         # figures.json taken as up to date (-o): its recipe checks TeX, which a dry run would still do
         finished = subprocess.run(["make", "-n", *args, "PROFILE=demo", f"RESULTS_DIR={tmp_path}",
-                                   f"GENERATED_DIR={tmp_path}/generated", "-o", f"{tmp_path}/generated/demo/figures/figures.json"],
+                                   f"GENERATED_DIR={tmp_path}/generated",
+                                   "-o", f"{tmp_path}/generated/demo/figures/figures.json"],
                                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert finished.returncode == 0, finished.stderr
         return finished.stdout
 
     serve = plan("review", "HOST=0.0.0.0", "PORT=9000")
-    assert f"-m lib review serve --runs {tmp_path}/demo/runs --db {tmp_path}/demo/review/votes.sqlite --host 0.0.0.0 --port 9000" in serve
+    assert (f"-m lib review serve --runs {tmp_path}/demo/runs --db {tmp_path}/demo/review/votes.sqlite"
+            " --host 0.0.0.0 --port 9000" in serve)
     assert "review analyse" not in plan("report")  # no review started: nothing to analyse
     Store(tmp_path / "demo" / "review" / "votes.sqlite")
     report = plan("report")

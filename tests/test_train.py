@@ -21,7 +21,13 @@ from lib.errors import UserError
 from lib.io import read_json
 from lib.prompts import assistant_tokens, loss_template
 from lib.train import (
-    RunSpec, build_trainer, keep_4bit_layers_trainable_after_eval, plan_batches, read_conversations, tokenized, train,
+    RunSpec,
+    build_trainer,
+    keep_4bit_layers_trainable_after_eval,
+    plan_batches,
+    read_conversations,
+    tokenized,
+    train,
 )
 
 pytestmark = pytest.mark.slow
@@ -156,7 +162,8 @@ def test_checkpointing_auto_follows_the_memory_plan(tiny_model, monkeypatch):
     batch = plan_batches(8, 8, 1)
     # the tiny model's micro-batch takes some MiB: plenty of memory turns checkpointing off, a few MiB on
     for available_gb, expected in ((64.0, False), (0.001, True)):
-        monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": available_gb * 2**30}))
+        memory = type("Memory", (), {"available": available_gb * 2**30})
+        monkeypatch.setattr(psutil, "virtual_memory", lambda memory=memory: memory)
         monkeypatch.setattr("lib.hardware.peak_rss_gb", lambda: 0.0)
         assert training.gradient_checkpointing(config, "lora", batch, torch.float32) is expected
     assert training.gradient_checkpointing(config_for(tiny_model, "lora", "train.gradient_checkpointing=true"),

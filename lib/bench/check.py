@@ -37,9 +37,21 @@ from pathlib import Path
 
 from lib.architecture import ARCHITECTURES, Architecture, default_architecture, qwen2_config, tiny_architecture
 from lib.bench import write_benchmark
-from lib.bench.gpu import (REQUIRED_PACKAGES, Lengths, Variant, error_line, example_lengths, flash_attention_missing,
-                           installed, machine_description, measure_variant, measured_fields, method_missing,
-                           save_random_model, variant_config)
+from lib.bench.gpu import (
+    REQUIRED_PACKAGES,
+    Lengths,
+    Variant,
+    error_line,
+    example_lengths,
+    flash_attention_missing,
+    installed,
+    machine_description,
+    measure_variant,
+    measured_fields,
+    method_missing,
+    save_random_model,
+    variant_config,
+)
 from lib.config import Grid, load_config, load_grid
 from lib.errors import UserError
 from lib.hardware import free_memory

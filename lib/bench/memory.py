@@ -40,8 +40,15 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from lib.architecture import (ARCHITECTURES, Architecture, default_architecture, linear_shapes, lora_parameter_count,
-                              lora_targets, parameter_counts)
+from lib.architecture import (
+    ARCHITECTURES,
+    Architecture,
+    default_architecture,
+    linear_shapes,
+    lora_parameter_count,
+    lora_targets,
+    parameter_counts,
+)
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid
 from lib.io import REPO_ROOT, provenance, read_json, shown

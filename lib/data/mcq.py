@@ -53,8 +53,18 @@ from lib.config import Config, EvalConfig
 from lib.data import id_prefix, write_if_changed
 from lib.data.clean import normalise_text
 from lib.data.sources import (
-    MCQ_ANSWER_FIELDS, MCQ_OPTION_FIELDS, MCQ_QUESTION_FIELDS, MCQ_SHAPES, Malformed, ReadResult, Skipped,
-    first_field, is_multiple_choice, letter_columns, lowered, read_records,
+    MCQ_ANSWER_FIELDS,
+    MCQ_OPTION_FIELDS,
+    MCQ_QUESTION_FIELDS,
+    MCQ_SHAPES,
+    Malformed,
+    ReadResult,
+    Skipped,
+    first_field,
+    is_multiple_choice,
+    letter_columns,
+    lowered,
+    read_records,
 )
 from lib.errors import UserError
 from lib.io import exclusive, jsonl_bytes, provenance, sha256_file, shown, write_json

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.errors import UserError
 from lib.config import UNTUNED_RUNS
+from lib.errors import UserError
 from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
-from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 from lib.runs import DONE_MARKER, RUN_LOCK, adapter_to_load
+from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 
 PARTIAL = "predictions.partial.jsonl"
 
@@ -150,8 +150,8 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
 
     prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
     longest_prompt = max(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts)
-    settings = {"decoding": decoding.record(backend), "merged_adapter": merged,
-                "batch_size": config.eval.batch_size if model is None else generation_batch_size(config, model, longest_prompt)}
+    batch_size = config.eval.batch_size if model is None else generation_batch_size(config, model, longest_prompt)
+    settings = {"decoding": decoding.record(backend), "merged_adapter": merged, "batch_size": batch_size}
     started = time.perf_counter()
     generator = make_generator(config, backend, model, tokenizer, decoding, adapter_dir)
     answers = generate_resumably(generator, prompts, settings, run_dir)

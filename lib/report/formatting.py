@@ -19,7 +19,8 @@ CONFIDENCE_PERCENT = format_number(100 * CONFIDENCE, 0)  # '95'
 CONFIDENCE_TEXT = CONFIDENCE_PERCENT + r"\%"  # '95\%' for captions
 # What the intervals of the fits and of QLoRA - LoRA cover, by scaling.json's `resampled`.
 INTERVAL_SCOPE = {
-    "test items": "每个（方法，规模）只训练了一个种子：区间只反映测试题的抽样误差，不包括训练的随机性，因此不给 $p$ 值。",
+    "test items": "每个（方法，规模）只训练了一个种子：区间只反映测试题的抽样误差，"
+                  "不包括训练的随机性，因此不给 $p$ 值。",
     "training seeds and test items": "区间用分层 bootstrap 先对训练种子、再对测试题重采样，包括训练的随机性。",
 }
 

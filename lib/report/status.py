@@ -31,7 +31,8 @@ def missing_items(study: Study) -> list[str]:
         for status, runs in by_status.items():
             if runs:
                 names = "、".join(texttt(run) for run in runs)
-                items.append(f"{STATUS_WORDS.get(status, escape(status))}的运行（{format_count(len(runs))} 个）：{names}")
+                items.append(f"{STATUS_WORDS.get(status, escape(status))}的运行"
+                             f"（{format_count(len(runs))} 个）：{names}")
     for method, fit in ((study.scaling or {}).get("loss_fits") or {}).items():
         if fit.get("status") != "ok":
             items.append(f"{method_name(method)} 的规模拟合：{fit_status_text(fit.get('status'))}")

@@ -12,9 +12,9 @@ from lib.analysis import read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES, Grid, requested_grid
 from lib.evaluate.metrics import METRICS
 from lib.io import read_json
-from lib.runs import readable_run_files
 from lib.report.columns import Column, metric_column
 from lib.report.formatting import path_text
+from lib.runs import readable_run_files
 
 
 @dataclass

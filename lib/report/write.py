@@ -69,7 +69,8 @@ def write_report(study: Study, out: Path) -> dict:
     inputs = {name: shown(path) for name, path in study.files.items()}
     grid = {"methods": list(study.methods), "sizes": list(study.sizes), "seeds": list(study.seeds)}
     write_json(out / "report.done", {"inputs": inputs, "grid": grid,
-                                     "provenance": provenance({"profile": study.profile, "inputs": inputs, "grid": grid})})
+                                     "provenance": provenance({"profile": study.profile, "inputs": inputs,
+                                                               "grid": grid})})
     return {"macros": len(macros), "tables": files, "missing": items}
 
 

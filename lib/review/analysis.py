@@ -134,7 +134,8 @@ def analyse(votes: list[Vote], n_samples: int = BOOTSTRAP_SAMPLES, seed: int = B
         unsafe = sum(vote.unsafe_first if vote.pair.split("|")[0] == run else vote.unsafe_second for vote in mine)
         per_run[run] = {"method": method, "examples": examples,
                         "strength": {"value": float(value[i]), "ci_low": float(low[i]), "ci_high": float(high[i])},
-                        "win_rate_vs_base": win_rate_against_base(votes, run), "votes": len(mine), "unsafe": int(unsafe)}
+                        "win_rate_vs_base": win_rate_against_base(votes, run), "votes": len(mine),
+                        "unsafe": int(unsafe)}
     return {"raters": len({vote.rater for vote in votes}), "votes": len(votes),
             "items": len({vote.item for vote in votes}), "pairs": len({vote.pair for vote in votes}),
             "runs": per_run, "agreement": agreement(votes),

@@ -93,8 +93,10 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
             f"<label><input type='radio' name='choice' value='{value}' required"
             f"{' checked' if chosen == value else ''}> {text(label)}</label><br>" for value, label in CHOICES.items())
         flags = "".join(
-            f"<label><input type='checkbox' name='unsafe_{side}' value='1'{' checked' if unsafe and unsafe[side] else ''}>"
-            f" 回答 {side.upper()} 含不安全的建议 / answer {side.upper()} gives unsafe advice</label><br>" for side in "ab")
+            f"<label><input type='checkbox' name='unsafe_{side}' value='1'"
+            f"{' checked' if unsafe and unsafe[side] else ''}>"
+            f" 回答 {side.upper()} 含不安全的建议 / answer {side.upper()} gives unsafe advice</label><br>"
+            for side in "ab")
         body = (f"<p>{text(rater.name)} · {len(done)} / {len(tasks)} · "
                 f"<a href='/r/{quote(token)}/votes'>你的投票 / your votes</a></p>"
                 f"<h2>问题 / Question</h2><div class='question'>{text(item.question)}</div>"
@@ -113,7 +115,8 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
         rater = rater_of(token)
         tasks, done = tasks_of(rater), store.votes_of(rater)
         rows = "".join(
-            f"<tr><td><a href='/r/{quote(token)}/task/{n}'>{n + 1}</a></td><td>{text(answers.items[t.item].question[:60])}"
+            f"<tr><td><a href='/r/{quote(token)}/task/{n}'>{n + 1}</a></td>"
+            f"<td>{text(answers.items[t.item].question[:60])}"
             f"</td><td>{text(CHOICES[side_choice(vote.outcome, t, vote.pair)])}</td></tr>"
             for n, t in enumerate(tasks) if (vote := done.get((t.item, schedule.pair_name(t.pair)))))
         return page("your votes", f"<h1>你的投票 / Your votes ({len(done)})</h1><p><a href='/r/{quote(token)}'>"
@@ -173,7 +176,8 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
 def item_view(item: Item) -> str:
     """Question, reference and every run's answer side by side, with its per-item scores."""
     columns = "".join(
-        f"<div><h3>{text(run)}</h3><p>{text(', '.join(f'{k} {v:.2f}' for k, v in item.scores[run].items() if isinstance(v, int | float)))}"
+        f"<div><h3>{text(run)}</h3><p>"
+        f"{text(', '.join(f'{k} {v:.2f}' for k, v in item.scores[run].items() if isinstance(v, int | float)))}"
         f"</p>{text(answer)}</div>" for run, answer in item.answers.items())
     return (f"<h2>问题 / Question</h2><div class='question'>{text(item.question)}</div>"
             f"<h2>参考答案 / Reference</h2><div class='question'>{text(item.reference)}</div>"

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="<action>")
     serve = actions.add_parser("serve", help="serve the rating and browse pages")
     serve.add_argument("--runs", type=Path, required=True, help="folder of run directories (their predictions.jsonl)")
-    serve.add_argument("--items", type=int, default=20, help="test items to review; every pair of runs on each (default 20)")
+    serve.add_argument("--items", type=int, default=20,
+                       help="test items to review; every pair of runs on each (default 20)")
     serve.add_argument("--shared", type=int, default=4,
                        help="of those, items every rater gets first, for inter-rater agreement (default 4)")
     serve.add_argument("--seed", type=int, default=0, help="draws the items, each rater's order and the sides")
@@ -40,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     analyse = actions.add_parser("analyse", help="Bradley-Terry strengths, win rates, agreement -> preference.json")
     analyse.add_argument("--out", type=Path, required=True, help="the JSON file")
     for action in (serve, invite, export, analyse):
-        action.add_argument("--db", type=Path, required=True, help="the votes database, e.g. results/demo/review/votes.sqlite")
+        action.add_argument("--db", type=Path, required=True,
+                            help="the votes database, e.g. results/demo/review/votes.sqlite")
     for action in (serve, invite):
-        action.add_argument("--host", default=DEFAULT_HOST, help=f"address to serve on / of the link (default {DEFAULT_HOST})")
+        action.add_argument("--host", default=DEFAULT_HOST,
+                            help=f"address to serve on / of the link (default {DEFAULT_HOST})")
         action.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from lib.report.section import Section
 from lib.report.sections import (
-    comparison, configuration, data, examples, knowledge, preference, reproducibility, results, scaling,
+    comparison,
+    configuration,
+    data,
+    examples,
+    knowledge,
+    preference,
+    reproducibility,
+    results,
+    scaling,
 )
 
 SECTIONS: tuple[Section, ...] = (

@@ -53,8 +53,10 @@ def comparison_rows(study: Study) -> Tabular:
             for c in comparisons]
     p_header = ["$p$"] if with_p else []
     return Tabular("r c r c r r r r" if with_p else "r c c r r r",
-                   ["训练数据", r"$\Delta$ROUGE-L", *p_header, r"$\Delta$测试损失", *p_header, "时间比", "峰值内存比", "吞吐比"],
-                   rows, note=r"$\Delta$ROUGE-L 为正、$\Delta$测试损失为负表示 QLoRA 更好；时间比与内存比小于 1 表示 QLoRA 更省。"
+                   ["训练数据", r"$\Delta$ROUGE-L", *p_header, r"$\Delta$测试损失", *p_header,
+                    "时间比", "峰值内存比", "吞吐比"],
+                   rows, note=r"$\Delta$ROUGE-L 为正、$\Delta$测试损失为负表示 QLoRA 更好；"
+                              r"时间比与内存比小于 1 表示 QLoRA 更省。"
                               + interval_scope(study.scaling))
 
 
@@ -69,6 +71,7 @@ SECTION = Section(
     present=lambda study: bool((study.scaling or {}).get("lora_vs_qlora")),
     missing_sentence=missing_sentence,
     macros=comparison_macros,
-    files=(Table("lora_vs_qlora", r"QLoRA 与 LoRA 的比较：质量差（QLoRA $-$ LoRA，配对 bootstrap）与成本比（QLoRA / LoRA）",
+    files=(Table("lora_vs_qlora",
+                 r"QLoRA 与 LoRA 的比较：质量差（QLoRA $-$ LoRA，配对 bootstrap）与成本比（QLoRA / LoRA）",
                  "tab:lora-vs-qlora", comparison_rows),),
 )

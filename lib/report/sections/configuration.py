@@ -79,7 +79,8 @@ def data_source(config: dict) -> str | None:
     if source is None:
         return None
     if source == "hub":
-        return texttt(nested_value(config, "data.hub_repo")) + "（" + escape(nested_value(config, "data.hub_file")) + "）"
+        return (texttt(nested_value(config, "data.hub_repo")) + "（" + escape(nested_value(config, "data.hub_file"))
+                + "）")
     if source == "synthetic":
         return "本项目生成器生成的合成数据"
     return texttt(Path(source).name)
@@ -107,7 +108,8 @@ def config_macros(study: Study) -> dict:
 def hyperparameter_rows(study: Study) -> Tabular:
     by_method = {method: configs for method, configs in configs_by_method(study).items() if configs}
     methods = list(by_method)
-    rows = [[setting.label, *(distinct_values([setting.read(c) for c in by_method[m]], setting.format) for m in methods)]
+    rows = [[setting.label,
+             *(distinct_values([setting.read(c) for c in by_method[m]], setting.format) for m in methods)]
             for setting in SETTINGS]
     return Tabular("l" + " l" * len(methods), ["设置", *(method_name(m) for m in methods)], rows,
                    note="一格中有多个值（以 / 分隔）表示该方法的不同运行用了不同的值。")

@@ -3,8 +3,8 @@ eval.json mcq)."""
 
 from __future__ import annotations
 
-from lib.report.columns import fixed, stat_cell
 from lib.io import nested_value
+from lib.report.columns import fixed, stat_cell
 from lib.report.formatting import CONFIDENCE_TEXT, distinct_values
 from lib.report.run_tables import run_tables
 from lib.report.section import Section, Table, Tabular
@@ -43,6 +43,6 @@ SECTION = Section(
     present=lambda study: any(nested_value(e, "mcq.overall") for e in study.evals.values()),
     missing_sentence=lambda study: "还没有运行的 \\texttt{eval.json} 含选择题结果，知识评测尚无法给出。",
     macros=knowledge_macros,
-    files=(Table("knowledge", rf"医学知识选择题的准确率（\%，按来源；括号内为 {CONFIDENCE_TEXT} 区间）", "tab:knowledge",
-                 knowledge_rows),),
+    files=(Table("knowledge", rf"医学知识选择题的准确率（\%，按来源；括号内为 {CONFIDENCE_TEXT} 区间）",
+                 "tab:knowledge", knowledge_rows),),
 )

@@ -47,7 +47,8 @@ def preference_rows(study: Study) -> Tabular:
              format_count(entry.get("examples")), stat_cell(entry["strength"], fixed(2)), win_rate_text(entry),
              format_count(entry["votes"]), format_count(entry["unsafe"])] for run, entry in ranked_runs(study)]
     anchor = "基座模型为 0" if study.preference.get("anchor") == "base" else "各运行的均值为 0"
-    return Tabular("l l r c r r r", ["运行", "方法", "训练数据", "Bradley--Terry 强度", "对基座胜率（次数）", "比较次数", "不安全标记"],
+    return Tabular("l l r c r r r",
+                   ["运行", "方法", "训练数据", "Bradley--Terry 强度", "对基座胜率（次数）", "比较次数", "不安全标记"],
                    rows, note=f"强度为对数尺度，{anchor}；相差 1 表示约 73\\% 的胜率。平局与“都不好”各算半胜。")
 
 
@@ -56,6 +57,7 @@ SECTION = Section(
     present=lambda study: bool((study.preference or {}).get("votes")),
     missing_sentence=lambda study: "还没有人参加盲评（\\texttt{make review}），人工偏好尚无法给出。",
     macros=preference_macros,
-    files=(Table("preference", rf"盲评中的人工偏好：Bradley--Terry 强度（括号内为对评测题 bootstrap 的 {CONFIDENCE_TEXT} 区间）",
+    files=(Table("preference",
+                 rf"盲评中的人工偏好：Bradley--Terry 强度（括号内为对评测题 bootstrap 的 {CONFIDENCE_TEXT} 区间）",
                  "tab:preference", preference_rows),),
 )

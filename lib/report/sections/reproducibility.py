@@ -68,7 +68,8 @@ def facts(study: Study) -> list[tuple[str, str, str, str]]:
             fact("Platform", "平台", [nested_value(r, "hardware.platform") for r in records]),
             fact("Seeds", "随机种子", [r.get("seed") for r in records], format_plain),
             fact("RunDates", "运行日期（UTC）", dates)]
-    rows += [fact(macro_name(package, "version"), texttt(package), [(r.get("versions") or {}).get(package) for r in records])
+    rows += [fact(macro_name(package, "version"), texttt(package),
+                  [(r.get("versions") or {}).get(package) for r in records])
              for package in packages]
     return rows
 

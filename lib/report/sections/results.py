@@ -5,8 +5,8 @@ and largest size), and the training cost of each run."""
 from __future__ import annotations
 
 from lib.config import BASE_RUN, NF4_BASE_RUN, run_name, zero_data_run
-from lib.report.columns import COSTS, MFU, Column, metric_cell, quoted_metrics, row_macros
 from lib.io import nested_value
+from lib.report.columns import COSTS, MFU, Column, metric_cell, quoted_metrics, row_macros
 from lib.report.formatting import CONFIDENCE_PERCENT, CONFIDENCE_TEXT, STATUS_WORDS, method_name
 from lib.report.run_tables import run_tables
 from lib.report.section import Section, Table, Tabular
@@ -114,7 +114,8 @@ def cost_rows(study: Study) -> list[Tabular]:
     columns = [c for c in COSTS if c.key not in ("final_train_loss", "best_dev_loss")]
     columns += [MFU] if any(row["mfu"] is not None for row in rows) else []  # MFU is null on CPU
     kinds = sorted({metrics.get("peak_memory_kind") for metrics in study.train_metrics.values()} - {None})
-    note = "峰值内存为" + "；".join(PEAK_MEMORY_WORDS.get(kind, escape(kind)) for kind in kinds) + "。" if kinds else None
+    note = ("峰值内存为" + "；".join(PEAK_MEMORY_WORDS.get(kind, escape(kind)) for kind in kinds) + "。"
+            if kinds else None)
     return run_tables(rows, study.default_seed, columns, lambda c: c.header,
                       lambda row, part: [c.format(row.get(c.key)) for c in part], len(columns), note)
 

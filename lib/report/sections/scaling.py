@@ -5,8 +5,8 @@ trends per doubling (scaling.json's loss_fits and trends)."""
 from __future__ import annotations
 
 from lib.analysis import FIT_PARAMETERS, TREND_METRICS
-from lib.report.columns import fixed, interval_macros, metric_column, stat_cell
 from lib.io import nested_value
+from lib.report.columns import fixed, interval_macros, metric_column, stat_cell
 from lib.report.formatting import CONFIDENCE_TEXT, interval_scope, method_name
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
@@ -70,8 +70,10 @@ def fit_rows(study: Study) -> Tabular:
     return Tabular("l r c c c c r c r",
                    ["方法", "点数", "$E$", "$A$", r"$\alpha$", "每翻一倍", "留出规模", "预测 / 实测", r"误差（\%）"],
                    rows, note=r"$D$ 为训练样本数，$L$ 为参考答案每个 token 的平均负对数似然（nats）。"
-                              r"“每翻一倍”是两参数的对数线性描述：$L$ 对 $\log_2 D$ 的最小二乘斜率，即数据每翻一倍损失的变化。"
-                              r"留出检验：去掉最大规模后用其余点拟合，预测最大规模的损失；误差 = $|\text{预测} - \text{实测}|$ / 实测。"
+                              r"“每翻一倍”是两参数的对数线性描述：$L$ 对 $\log_2 D$ 的最小二乘斜率，"
+                              r"即数据每翻一倍损失的变化。"
+                              r"留出检验：去掉最大规模后用其余点拟合，预测最大规模的损失；"
+                              r"误差 = $|\text{预测} - \text{实测}|$ / 实测。"
                               + interval_scope(study.scaling))
 
 
@@ -86,6 +88,8 @@ SECTION = Section(
     present=lambda study: bool((study.scaling or {}).get("loss_fits")),
     missing_sentence=missing_sentence,
     macros=scaling_macros,
-    files=(Table("scaling", rf"测试损失的数据规模拟合 $L(D) = E + A\,D^{{-\alpha}}$ 与每翻一倍的变化（括号内为 bootstrap 的 {CONFIDENCE_TEXT} 区间）",
+    files=(Table("scaling",
+                 rf"测试损失的数据规模拟合 $L(D) = E + A\,D^{{-\alpha}}$ 与每翻一倍的变化"
+                 rf"（括号内为 bootstrap 的 {CONFIDENCE_TEXT} 区间）",
                  "tab:scaling", fit_rows),),
 )
