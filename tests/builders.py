@@ -4,6 +4,7 @@ world. Test files import these; no test file imports another.
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
     write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
+    demo_config      the demo configuration of a method with those settings
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
     hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
@@ -62,6 +63,14 @@ def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("", encoding="utf-8")
     return root / "data", model
+
+
+def demo_config(tiny_model: Path, method: str = "lora", *extra: str):
+    """The demo configuration of a method on the tiny model, trained with a rate that moves the
+    adapter in a few steps."""
+    from lib.config import load_config
+
+    return load_config("demo", method, overrides=demo_overrides(tiny_model, "train.learning_rate=5e-3", *extra))
 
 
 # --- the Hugging Face hub ------------------------------------------------------------------------
