@@ -90,5 +90,5 @@ def lora_export(lora_run, tiny_model, demo_data) -> Path:
     from lib.export import export
 
     out = lora_run.parent.parent / "export" / lora_run.name
-    export(demo_config(tiny_model), lora_run, demo_data, out, check_prompts=6)
+    export(demo_config(tiny_model), lora_run, demo_data, out)
     return out

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from builders import REPO_ROOT, demo_config
+from builders import REPO_ROOT, demo_config, quick_learning_overrides
 from lib.errors import UserError
 from lib.serve import check_port_free, vllm_server
 
@@ -45,9 +45,10 @@ def served(lora_run, lora_export, demo_data, tiny_model):
     """`python -m lib serve` of the run on a free loopback port, as `make serve` starts it; yields
     (base URL, model name) once it says it is ready, and stops it (and its server) afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "lib", "serve", "--profile", "demo", "--method", "lora",
-               "--set", f"model.name_or_path={tiny_model}", "--run-dir", str(lora_run), "--data", str(demo_data),
-               "--export-dir", str(lora_export), "--port", str(port), "--backend", "transformers"]
+    settings = [f"--set={setting}" for setting in quick_learning_overrides(tiny_model)]
+    command = [sys.executable, "-m", "lib", "serve", "--profile", "demo", "--method", "lora", *settings,
+               "--run-dir", str(lora_run), "--data", str(demo_data), "--export-dir", str(lora_export),
+               "--port", str(port), "--backend", "transformers"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                start_new_session=True)  # its own process group: the server goes with it
     try:
