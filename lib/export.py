@@ -100,7 +100,7 @@ def write_merged(config, adapter_dir: Path, out: Path) -> str:
 # --- the check ---------------------------------------------------------------------------------------
 
 
-def test_prompts(test_file: Path, count: int) -> list[tuple[str, list[dict]]]:
+def first_test_questions(test_file: Path, count: int) -> list[tuple[str, list[dict]]]:
     """(id, prompt messages) of the first `count` test questions."""
     from lib.prompts import conversations, prompt_messages
 
@@ -177,7 +177,7 @@ def export(config, run_dir: Path, data_dir: Path, out: Path, check_prompts: int 
         print(f"export: {shown(out)} is up to date")
         return read_json(out / RECORD)
     adapter_dir = run_dir / "adapter"
-    prompts = test_prompts(data_dir / "test.jsonl", check_prompts)
+    prompts = first_test_questions(data_dir / "test.jsonl", check_prompts)
     with atomic_folder(out) as work:
         dtype = write_merged(config, adapter_dir, work)
         check = compare_with_adapter(config, adapter_dir, work, prompts, dtype)

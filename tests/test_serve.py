@@ -71,8 +71,10 @@ def test_the_openai_client_gets_the_studys_greedy_answer(served, lora_run, demo_
 
     base_url, model_name = served
     config = demo_config(tiny_model)
-    (_, messages), = first_test_questions(demo_data / "test.jsonl", 1)
-    expected, = greedy_answers(config, *load_for_inference(config, lora_run / "adapter"), [("q", messages)])
+    questions = first_test_questions(demo_data / "test.jsonl", 8)
+    answers = greedy_answers(config, *load_for_inference(config, lora_run / "adapter"), questions)
+    # a question the run answers with some text (after a few steps of training it ends some answers at once)
+    messages, expected = next((messages, answer) for (_, messages), answer in zip(questions, answers) if answer)
 
     client = OpenAI(base_url=base_url, api_key="none")
     reply = client.chat.completions.create(model=model_name, messages=messages,
@@ -82,7 +84,6 @@ def test_the_openai_client_gets_the_studys_greedy_answer(served, lora_run, demo_
                                             max_tokens=config.eval.max_new_tokens, stream=True)
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert streamed.strip() == expected
-    assert expected  # a real answer was compared
 
 
 def test_a_port_in_use_is_refused_in_one_line():
