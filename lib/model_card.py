@@ -277,7 +277,9 @@ def training_section(inputs: CardInputs) -> str:
     config = inputs.config
     lora, train = config.get("lora", {}), config.get("train", {})
     quantization, resolved = config.get("quantization", {}), config.get("resolved", {})
+    origin = resolved.get("model_origin") or {}
     rows = [
+        ["base model", inputs.base_model + (f" at commit {origin['commit']}" if origin.get("commit") else "")],
         ["method", "QLoRA" if inputs.quantized else "LoRA"],
         ["LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
         ["LoRA target modules", str(lora.get("target_modules"))],
@@ -291,7 +293,7 @@ def training_section(inputs: CardInputs) -> str:
         ["seed", str(config.get("run", {}).get("seed"))],
     ]
     if inputs.quantized:
-        rows.insert(1, ["4-bit base", f"{quantization.get('quant_type')}, double quantisation "
+        rows.insert(2, ["4-bit base", f"{quantization.get('quant_type')}, double quantisation "
                                       f"{quantization.get('double_quant')}"])
     return "## Training\n\n" + markdown_table(["setting", "value"], rows) + \
         "\n\nEvery setting is in the run's config.json."

@@ -24,6 +24,7 @@ def card_for(method: str = "lora", base_evaluated: bool = True, base_model: str 
              export: dict | None = None) -> CardInputs:
     run_config = config(method, "900", 42, "demo")
     run_config["model"]["name_or_path"] = base_model
+    run_config["resolved"]["model_origin"] = {"name": base_model, "revision": "main", "commit": "9f8e7d"}
     run_config["data"] |= {"source": "hub", "hub_repo": "shibing624/medical", "hub_file": "finetune/train_zh_0.json",
                            "system_prompt": "你是医学助手。"}
     evaluation = {"run": f"{method}-900", "n_items": 200, "metrics": run_metrics(method, 3), "mcq": mcq(method, 3),
@@ -70,6 +71,7 @@ def test_body_quotes_every_metric_with_its_interval_beside_the_base_model():
     assert "shibing624/medical, file finetune/train_zh_0.json at revision main, commit abc123" in body
     assert "74,321" in body and "duplicate 20,000" in body and "train-900.jsonl, 900 conversations" in body
     assert "| LoRA rank / alpha / dropout | 16 / 32 / 0.05 |" in body
+    assert "| base model | Qwen/Qwen2.5-3B-Instruct at commit 9f8e7d |" in body
     assert "不构成医疗建议" in body and "not medical advice" in body
     assert "你是医学助手。" in body  # the system prompt it was trained with, in the usage example
 
