@@ -71,7 +71,7 @@ def test_the_openai_client_gets_the_studys_greedy_answer(served, lora_run, demo_
 
     base_url, model_name = served
     config = demo_config(tiny_model)
-    questions = first_test_questions(demo_data / "test.jsonl", 8)
+    questions = first_test_questions(demo_data / "test.jsonl", 32)
     answers = greedy_answers(config, *load_for_inference(config, lora_run / "adapter"), questions)
     # a question the run answers with some text (after a few steps of training it ends some answers at once)
     messages, expected = next((messages, answer) for (_, messages), answer in zip(questions, answers) if answer)
