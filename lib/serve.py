@@ -178,7 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the processed data (the export's check and card)")
     parser.add_argument("--export-dir", type=Path, required=True,
                         help="results/<profile>/export/<run>: what transformers serve serves (made if missing)")
-    parser.add_argument("--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK}: this machine only)")
+    parser.add_argument("--host", default=LOOPBACK,
+                        help=f"address to listen on (default {LOOPBACK}: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="vllm (a GPU with vLLM), transformers, or auto: vllm where it can run")
