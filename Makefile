@@ -31,10 +31,12 @@ TEST_SIZE ?=
 DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
 MODEL_SOURCE ?= huggingface# or modelscope (make model)
-EXP ?=#                     the run to chat with (make chat EXP=lora-10k, or EXP=base)
-HOST ?= 127.0.0.1#          where `make review` serves (0.0.0.0: every interface of this machine)
-PORT ?= 8765#               its port
+EXP ?=#                     the run to chat with, export, push or serve (make chat EXP=lora-10k, or EXP=base)
+HOST ?= 127.0.0.1#          where make review and make serve listen (0.0.0.0: every interface of this machine)
+PORT ?= 8765#               their port
 NAME ?=#                    the rater to invite (make review-invite NAME=alice)
+REPO ?=#                    make push: the Hub repository, <user>/<name>
+MERGED ?=#                  make push MERGED=1: push the merged model of make export instead of the adapter
 
 # --- how to launch training: python (one process), accelerate or torchrun (several GPUs / nodes) -
 LAUNCH ?= python
@@ -74,6 +76,7 @@ REVIEW = $(RESULTS)/review
 REVIEW_DB = $(REVIEW)/votes.sqlite
 # The review's analysis is an input of the figures and the report once someone has started a review.
 PREFERENCE = $(if $(wildcard $(REVIEW_DB)),$(REVIEW)/preference.json)
+EXPORT = $(RESULTS)/export
 PDF = $(BUILD_DIR)/$(PROFILE)/report.pdf
 # A hub id is kept in models/<org>--<name>; a path (the demo's models/tiny-qwen2) is itself.
 MODEL_DIR = $(if $(filter models/% /% ./% ../%,$(MODEL)),$(MODEL),models/$(subst /,--,$(MODEL)))
@@ -115,8 +118,8 @@ $(1):
 endef
 
 .PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export tex test test-fast \
-	lint data model tiny-model all-experiments summary figures report paper demo chat submit bench bench-data \
-	bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
+	lint data model tiny-model all-experiments summary figures report paper demo chat export push serve submit bench \
+	bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
 
 help: ## list every target with one line of help (the default goal)
@@ -124,7 +127,8 @@ help: ## list every target with one line of help (the default goal)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
 	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
-	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit) HOST PORT NAME (make review)"
+	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
+	@echo "           HOST PORT NAME (make review) HOST PORT REPO MERGED (make serve, make push)"
 
 vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
@@ -260,6 +264,26 @@ chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=bas
 	@test -n "$(EXP)" || { echo "error: say which run: make chat EXP=<method>-<size> (or EXP=base)" >&2; exit 2; }
 	$(CLI) chat $(CONFIG_ARGS) $(if $(filter base,$(EXP)),,--method $(if $(filter base-nf4,$(EXP)),qlora,$(call method_of,$(EXP)))) \
 		--run-dir $(RUNS)/$(EXP)
+
+# --- using a trained run: a merged model with its card, the Hub, an OpenAI-compatible API ------
+need_exp = @test -n "$(EXP)" || { echo "error: say which run: make $@ EXP=<method>-<size>$(1)" >&2; exit 2; }
+METHOD_ARG = $(if $(filter base,$(EXP)),,--method $(call method_of,$(EXP)))
+
+# The commands check the run themselves (an unknown or unfinished run is one line saying what to
+# do), rather than make training it as a prerequisite.
+export: $(SETUP) ## merge a run's adapter into the 16-bit base + model card: make export EXP=lora-10k -> results/<profile>/export/<run>
+	$(call need_exp)
+	$(CLI) export $(CONFIG_ARGS) $(METHOD_ARG) --run-dir $(RUNS)/$(EXP) --data $(PROCESSED) --out $(EXPORT)/$(EXP)
+
+push: $(SETUP) ## upload a run's adapter to the Hugging Face Hub (HF_TOKEN): make push EXP=lora-10k REPO=user/name (MERGED=1: the merged model)
+	$(call need_exp)
+	@test -n "$(REPO)" || { echo "error: say where to: make push EXP=$(EXP) REPO=<user>/<name>" >&2; exit 2; }
+	$(CLI) push --run-dir $(RUNS)/$(EXP) --data $(PROCESSED) --repo $(REPO) $(if $(MERGED),--export-dir $(EXPORT)/$(EXP))
+
+serve: $(SETUP) ## an OpenAI-compatible API on HOST:PORT: make serve EXP=lora-10k (EXP=base; vLLM on a GPU, else transformers serve)
+	$(call need_exp, (or EXP=base))
+	$(CLI) serve $(CONFIG_ARGS) $(METHOD_ARG) --run-dir $(RUNS)/$(EXP) --data $(PROCESSED) --export-dir $(EXPORT)/$(EXP) \
+		--host $(HOST) --port $(PORT)
 
 # --- from runs to the report --------------------------------------------------------------------
 # The summary reads whatever runs exist: missing ones are rows with a status, not an error.

@@ -69,7 +69,8 @@ def train_metrics_problem(metrics) -> str | None:
         return "not a mapping"
     wrong = [key for key, value in metrics.items()
              if key not in ("run", "device", "dtype", "adapter_dtype", "peak_memory_kind", "mfu_formula",
-                            "log_history", "provenance") and not number_or_none(value)]
+                            "attention", "gradient_checkpointing", "log_history", "provenance")
+             and not number_or_none(value)]
     if wrong:
         return f"{', '.join(wrong)} not a number"
     history = metrics.get("log_history", [])

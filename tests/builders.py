@@ -4,6 +4,8 @@ world. Test files import these; no test file imports another.
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
     write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
+    quick_learning_overrides / demo_config   demo_overrides with a learning rate that moves an
+                     adapter in a few steps / the demo configuration of a method with them
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
     hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
@@ -62,6 +64,18 @@ def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("", encoding="utf-8")
     return root / "data", model
+
+
+def quick_learning_overrides(tiny_model: Path, *extra: str) -> list[str]:
+    """demo_overrides with a learning rate that moves the adapter in a few steps."""
+    return demo_overrides(tiny_model, "train.learning_rate=5e-3", *extra)
+
+
+def demo_config(tiny_model: Path, method: str = "lora", *extra: str):
+    """The demo configuration of a method with quick_learning_overrides (as the command line gets them)."""
+    from lib.config import load_config
+
+    return load_config("demo", method, overrides=quick_learning_overrides(tiny_model, *extra))
 
 
 # --- the Hugging Face hub ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT
+from builders import REPO_ROOT, demo_config
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -68,3 +68,26 @@ def qwen_standin(tmp_path_factory) -> Path:
     from standin import build_standin
 
     return build_standin(tmp_path_factory.mktemp("models") / "qwen2.5-standin")
+
+
+# --- a trained run and its merged export, for export, push and serve ------------------------------
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_model, demo_data, tmp_path_factory) -> Path:
+    """A LoRA run on 64 examples (8 optimizer steps), in a runs/ folder as the study lays it out."""
+    from lib.train import RunSpec, train
+
+    out = tmp_path_factory.mktemp("results") / "runs" / "lora-64"
+    train(demo_config(tiny_model), RunSpec("lora-64", "demo", "lora", "64", 64, 42), demo_data, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lora_export(lora_run, tiny_model, demo_data) -> Path:
+    """The run's merged export (lib.export), in export/ beside runs/."""
+    from lib.export import export
+
+    out = lora_run.parent.parent / "export" / lora_run.name
+    export(demo_config(tiny_model), lora_run, demo_data, out)
+    return out

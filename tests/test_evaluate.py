@@ -13,18 +13,15 @@ from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config
 from lib.errors import UserError
 from lib.io import read_json, read_jsonl
-from lib.train import RunSpec, train
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_model, demo_data, tmp_path_factory) -> Path:
-    """A LoRA run on 64 examples: enough to move the adapter away from zero."""
-    out = tmp_path_factory.mktemp("runs") / "lora-64"
-    config = load_config("demo", "lora", overrides=demo_overrides(tiny_model, "train.learning_rate=5e-3"))
-    train(config, RunSpec("lora-64", "demo", "lora", "64", 64, 42), demo_data, out)
-    return out
+@pytest.fixture
+def trained_run(lora_run) -> Path:
+    """The session's LoRA run on 64 examples (conftest.py), which export and serve share: enough
+    to move the adapter away from zero."""
+    return lora_run
 
 
 def eval_config(tiny_model, method="lora"):

@@ -85,5 +85,27 @@ def test_a_process_count_the_batch_cannot_split_over_is_one_line_before_any_laun
 def test_help_lists_every_target_of_the_study():
     text = make("help")
     for target in ("setup", "test", "data", "model", "exp-%", "all-experiments", "figures", "paper", "demo",
-                   "chat", "bench", "bench-gpu", "gpu-check", "plan", "setup-tex"):
+                   "chat", "export", "push", "serve", "bench", "bench-gpu", "gpu-check", "plan", "setup-tex"):
         assert re.search(rf"^  {re.escape(target)}\s+\S", text, re.M), target
+
+
+def test_export_push_and_serve_name_the_run_and_its_export():
+    export = make("-n", "export", "EXP=qlora-10k")
+    assert re.search(r"-m lib export --profile paper .*--method qlora --run-dir results/paper/runs/qlora-10k "
+                     r"--data data/processed/paper --out results/paper/export/qlora-10k$", export, re.M)
+    serve = make("-n", "serve", "EXP=base", "PORT=9000")
+    assert "--run-dir results/paper/runs/base" in serve and "--method" not in serve
+    assert re.search(r"--host 127.0.0.1 --port 9000$", serve, re.M)
+    push = make("-n", "push", "EXP=lora-10k", "REPO=alice/medqa", "MERGED=1")
+    assert "--repo alice/medqa --export-dir results/paper/export/lora-10k" in push
+    assert "--export-dir" not in make("-n", "push", "EXP=lora-10k", "REPO=alice/medqa")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export"], "error: say which run: make export EXP=<method>-<size>"),
+    (["serve"], "error: say which run: make serve EXP=<method>-<size> (or EXP=base)"),
+    (["push", "EXP=lora-10k"], "error: say where to: make push EXP=lora-10k REPO=<user>/<name>"),
+])
+def test_export_push_and_serve_without_their_variables_say_which_is_missing(args, message):
+    finished = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and finished.stderr.splitlines()[0] == message

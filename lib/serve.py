@@ -1,0 +1,202 @@
+"""Serve a run (or the untuned base model) behind an OpenAI-compatible API on this machine.
+
+    python -m lib serve --profile demo --method lora --run-dir results/demo/runs/lora-900 \\
+        --data data/processed/demo --export-dir results/demo/export/lora-900 --port 8765
+    make serve EXP=lora-900 PROFILE=demo          (EXP=base: the untuned model; HOST=, PORT=)
+
+Two existing servers, chosen like the evaluation's backend:
+- `vllm serve` where vLLM and a GPU are present: the base model with the run's adapter attached
+  (--enable-lora --lora-modules <run>=<adapter>), 4-bit for a QLoRA run as it was trained and
+  evaluated. Its default decoding is the study's greedy one (--override-generation-config).
+- `transformers serve` elsewhere: it takes no adapter, so it serves the run's merged export
+  (lib.export, made first where it is missing or out of date), whose generation_config.json is
+  the study's greedy decoding. It answers with at most 1,024 new tokens unless a request says
+  max_tokens.
+
+The command waits until the server answers /health, then prints the URL and the model name that
+requests must give; Ctrl-C (or SIGTERM) stops the server. Chat requests are rendered with the
+model's own chat template; send the study's system prompt for the answers it evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.config import BASE_RUN
+from lib.errors import UserError
+from lib.io import REPO_ROOT, shown
+
+BACKENDS = ("auto", "vllm", "transformers")
+LOOPBACK = "127.0.0.1"
+STOP_GRACE_S = 15  # a server gets this long to stop before it is killed
+
+
+@dataclass
+class Server:
+    """What to start, and what a client names in its requests."""
+    command: list[str]
+    model_name: str
+    what: str  # for the user: which model is served, and how
+
+
+def executable(name: str) -> str:
+    """A command installed into this Python's environment (the venv's bin/)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def choose_backend(setting: str) -> str:
+    """auto -> vllm where it can run, else transformers; an explicit vllm that cannot run is an error."""
+    from lib.evaluate.generate import vllm_usable
+
+    if setting == "auto":
+        return "vllm" if vllm_usable() else "transformers"
+    if setting == "vllm" and not vllm_usable():
+        raise UserError("--backend vllm needs a GPU and the vllm package (pip install -e '.[vllm]'); "
+                        "use --backend transformers")
+    return setting
+
+
+def vllm_server(config, run_dir: Path, host: str, port: int) -> Server:
+    """`vllm serve` of the base with the run's adapter, greedy by default as the evaluation decodes."""
+    from lib.model import compute_dtype, dtype_name, model_location
+
+    base = config.model.name_or_path
+    greedy = {"temperature": 0.0, "max_new_tokens": config.eval.max_new_tokens,
+              "repetition_penalty": config.eval.repetition_penalty}
+    command = [executable("vllm"), "serve", model_location(base), "--host", host, "--port", str(port),
+               "--served-model-name", base, "--dtype", dtype_name(compute_dtype(config.model.dtype)),
+               "--generation-config", "vllm", "--override-generation-config", json.dumps(greedy)]
+    if config.quantization.load_in_4bit:
+        command += ["--quantization", "bitsandbytes"]
+    if run_dir.name == BASE_RUN:
+        return Server(command, base, f"{base} (vLLM)")
+    command += ["--enable-lora", "--lora-modules", f"{run_dir.name}={run_dir / 'adapter'}",
+                "--max-lora-rank", str(config.lora.r)]
+    return Server(command, run_dir.name, f"{run_dir.name}: {base} with its adapter (vLLM)")
+
+
+def transformers_server(config, run_dir: Path, data_dir: Path, export_dir: Path, host: str, port: int) -> Server:
+    """`transformers serve` pinned to one model: the run's merged export, or the base model."""
+    from transformers.utils.import_utils import is_serve_available
+
+    from lib.model import model_location
+
+    if not is_serve_available():
+        raise UserError("transformers serve needs fastapi, uvicorn and openai: pip install -e '.[serve]'")
+    if run_dir.name == BASE_RUN:
+        model, what = model_location(config.model.name_or_path), f"{config.model.name_or_path} (transformers serve)"
+    else:
+        from lib.export import export
+
+        export(config, run_dir, data_dir, export_dir)
+        model, what = shown(export_dir), f"{run_dir.name}: its merged export (transformers serve)"
+    # The server loads the model it is pinned to and refuses requests that name another; it is
+    # named by the path it was given, so that path is the model name.
+    command = [executable("transformers"), "serve", model, "--host", host, "--port", str(port),
+               "--device", "auto", "--log-level", "warning"]
+    return Server(command, model, what)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A port another server holds would answer the readiness probe: refuse it before starting."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UserError(f"cannot serve on {host}:{port} ({err.strerror}); choose another with PORT=") from None
+
+
+def probe_url(host: str, port: int) -> str:
+    """The health endpoint both servers have; a server listening on all addresses is probed on loopback."""
+    address = LOOPBACK if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{address}]' if ':' in address else address}:{port}/health"
+
+
+def wait_until_ready(process: subprocess.Popen, url: str) -> None:
+    """Poll /health until it answers 200; loading a 3B model takes minutes, so no deadline, but a
+    server that exits is reported at once."""
+    while process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise UserError(f"the server exited with status {process.returncode} before it was ready (its output is above)")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def raise_on_sigterm() -> None:
+    """SIGTERM (a service manager, a test's teardown) ends this process through its `finally`,
+    so the server it started is stopped too."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def serve(server: Server, host: str, port: int) -> None:
+    raise_on_sigterm()
+    process = subprocess.Popen(server.command, cwd=REPO_ROOT)
+    try:
+        wait_until_ready(process, probe_url(host, port))
+        url = f"http://{host}:{port}/v1"
+        print(f"serve: {server.what} at {url}\n"
+              f"serve: model name {server.model_name!r}; e.g. OpenAI(base_url={url!r}, api_key='none')"
+              f".chat.completions.create(model={server.model_name!r}, messages=[...]); Ctrl-C stops it",
+              flush=True)
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(process)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lib.cli import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--run-dir", type=Path, required=True,
+                        help="results/<profile>/runs/<run>, or .../base for the untuned model")
+    parser.add_argument("--data", type=Path, required=True, help="the processed data (the export's check and card)")
+    parser.add_argument("--export-dir", type=Path, required=True,
+                        help="results/<profile>/export/<run>: what transformers serve serves (made if missing)")
+    parser.add_argument("--host", default=LOOPBACK,
+                        help=f"address to listen on (default {LOOPBACK}: this machine only)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="vllm (a GPU with vLLM), transformers, or auto: vllm where it can run")
+
+
+def run(args: argparse.Namespace) -> None:
+    from lib.cli import config_from_args
+    from lib.export import check_trained
+
+    if args.run_dir.name != BASE_RUN:
+        check_trained(args.run_dir)
+        if args.method is None:
+            raise UserError("serve needs --method for a trained run (EXP=base for the untuned model)")
+    config = config_from_args(args)
+    check_port_free(args.host, args.port)
+    if choose_backend(args.backend) == "vllm":
+        server = vllm_server(config, args.run_dir, args.host, args.port)
+    else:
+        server = transformers_server(config, args.run_dir, args.data, args.export_dir, args.host, args.port)
+    serve(server, args.host, args.port)
