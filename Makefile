@@ -117,7 +117,7 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export tex test test-fast \
+.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export review-judge tex test test-fast \
 	lint data model tiny-model all-experiments summary figures report paper demo chat export push serve submit bench \
 	bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
@@ -333,6 +333,9 @@ review-invite: $(SETUP) ## print a rater's personal link: make review-invite NAM
 
 review-export: $(SETUP) ## every vote so far -> results/<profile>/review/votes.csv
 	$(CLI) review export --db $(REVIEW_DB) --out $(REVIEW)/votes.csv
+
+review-judge: $(SETUP) ## the LLM judge (MEDQA_JUDGE_* settings) votes in both orders, kept apart as judge:<model>
+	$(CLI) review judge --runs $(RUNS) --db $(REVIEW_DB)
 
 # Bradley-Terry strengths, win rates, agreement: redone when the votes change, which shows in the
 # database's -wal file while the server runs, and in the database itself once it stops.

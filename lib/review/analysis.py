@@ -9,12 +9,19 @@ way. Strengths are shifted so that the base model is 0 (the mean is 0 where ther
 row); their 95% intervals come from a bootstrap over review items (the items are the sampled
 unit: votes on one item are not independent).
 
+People and LLM judges (raters of kind model, `review judge`, lib/review/judge.py) are kept apart:
+the top-level numbers are people's only; each judge's votes get a fit of their own under "judges",
+with how often it chose what people chose on the tasks both voted on.
+
 preference.json:
     {"raters", "votes", "items", "pairs",                  what the numbers rest on (people only)
      "runs": {run: {"method", "examples", "strength": {"value", "ci_low", "ci_high"},
                     "win_rate_vs_base": {"value", "n"} | null, "votes", "unsafe"}},
      "agreement": {"items", "percent", "fleiss_kappa"},   on tasks that several raters voted on
-     "anchor": "base" | "mean", "bootstrap_samples", "provenance"}
+     "anchor": "base" | "mean", "bootstrap_samples",
+     "judges": {"judge:<model>": {"votes", "items", "pairs", "runs": {...as above}, "anchor",
+                                  "agreement_with_people": {"votes", "percent"}}},
+     "provenance"}
 """
 
 from __future__ import annotations
@@ -120,7 +127,26 @@ def run_identity(run: str) -> tuple[str | None, int | None]:
 
 
 def analyse(votes: list[Vote], n_samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
-    """preference.json's content (the module docstring) from every vote."""
+    """preference.json's content (the module docstring) from every vote: people's, and each judge's apart."""
+    people = [vote for vote in votes if vote.kind != "model"]
+    judges = {}
+    for name in sorted({vote.rater for vote in votes if vote.kind == "model"}):
+        theirs = [vote for vote in votes if vote.rater == name]
+        fitted = fit(theirs, n_samples, seed)
+        judges[name] = {key: fitted[key] for key in ("votes", "items", "pairs", "runs", "anchor")} | {
+            "agreement_with_people": agreement_with_people(theirs, people)}
+    return fit(people, n_samples, seed) | {"judges": judges}
+
+
+def agreement_with_people(judged: list[Vote], people: list[Vote]) -> dict:
+    """The share of people's votes, on the tasks the judge voted on too, that chose the judge's outcome."""
+    outcome = {(vote.item, vote.pair): vote.outcome for vote in judged}
+    shared = [vote.outcome == outcome[(vote.item, vote.pair)] for vote in people if (vote.item, vote.pair) in outcome]
+    return {"votes": len(shared), "percent": 100 * float(np.mean(shared)) if shared else None}
+
+
+def fit(votes: list[Vote], n_samples: int, seed: int) -> dict:
+    """Strengths, win rates and agreement of one group of raters' votes."""
     if not votes:  # the report then says that no one has voted yet
         return {"raters": 0, "votes": 0, "items": 0, "pairs": 0, "runs": {}, "agreement": agreement(votes),
                 "anchor": None, "bootstrap_samples": n_samples}

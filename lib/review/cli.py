@@ -6,6 +6,8 @@
     python -m lib review export --db ... --out results/demo/review/votes.csv      (make review-export)
     python -m lib review analyse --db ... --out results/demo/review/preference.json
                                                               (make report runs it when there are votes)
+    python -m lib review judge --runs ... --db ...            an LLM judge as the rater judge:<model>
+                                                              (make review-judge; lib/review/judge.py)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, shown, write_json
-from lib.review.store import Store, Vote
+from lib.review.store import MODEL_PREFIX, Store, Vote
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -28,19 +30,26 @@ MAX_NAME_CHARS = 64
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="<action>")
     serve = actions.add_parser("serve", help="serve the rating and browse pages")
-    serve.add_argument("--runs", type=Path, required=True, help="folder of run directories (their predictions.jsonl)")
-    serve.add_argument("--items", type=int, default=20,
-                       help="test items to review; every pair of runs on each (default 20)")
-    serve.add_argument("--shared", type=int, default=4,
-                       help="of those, items every rater gets first, for inter-rater agreement (default 4)")
-    serve.add_argument("--seed", type=int, default=0, help="draws the items, each rater's order and the sides")
     invite = actions.add_parser("invite", help="print a rater's personal link (a new one replaces the old)")
     invite.add_argument("--name", required=True, help="the rater's name")
     export = actions.add_parser("export", help="write every vote to a CSV file")
     export.add_argument("--out", type=Path, required=True, help="the CSV file")
     analyse = actions.add_parser("analyse", help="Bradley-Terry strengths, win rates, agreement -> preference.json")
     analyse.add_argument("--out", type=Path, required=True, help="the JSON file")
-    for action in (serve, invite, export, analyse):
+    judge = actions.add_parser("judge", help="an LLM judge (MEDQA_JUDGE_* settings) votes as the rater judge:<model>")
+    judge.add_argument("--cache", type=Path,
+                       help="the judge's reply cache (default: judge_cache.jsonl next to the database)")
+    judge.add_argument("--limit", type=int, help="judge only the schedule's first LIMIT tasks")
+    judge.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
+    for action in (serve, judge):
+        action.add_argument("--runs", type=Path, required=True,
+                            help="folder of run directories (their predictions.jsonl)")
+        action.add_argument("--items", type=int, default=20,
+                            help="test items to review; every pair of runs on each (default 20)")
+        action.add_argument("--shared", type=int, default=4,
+                            help="of those, items every rater gets first, for inter-rater agreement (default 4)")
+        action.add_argument("--seed", type=int, default=0, help="draws the items, each rater's order and the sides")
+    for action in (serve, invite, export, analyse, judge):
         action.add_argument("--db", type=Path, required=True,
                             help="the votes database, e.g. results/demo/review/votes.sqlite")
     for action in (serve, invite):
@@ -71,6 +80,9 @@ def invite(args: argparse.Namespace) -> None:
     name = args.name.strip()
     if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
         raise UserError(f"NAME={args.name!r}: give a rater's name of 1 to {MAX_NAME_CHARS} printable characters")
+    if name.startswith(MODEL_PREFIX):
+        raise UserError(f"NAME={args.name!r}: names starting with {MODEL_PREFIX} are kept for LLM judges "
+                        "(make review-judge)")
     token = Store(args.db).invite(name)
     print(f"http://{args.host}:{args.port}/r/{token}")
 
@@ -92,8 +104,22 @@ def analyse(args: argparse.Namespace) -> None:
         raise UserError(f"{shown(args.db)}: no such file; start the review with `make review` first")
     result = analyse_votes(Store(args.db).votes())
     write_json(args.out, result | {"provenance": provenance({"db": shown(args.db)})})
-    print(f"review: {result['votes']} votes of {result['raters']} raters -> {shown(args.out)}")
+    judged = "".join(f", {entry['votes']} votes of {name} apart" for name, entry in result["judges"].items())
+    print(f"review: {result['votes']} votes of {result['raters']} raters{judged} -> {shown(args.out)}")
+
+
+def judge(args: argparse.Namespace) -> None:
+    from lib.review.answers import load_answers
+    from lib.review.judge import judge_review
+    from lib.review.schedule import make_schedule
+
+    if args.limit is not None and args.limit < 1 or args.concurrency < 1:
+        raise UserError(f"--limit {args.limit} --concurrency {args.concurrency}: expected positive numbers")
+    answers = load_answers(args.runs)
+    schedule = make_schedule(answers.runs, list(answers.items), args.items, args.shared, args.seed)
+    judge_review(Store(args.db), answers, schedule, args.cache or args.db.parent / "judge_cache.jsonl",
+                 limit=args.limit, concurrency=args.concurrency)
 
 
 def run(args: argparse.Namespace) -> None:
-    {"serve": serve, "invite": invite, "export": export, "analyse": analyse}[args.action](args)
+    {"serve": serve, "invite": invite, "export": export, "analyse": analyse, "judge": judge}[args.action](args)

@@ -1,13 +1,17 @@
 """The votes database: results/<profile>/review/votes.sqlite (stdlib sqlite3).
 
-    raters(id, name, token_sha256, created)           one row per invited rater; the link's secret
-                                                      token is kept only as its SHA-256
+    raters(id, name, token_sha256, created, kind)     one row per invited rater; the link's secret
+                                                      token is kept only as its SHA-256; kind is
+                                                      human, or model for an LLM judge
+                                                      (`review judge`, named judge:<model>, no link)
     votes(rater_id, item, pair, left_run, outcome,     one row per (rater, item, pair): a second
           unsafe_first, unsafe_second, updated)        submit of the same task replaces the first
 
 `pair` is "<run>|<run>" with the two run names sorted; `outcome` is first (the pair's first run
 is better), second, tie or both_bad; unsafe_first/unsafe_second flag advice a rater found unsafe.
 `left_run` records which answer the rater saw on the left.
+
+A database made before raters had a kind gets the column (every rater in it human) when opened.
 
 Write-ahead logging with synchronous=FULL and one transaction per vote: a vote the server has
 acknowledged is on disk, so killing the server (kill -9 too) loses nothing that was answered.
@@ -26,13 +30,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 OUTCOMES = ("first", "second", "tie", "both_bad")
+KINDS = ("human", "model")
+MODEL_PREFIX = "judge:"  # a model rater's name: judge:<model>; no person may be invited under it
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raters (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     token_sha256 TEXT NOT NULL UNIQUE,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'human' CHECK (kind IN ('human', 'model'))
 );
 CREATE TABLE IF NOT EXISTS votes (
     id INTEGER PRIMARY KEY,
@@ -65,6 +72,7 @@ class Vote:
     unsafe_first: bool
     unsafe_second: bool
     updated: str
+    kind: str = "human"  # the rater's: human, or model (an LLM judge)
 
 
 def pair_key(first: str, second: str) -> str:
@@ -87,6 +95,11 @@ class Store:
         with self.connection() as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(raters)")}
+            if "kind" not in columns:  # a database from before model raters: all its raters are people
+                with db:
+                    db.execute("ALTER TABLE raters ADD COLUMN kind TEXT NOT NULL DEFAULT 'human' "
+                               "CHECK (kind IN ('human', 'model'))")
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -103,6 +116,8 @@ class Store:
 
     def invite(self, name: str) -> str:
         """A new secret token for rater `name` (created if new); an older link of theirs stops working."""
+        if name.startswith(MODEL_PREFIX):
+            raise ValueError(f"rater names starting with {MODEL_PREFIX!r} are kept for LLM judges")
         token = secrets.token_urlsafe(24)
         with self.connection() as db, db:
             db.execute("INSERT INTO raters (name, token_sha256, created) VALUES (?, ?, ?) "
@@ -110,9 +125,21 @@ class Store:
                        (name, token_digest(token), now()))
         return token
 
+    def model_rater(self, model: str) -> Rater:
+        """The rater judge:<model> of kind model (created if new); it has no link anyone knows."""
+        name = MODEL_PREFIX + model
+        with self.connection() as db, db:
+            db.execute("INSERT INTO raters (name, token_sha256, created, kind) VALUES (?, ?, ?, 'model') "
+                       "ON CONFLICT (name) DO NOTHING", (name, token_digest(secrets.token_urlsafe(24)), now()))
+            row = db.execute("SELECT id, name, kind FROM raters WHERE name = ?", (name,)).fetchone()
+        if row[2] != "model":
+            raise ValueError(f"rater {name!r} exists as a person, not as a model")
+        return Rater(row[0], row[1])
+
     def rater_of(self, token: str) -> Rater | None:
         with self.connection() as db:
-            row = db.execute("SELECT id, name FROM raters WHERE token_sha256 = ?", (token_digest(token),)).fetchone()
+            row = db.execute("SELECT id, name FROM raters WHERE token_sha256 = ? AND kind = 'human'",
+                             (token_digest(token),)).fetchone()
         return Rater(*row) if row else None
 
     # --- votes -------------------------------------------------------------------------------------
@@ -136,12 +163,12 @@ class Store:
 
     def votes(self, rater_id: int | None = None) -> list[Vote]:
         """Every vote (or one rater's), oldest rater first."""
-        query = ("SELECT raters.name, item, pair, left_run, outcome, unsafe_first, unsafe_second, updated "
-                 "FROM votes JOIN raters ON raters.id = votes.rater_id")
+        query = ("SELECT raters.name, item, pair, left_run, outcome, unsafe_first, unsafe_second, updated, "
+                 "raters.kind FROM votes JOIN raters ON raters.id = votes.rater_id")
         with self.connection() as db:
             if rater_id is None:
                 rows = db.execute(query + " ORDER BY raters.id, votes.id").fetchall()
             else:
                 rows = db.execute(query + " WHERE rater_id = ? ORDER BY votes.id", (rater_id,)).fetchall()
-        return [Vote(name, item, pair, left, outcome, bool(a), bool(b), updated)
-                for name, item, pair, left, outcome, a, b, updated in rows]
+        return [Vote(name, item, pair, left, outcome, bool(a), bool(b), updated, kind)
+                for name, item, pair, left, outcome, a, b, updated, kind in rows]
