@@ -10,6 +10,7 @@ world. Test files import these; no test file imports another.
                      file laid out like the hub cache / failing as offline machines see it
     hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
                      HF_ENDPOINT) as the hub does, for one repository at one commit
+    fake_judge_server  an OpenAI-compatible judge on loopback (loopback_server, send_json)
     write_run        one run directory (config.json, train_metrics.json, train.done,
                      predictions.jsonl, eval.json) from per-item scores
     write_study      every input of `python -m lib report` (processed data, runs, summary,
@@ -100,6 +101,40 @@ def fake_hub_download(monkeypatch, cache: Path, commit: str, filename: str) -> t
 
 
 @contextlib.contextmanager
+def loopback_server(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A threaded HTTP server of `handler` on a free 127.0.0.1 port, for the body of a with block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, payload, headers: dict | None = None) -> None:
+    data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                        **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@contextlib.contextmanager
+def fake_judge_server(monkeypatch, handler: type[http.server.BaseHTTPRequestHandler], api_key: str, model: str):
+    """An OpenAI-compatible judge on loopback (`handler` answers POST /v1/chat/completions), named
+    to lib.evaluate.judge by the MEDQA_JUDGE_* variables; server.seen collects what handlers record."""
+    with loopback_server(handler) as server:
+        server.seen = []
+        monkeypatch.setenv("MEDQA_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+        monkeypatch.setenv("MEDQA_JUDGE_API_KEY", api_key)
+        monkeypatch.setenv("MEDQA_JUDGE_MODEL", model)
+        yield server
+
+
+@contextlib.contextmanager
 def hub_mirror(repo: str, commit: str, files: dict[str, bytes], repo_type: str = "model"):
     """A hub on 127.0.0.1 serving `files` of `repo` at `commit` (reached as revision main or as the
     commit): the revision and tree APIs, then HEAD and GET of each file with the commit and etag
@@ -141,13 +176,8 @@ def hub_mirror(repo: str, commit: str, files: dict[str, bytes], repo_type: str =
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback_server(Hub) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def unreachable_hub(monkeypatch, error: Exception) -> None:

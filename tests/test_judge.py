@@ -6,10 +6,10 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import threading
 
 import pytest
 
+from builders import fake_judge_server, send_json
 from lib.errors import UserError
 from lib.evaluate.judge import judge_predictions, parse_scores
 
@@ -41,20 +41,11 @@ class FakeJudge(http.server.BaseHTTPRequestHandler):
         status = self.server.statuses.pop(0) if self.server.statuses else 200
         if status != 200:
             # an error body that echoes the key, as some servers do: it must never be shown
-            self.reply(status, {"error": {"message": f"rejected key {API_KEY}"}}, {"Retry-After": "0"})
+            send_json(self, status, {"error": {"message": f"rejected key {API_KEY}"}}, {"Retry-After": "0"})
             return
         prompt = body["messages"][0]["content"]
         answer = next(a for a in REPLIES if f"【助手回答】\n{a}\n" in prompt)
-        self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": REPLIES[answer]}}]})
-
-    def reply(self, status: int, payload: dict, headers: dict | None = None):
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
-                            **(headers or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": REPLIES[answer]}}]})
 
     def log_message(self, *args):
         pass
@@ -62,15 +53,9 @@ class FakeJudge(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    server.seen, server.statuses = [], []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MEDQA_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
-    monkeypatch.setenv("MEDQA_JUDGE_API_KEY", API_KEY)
-    monkeypatch.setenv("MEDQA_JUDGE_MODEL", MODEL)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_judge_server(monkeypatch, FakeJudge, API_KEY, MODEL) as server:
+        server.statuses = []
+        yield server
 
 
 def judge(tmp_path, predictions=PREDICTIONS, **kwargs):

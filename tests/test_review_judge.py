@@ -8,11 +8,10 @@ import http.server
 import json
 import re
 import sqlite3
-import threading
 
 import pytest
 
-from builders import read_macros, write_run, write_study
+from builders import fake_judge_server, read_macros, send_json, write_run, write_study
 from lib.review.analysis import analyse
 from lib.review.judge import parse_verdict
 from lib.review.store import Store
@@ -42,13 +41,7 @@ class FakeJudge(http.server.BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         runs = [re.search(rf"【回答 {letter}】\n([\w-]+)回答\d+\n", prompt).group(1) for letter in "AB"]
         self.server.seen.append({"model": body["model"], "prompt": prompt, "order": tuple(runs)})
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict(*runs)}}]},
-                          ensure_ascii=False).encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, {"choices": [{"message": {"role": "assistant", "content": verdict(*runs)}}]})
 
     def log_message(self, *args):
         pass
@@ -56,15 +49,8 @@ class FakeJudge(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    server.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MEDQA_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
-    monkeypatch.setenv("MEDQA_JUDGE_API_KEY", "sk-test")
-    monkeypatch.setenv("MEDQA_JUDGE_MODEL", MODEL)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_judge_server(monkeypatch, FakeJudge, "sk-test", MODEL) as server:
+        yield server
 
 
 def test_the_judge_votes_in_both_orders_apart_from_people_and_the_report_shows_it_apart(server, tmp_path, run_cli):
