@@ -54,18 +54,6 @@ def executable(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def choose_backend(setting: str) -> str:
-    """auto -> vllm where it can run, else transformers; an explicit vllm that cannot run is an error."""
-    from lib.evaluate.generate import vllm_usable
-
-    if setting == "auto":
-        return "vllm" if vllm_usable() else "transformers"
-    if setting == "vllm" and not vllm_usable():
-        raise UserError("--backend vllm needs a GPU and the vllm package (pip install -e '.[vllm]'); "
-                        "use --backend transformers")
-    return setting
-
-
 def vllm_server(config, run_dir: Path, host: str, port: int) -> Server:
     """`vllm serve` of the base with the run's adapter, greedy by default as the evaluation decodes."""
     from lib.model import compute_dtype, dtype_name, model_location
@@ -187,6 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
+    from lib.evaluate.generate import choose_backend
     from lib.export import check_trained
 
     if args.run_dir.name != BASE_RUN:
@@ -195,7 +184,7 @@ def run(args: argparse.Namespace) -> None:
             raise UserError("serve needs --method for a trained run (EXP=base for the untuned model)")
     config = config_from_args(args)
     check_port_free(args.host, args.port)
-    if choose_backend(args.backend) == "vllm":
+    if choose_backend(args.backend, "--backend ") == "vllm":
         server = vllm_server(config, args.run_dir, args.host, args.port)
     else:
         server = transformers_server(config, args.run_dir, args.data, args.export_dir, args.host, args.port)

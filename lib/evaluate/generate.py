@@ -191,15 +191,16 @@ def vllm_usable() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
-def choose_backend(setting: str) -> str:
-    """auto -> vllm where it can run, else transformers; an explicit vllm that cannot run is an error."""
+def choose_backend(setting: str, option: str = "eval.backend=") -> str:
+    """auto -> vllm where it can run, else transformers; an explicit vllm that cannot run is an
+    error naming `option`, the setting it came from (eval.backend=, or serve's "--backend ")."""
     from lib.errors import UserError
 
     if setting == "auto":
         return "vllm" if vllm_usable() else "transformers"
     if setting == "vllm" and not vllm_usable():
-        raise UserError("eval.backend=vllm needs a GPU and the vllm package (pip install -e '.[vllm]'); "
-                        "use eval.backend=transformers")
+        raise UserError(f"{option}vllm needs a GPU and the vllm package (pip install -e '.[vllm]'); "
+                        f"use {option}transformers")
     if setting not in ("vllm", "transformers"):
-        raise UserError(f"eval.backend={setting!r}: expected auto, transformers or vllm")
+        raise UserError(f"{option}{setting!r}: expected auto, transformers or vllm")
     return setting
