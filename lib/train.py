@@ -256,6 +256,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
     from trl import SFTConfig
 
     train = config.train
+    layout = batching(config)
     settings = dict(
         output_dir=str(out / "checkpoints"),
         seed=spec.seed,
@@ -272,10 +273,10 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         # them, from which TRL builds the labels: so no length to enforce and no template to render
         max_length=None,
         assistant_only_loss=False,
-        padding_free=batching(config) == "padding_free",
+        padding_free=layout == "padding_free",
         # padded micro-batches of examples of similar length: transformers' LengthGroupedSampler
         # sorts random megabatches of 50 steps by the `length` column (`tokenized`)
-        train_sampling_strategy="group_by_length" if batching(config) == "padded" else "random",
+        train_sampling_strategy="group_by_length" if layout == "padded" else "random",
         remove_unused_columns=False,  # the collator reads `length` to tell training batches (PaddingMeter)
         pad_to_multiple_of=train.pad_to_multiple_of,
         activation_checkpointing=gradient_checkpointing(config, spec.method, batch, dtype),  # transformers' newer name
