@@ -211,7 +211,7 @@ $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # --- the base model -----------------------------------------------------------------------------
 model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)
-tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny random-init Qwen2 and its tokenizer
+tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny Qwen2 and its tokenizer, and pretrain it (~2 min, once)
 
 # (for models/tiny-qwen2 the shorter stem makes this rule win over the hub rule below)
 %/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py

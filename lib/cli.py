@@ -21,7 +21,7 @@ COMMANDS = {
              "get the raw data (hub, generated or a file), clean it, write test/dev and nested train splits"),
     "mcq-data": ("lib.data.mcq",
                  "get the knowledge track's multiple-choice items (hub, generated or a file) into mcq.jsonl"),
-    "tiny-model": ("lib.tiny_model", "build the demo's tiny random-init Qwen2 model and its tokenizer"),
+    "tiny-model": ("lib.tiny_model", "build and pretrain the demo's tiny Qwen2 model and its tokenizer"),
     "model": ("lib.model", "fetch the base model into models/ and check that it loads"),
     "train": ("lib.train", "train one run (LoRA or QLoRA on one train subset) with TRL's SFTTrainer"),
     "evaluate": ("lib.evaluate.run", "evaluate a run or the base model: test loss, generated answers, metrics, MCQ"),

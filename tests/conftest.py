@@ -36,15 +36,12 @@ def shared_data() -> Path:
 
 # --- a tiny model and demo data, built once per test session -------------------------------------
 
-TINY_TEST_SPEC_RECORDS = 3_000  # a smaller tokenizer corpus than the demo's: builds in seconds
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """The demo's tiny Qwen2 (random init, project-trained tokenizer), built into a temp folder."""
-    from lib.tiny_model import TinySpec, build
+    """The demo's tiny Qwen2 exactly as `make tiny-model` builds it, pretraining included (~2 min)."""
+    from lib.tiny_model import build
 
-    return build(tmp_path_factory.mktemp("models") / "tiny-qwen2", TinySpec(corpus_records=TINY_TEST_SPEC_RECORDS))
+    return build(tmp_path_factory.mktemp("models") / "tiny-qwen2")
 
 
 @pytest.fixture(scope="session")

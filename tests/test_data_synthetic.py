@@ -91,10 +91,18 @@ def test_multiple_choice_items_are_distinct_balanced_and_correct():
         assert not any(option in truth for letter, option in item["options"].items() if letter != item["answer"])
 
 
-def test_corpus_text_covers_the_knowledge_base():
-    text = "\n".join(synthetic.corpus_text(n_records=200, seed=0))
+def test_the_pretraining_pages_state_the_facts_but_never_answer_a_question():
+    pages = synthetic.pretraining_pages(2 * len(synthetic.DISEASES) * 4, seed=0)
+    assert pages == synthetic.pretraining_pages(len(pages), seed=0)
+    text = "\n".join(body for _, body in pages)
     assert all(d.name in text and d.department in text for d in synthetic.DISEASES)
-    assert DEMO.data.system_prompt not in text  # the tokenizer's builder adds the prompt it trains with
+    encyclopedia = [body for title, body in pages if "网友提问" not in title]
+    questions = [body for title, body in pages if "网友提问" in title]
+    assert questions and not any("？" in body for body in encyclopedia)
+    # the forum pages list questions only: not one of the answers' sentences follows them
+    answers = {sentence for r in synthetic.generate(500, seed=0) for sentence in r["output"].split("。") if sentence}
+    assert not any(sentence in body for body in questions for sentence in answers)
+    assert DEMO.data.system_prompt not in text  # the chat's system turn is taught by fine-tuning
 
 
 def answer_loss(train: list, test: list, order: int = 3) -> float:

@@ -9,8 +9,9 @@ and its test loss falls: the demo can show a scaling curve. Records come in the 
 medical schema (instruction/input/output), with several question and answer templates, patients
 of different ages and relations, and about one record in ten made dirty on purpose so that every
 cleaning rule has something to drop. The same table feeds `generate_mcq` (the demo's knowledge
-track) and `corpus_text` (the demo tokenizer's training text). It is the project's own text; its
-numbers say nothing about medicine.
+track) and `pretraining_pages` (encyclopedia and forum pages, never a question with its answer,
+that the demo's tiny base model and its tokenizer are trained on). It is the project's own text;
+its numbers say nothing about medicine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +167,8 @@ def _answer(kind: str, d: Disease, rng: random.Random, shown_symptoms: tuple[str
     """An answer that follows from the disease: its facts in one of a few phrasings."""
     symptoms, exams, treatments = _listing(d.symptoms, rng, 3), _listing(d.exams, rng), _listing(d.treatments, rng)
     causes, advice = _listing(d.causes, rng), _listing(d.advice, rng)
-    see = rng.choice((f"建议到{d.department}就诊。", f"出现这些情况应及时到{d.department}就诊。", ""))
+    # every answer says where to go, as a doctor answering online does
+    see = rng.choice((f"建议到{d.department}就诊。", f"出现这些情况应及时到{d.department}就诊。"))
     closing = rng.choice(("", "", "如症状加重或出现新的不适，请及时就医。", "具体方案请在医生指导下制定。"))
     if kind == "symptoms":
         body = rng.choice((f"{d.name}的常见症状有{symptoms}。", f"{d.name}主要表现为{symptoms}等。"))
@@ -180,19 +181,20 @@ def _answer(kind: str, d: Disease, rng: random.Random, shown_symptoms: tuple[str
     if kind == "exams":
         return rng.choice((f"确诊{d.name}常用的检查有{exams}。",
                            f"{d.name}的诊断要结合症状和检查，常做的检查包括{exams}。")) + \
-            rng.choice((f"检查前可以先到{d.department}挂号，由医生开具检查单。", "")) + closing
+            f"检查前可以先到{d.department}挂号，由医生开具检查单。" + closing
     if kind == "treatment":
         return rng.choice((f"{d.name}的治疗方法包括{treatments}。", f"{d.name}常用的治疗有{treatments}。")) + \
-            rng.choice((f"具体用药请在{d.department}医生指导下进行，不要自行增减剂量。", "")) + \
+            f"具体用药请在{d.department}医生指导下进行，不要自行增减剂量。" + \
             rng.choice((f"同时要注意{advice}。", ""))
     if kind == "causes":
         return rng.choice((f"{d.name}常见的原因有{causes}。", f"引起{d.name}的因素主要包括{causes}。")) + \
-            rng.choice((f"预防上要注意{advice}。", "")) + closing
+            rng.choice((f"预防上要注意{advice}。", "")) + see + closing
     if kind == "advice":
         steps = d.advice[:rng.randint(2, len(d.advice))]
         if rng.random() < 0.5:
+            steps = (*steps, f"定期到{d.department}复查")
             return f"{d.name}患者要注意以下几点：\n" + "\n".join(f"{i}. {s}。" for i, s in enumerate(steps, 1))
-        return f"{d.name}患者平时要注意{advice}。" + closing
+        return f"{d.name}患者平时要注意{advice}。" + see + closing
     if kind == "overview":
         return (f"{d.name}是{d.department}的常见疾病。常见原因有{causes}。典型症状包括{symptoms}。诊断主要依靠{exams}。"
                 f"治疗上可以选择{treatments}。日常生活中应{advice}。") + closing
@@ -405,15 +407,47 @@ def generate_mcq(n: int, seed: int) -> list[dict]:
     return items
 
 
-# --- text for the demo tokenizer ---------------------------------------------------------------
+# --- pretraining text of the demo's base model: pages, never a question with its answer -----------
+
+_GROUPS = {"成人": "成年人", "老人": "老年人", "儿童": "儿童", "女性": "女性", "男性": "男性"}
+# One or two statements of each fact of a disease, as a health encyclopedia writes them.
+_STATEMENTS = (
+    ("{d}是{dep}的常见疾病，多见于{group}。", "{d}多见于{group}，属于{dep}的诊治范围。"),
+    ("{d}的典型表现包括{symptoms}。", "{d}患者常出现{symptoms}。", "{d}可表现为{symptoms}等。"),
+    ("{s}同时出现时，医生会考虑{d}的可能性。", "以{s}为主要表现的疾病中，{d}比较常见。"),
+    ("{d}的诊断依靠{exams}。", "临床上常用{exams}等检查来明确诊断{d}。"),
+    ("{d}的治疗手段有{treatments}。", "治疗{d}常选择{treatments}。"),
+    ("{d}的发生与{causes}有关。", "{causes}是{d}的常见原因。"),
+    ("{d}患者在生活中应{advice}。", "对于{d}，日常注意事项包括{advice}。"),
+    ("出现{s}等情况时，建议及时到{dep}就诊。", "{d}的治疗方案需在医生指导下制定，如症状加重应及时就医。"),
+)
 
 
-def corpus_text(n_records: int = 8_000, seed: int = 0) -> Iterator[str]:
-    """Plain text of the knowledge base, of `n_records` generated QA records and of MCQ items."""
+def encyclopedia_page(d: Disease, rng: random.Random) -> str:
+    """A paragraph about a disease: its facts in shuffled order and varied wording."""
+    facts = {"d": d.name, "dep": d.department, "group": _GROUPS[d.patients],
+             "symptoms": _listing(d.symptoms, rng, 3), "s": "、".join(rng.sample(d.symptoms, 3)),
+             "exams": _listing(d.exams, rng), "treatments": _listing(d.treatments, rng),
+             "causes": _listing(d.causes, rng), "advice": _listing(d.advice, rng)}
+    first, *rest = _STATEMENTS
+    rest = rng.sample(rest, rng.randint(4, len(rest)))
+    return "".join(rng.choice(templates).format(**facts) for templates in (first, *rest))
+
+
+def questions_page(d: Disease, rng: random.Random) -> str:
+    """What patients ask about a disease, as a forum's list of threads: questions only, no answers."""
+    kinds = rng.sample(list(_QUESTIONS), 4)
+    return "\n".join(_question(kind, d, rng)[0] for kind in kinds)
+
+
+def pretraining_pages(n_pages: int, seed: int) -> list[tuple[str, str]]:
+    """`n_pages` (title, text) pages, each disease in turn: three encyclopedia pages for each page
+    of patients' questions. The same for the same seed."""
     rng = random.Random(seed)
-    for d in DISEASES:
-        yield _answer("overview", d, rng)
-    for record in generate(n_records, seed):
-        yield "\n".join(text for text in record.values() if text)
-    for item in generate_mcq(len(DISEASES) * len(MCQ_KINDS), seed):
-        yield item["question"] + "\n" + "\n".join(f"{k}. {v}" for k, v in item["options"].items())
+    pages = []
+    for i, d in enumerate(itertools.islice(itertools.cycle(DISEASES), n_pages)):
+        if (i // len(DISEASES)) % 4 == 3:
+            pages.append((f"{d.name}：网友提问", questions_page(d, rng)))
+        else:
+            pages.append((d.name, encyclopedia_page(d, rng)))
+    return pages
