@@ -50,7 +50,7 @@ def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
 def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
     """Settings that make a demo-profile run take seconds in a test."""
     return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
-            "train.save_steps=4", "train.logging_steps=2", "train.max_length=128",
+            "train.save_steps=4", "train.logging_steps=2",
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
 
 

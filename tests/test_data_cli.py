@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 from builders import write_jsonl
+from lib.config import load_config
 from lib.io import sha256_file
 
 ARGS = ("--profile", "demo", "--set", "data.synthetic_size=2000")
+DEMO = load_config("demo")
 
 
 def test_data_command_end_to_end_and_rerun(tmp_path, run_cli):
@@ -22,7 +24,7 @@ def test_data_command_end_to_end_and_rerun(tmp_path, run_cli):
     assert (tmp_path / "raw" / "synthetic" / "synthetic-2000-s42.jsonl").is_file()
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert {name: entry["count"] for name, entry in manifest["files"].items()} == dict(
-        zip(names, [200, 100, 250, 1000], strict=True))
+        zip(names, [DEMO.data.test_size, DEMO.data.dev_size, 250, 1000], strict=True))
     assert manifest["sizes"] == {"250": 250, "1k": 1000}
     assert manifest["provenance"]["seed"] == 42
     assert "wrote test.jsonl, dev.jsonl, train-250.jsonl, train-1k.jsonl" in first.stdout

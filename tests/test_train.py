@@ -264,8 +264,8 @@ def test_four_cpu_processes_take_the_steps_and_examples_of_one(tiny_model, demo_
     assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
     # every example of the split was seen once, over all processes: its tokens, no padding, none twice
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    # demo_overrides' max_length
-    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, 128, "train-128.jsonl")
+    max_length = read_json(out / "config.json")["train"]["max_length"]
+    split = tokenized(read_conversations(demo_data / "train-128.jsonl"), tokenizer, max_length, "train-128.jsonl")
     assert metrics["train_tokens"] == sum(split["length"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(out.glob("adapter*"))) == 1
