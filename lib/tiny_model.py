@@ -137,23 +137,23 @@ def build_model(tokenizer, spec: TinySpec):
     return model
 
 
-def pretraining_blocks(tokenizer, spec: TinySpec):
+def pretraining_blocks(tokenizer, texts: list[str], spec: TinySpec):
     """The pages as one token stream, cut into rows of `pretrain_block` tokens (the remainder is dropped)."""
     import torch
 
-    stream = [token for page in pages(spec) for token in tokenizer(page)["input_ids"]]
+    stream = [token for page in texts for token in tokenizer(page)["input_ids"]]
     rows = len(stream) // spec.pretrain_block
     return torch.tensor(stream[:rows * spec.pretrain_block]).view(rows, spec.pretrain_block)
 
 
-def pretrain(model, tokenizer, spec: TinySpec) -> dict:
+def pretrain(model, tokenizer, texts: list[str], spec: TinySpec) -> dict:
     """Next-token training on prose about the diseases, so that the base, like a real one, writes
     fluent domain text and knows the facts, but has never seen a question answered in chat form."""
     import torch
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    blocks = pretraining_blocks(tokenizer, spec)
+    blocks = pretraining_blocks(tokenizer, texts, spec)
     generator = torch.Generator().manual_seed(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_learning_rate, betas=(0.9, 0.95),
                                   weight_decay=0.1)
@@ -191,9 +191,10 @@ def model_card(spec: TinySpec, parameters: int, vocab: int, pretraining: dict) -
 
 def build(out: Path, spec: TinySpec = TinySpec()) -> Path:
     """Write the tokenizer and model to `out`; the ready marker is written last."""
-    tokenizer = train_tokenizer(pages(spec), spec)
+    texts = pages(spec)
+    tokenizer = train_tokenizer(texts, spec)
     model = build_model(tokenizer, spec)
-    pretraining = pretrain(model, tokenizer, spec)
+    pretraining = pretrain(model, tokenizer, texts, spec)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
     model.save_pretrained(out, safe_serialization=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from builders import REPO_ROOT
+from lib.config import load_grid
 from lib.data.synthetic import DISEASES
 from lib.io import read_json, read_jsonl, write_jsonl
 
@@ -119,7 +120,8 @@ def train_and_evaluate(tiny_model: Path, train_data: Path, test_data: Path, run:
     """The largest LoRA run again, in this process (where a fault is patched in), into `run`."""
     from lib.cli import main
 
-    main(cli(tiny_model, "train", "--method", "lora", "--size", SIZES[-1], "--seed", "42", "--data", str(train_data),
+    seed = str(load_grid("demo").default_seed)
+    main(cli(tiny_model, "train", "--method", "lora", "--size", SIZES[-1], "--seed", seed, "--data", str(train_data),
              "--out", str(run)))
     return evaluate_again(tiny_model, run, test_data)
 
