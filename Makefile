@@ -217,7 +217,7 @@ model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loa
 tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny Qwen2 and its tokenizer, and pretrain it (~2 min, once)
 
 # (for models/tiny-qwen2 the shorter stem makes this rule win over the hub rule below)
-%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py
+%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py experiments/base.yaml
 	$(CLI) tiny-model --out $(@D)
 
 models/%/.ready: $(SETUP)

@@ -219,9 +219,9 @@ def test_train_with_negative_epochs_stops_before_torch_is_imported(tmp_path):
     # whether torch was imported says that no model (not even the library) was loaded
     script = ("import sys\nfrom lib.cli import main\ntry:\n    main(sys.argv[1:])\n"
               "finally:\n    print('torch imported' if 'torch' in sys.modules else 'torch not imported')")
-    out = tmp_path / "runs" / "lora-150"
+    out = tmp_path / "runs" / "lora-100"
     done = subprocess.run(
-        [sys.executable, "-c", script, "train", "--profile", "demo", "--method", "lora", "--size", "150",
+        [sys.executable, "-c", script, "train", "--profile", "demo", "--method", "lora", "--size", "100",
          "--seed", "42", "--data", str(tmp_path / "data"), "--out", str(out), "--set", "train.epochs=-1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == "torch not imported\n"

@@ -29,14 +29,14 @@ from lib.io import read_json, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-SIZES = ("100", "900")  # 113 steps for the largest: fewer leave its answers naming no department
+SIZES = (load_grid("demo").sizes[0], load_grid("demo").sizes[-1])  # the demo's smallest and largest
 SETTINGS = ("train.report_to=none", "train.eval_steps=25", "train.save_steps=25", "eval.max_new_tokens=128",
             "eval.bootstrap_samples=200", "eval.mcq_size=40", "data.synthetic_size=2000", "data.test_size=80",
             "data.dev_size=32")
 # Margins, from measurement (the note of each says what the healthy run and the faulted one gave)
-# measured: the largest run answers about the question's disease in 53% of the items (32x the 1 in 60
-# of a disease at random), the base model in 37% (it writes a page about the disease it reads), the
-# run trained on shuffled answers in 1.3%
+# measured: the largest run answers about the question's disease in 39% of the items (23x the 1 in 60
+# of a disease at random), the base model in 36% (it writes a page about the disease it reads), the
+# run trained on shuffled answers in 1.3%; no healthy run is truncated, the base model 16% of the time
 RIGHT_DISEASE_OVER_CHANCE = 15
 MAX_TRUNCATED_PERCENT = 15
 

@@ -1,6 +1,6 @@
 """Evaluation of a run: generated answers, test loss, text metrics, the knowledge track, a judge.
 
-    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-150 \
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-100 \
         --data data/processed/demo
 
     run          the `evaluate` command: writes predictions.jsonl and eval.json into the run folder

@@ -1,7 +1,7 @@
 """Evaluate one run (or the untuned base model) on the whole test set and the knowledge track.
 
-    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-150 \\
-        --data data/processed/demo                                  (make eval-qlora-150 PROFILE=demo)
+    python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-100 \\
+        --data data/processed/demo                                  (make eval-qlora-100 PROFILE=demo)
     python -m lib evaluate --profile demo --run-dir results/demo/runs/base --data data/processed/demo
                                                                     (make eval-base PROFILE=demo)
     python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/base-nf4 \\

@@ -2,7 +2,7 @@
 
     python -m lib report --results results/demo --runs results/demo/runs \\
         --data data/processed/demo --profile demo --out paper/generated/demo \\
-        [--methods lora qlora --sizes 150 300 --seeds 42]
+        [--methods lora qlora --sizes 100 200 --seeds 42]
 
 Reads what the earlier stages wrote (the schemas are in the `summarize` docstring of
 lib/analysis.py): summary.csv, scaling.json and examples.json from --results; every run's
