@@ -1,7 +1,7 @@
 """Talk to a run in the terminal: the answer streams token by token as it is generated.
 
-    python -m lib chat --profile demo --method lora --run-dir results/demo/runs/lora-150
-    make chat EXP=lora-150 PROFILE=demo          (EXP=base for the untuned model, EXP=base-nf4 in NF4)
+    python -m lib chat --profile demo --method lora --run-dir results/demo/runs/lora-100
+    make chat EXP=lora-100 PROFILE=demo          (EXP=base for the untuned model, EXP=base-nf4 in NF4)
 
 Same chat template, system prompt and greedy decoding as the evaluation, so what you read is
 what the metrics scored. The conversation is kept across turns; /reset forgets it. Ctrl-C or

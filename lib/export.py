@@ -1,8 +1,8 @@
 """Export a trained run as one model that transformers and vLLM load without PEFT, with its card.
 
-    python -m lib export --profile demo --method lora --run-dir results/demo/runs/lora-900 \\
-        --data data/processed/demo --out results/demo/export/lora-900
-    make export EXP=lora-900 PROFILE=demo
+    python -m lib export --profile demo --method lora --run-dir results/demo/runs/lora-600 \\
+        --data data/processed/demo --out results/demo/export/lora-600
+    make export EXP=lora-600 PROFILE=demo
 
 The folder results/<profile>/export/<run>/ holds the adapter merged into the base
 (model.safetensors, config.json), the tokenizer with its chat template, generation_config.json,

@@ -1,8 +1,8 @@
 """Serve a run (or the untuned base model) behind an OpenAI-compatible API on this machine.
 
-    python -m lib serve --profile demo --method lora --run-dir results/demo/runs/lora-900 \\
-        --data data/processed/demo --export-dir results/demo/export/lora-900 --port 8765
-    make serve EXP=lora-900 PROFILE=demo          (EXP=base: the untuned model; HOST=, PORT=)
+    python -m lib serve --profile demo --method lora --run-dir results/demo/runs/lora-600 \\
+        --data data/processed/demo --export-dir results/demo/export/lora-600 --port 8765
+    make serve EXP=lora-600 PROFILE=demo          (EXP=base: the untuned model; HOST=, PORT=)
 
 Two existing servers, chosen like the evaluation's backend:
 - `vllm serve` where vLLM and a GPU are present: the base model with the run's adapter attached

@@ -1,7 +1,7 @@
 """Train one cell of the grid: LoRA or QLoRA on one nested train subset, with TRL's SFTTrainer.
 
-    python -m lib train --profile demo --method qlora --size 150 --seed 42 \\
-        --data data/processed/demo --out results/demo/runs/qlora-150       (make train-qlora-150 PROFILE=demo)
+    python -m lib train --profile demo --method qlora --size 100 --seed 42 \\
+        --data data/processed/demo --out results/demo/runs/qlora-100       (make train-qlora-100 PROFILE=demo)
 
 Several GPUs or nodes run the same command under a launcher (make ... LAUNCH=accelerate or
 LAUNCH=torchrun): each process loads its own copy of the model and the batch arithmetic keeps
