@@ -15,8 +15,7 @@ of a generated health encyclopedia and of patients' forum questions (lib.data.sy
 pretraining_pages), 600k tokens in about 100 s on 2 CPU cores. It then writes fluent pages about
 the diseases, but it has never seen a question answered: answering in the data's format is what
 the study's fine-tuning teaches it. The tokenizer is byte-level BPE (Qwen2's pre-tokenizer, so
-any text encodes) trained on the same pages, so every token the model can write was trained, and
-on the chat's fixed words (role names, the demo recipe's system prompt).
+any text encodes) trained on the same pages, so every token the model can write was trained.
 The same seed gives byte-identical files; build_info.json and README.md say how it was made.
 """
 
@@ -74,20 +73,6 @@ def pages(spec: TinySpec) -> list[str]:
 
     return [f"<|im_start|>{title}\n{text}<|im_end|>\n"
             for title, text in pretraining_pages(spec.pretrain_pages, spec.seed)]
-
-
-def chat_words(system_prompt: str) -> str:
-    """The words every conversation of the study carries besides its question and answer: the
-    chat template's role names and the system prompt (data.system_prompt)."""
-    return f"system\n{system_prompt}\nuser\nassistant\n"
-
-
-def tokenizer_corpus(texts: list[str], system_prompt: str) -> list[str]:
-    """The pages, each followed by the chat's words. A real tokenizer's corpus holds such text many
-    times over; so here BPE merges the prompt as it merges the pages' words, and the demo's prompt
-    takes 37 tokens instead of 65 byte-level pieces (which were a third of every training example)."""
-    words = chat_words(system_prompt)
-    return [piece for page in texts for piece in (page, words)]
 
 
 def train_tokenizer(texts, spec: TinySpec):
@@ -199,18 +184,15 @@ def model_card(spec: TinySpec, parameters: int, vocab: int, pretraining: dict) -
             f"of {parameters:,} parameters with a {vocab:,}-token byte-level BPE vocabulary and Qwen2.5-Instruct's "
             f"special tokens and chat template, pretrained for {pretraining['steps']} steps "
             f"({pretraining['tokens_seen']:,} tokens) on {pretraining['pages']:,} generated pages "
-            f"({pretraining['corpus']}, seed {spec.seed}); its tokenizer also learned the chat's role names "
-            f"and system prompt; next-token loss {pretraining['first_loss']} -> "
+            f"({pretraining['corpus']}, seed {spec.seed}); next-token loss {pretraining['first_loss']} -> "
             f"{pretraining['final_loss']}. It has never seen a question answered. Its knowledge is the "
             f"project's generated text; it says nothing about medicine.\n")
 
 
 def build(out: Path, spec: TinySpec = TinySpec()) -> Path:
     """Write the tokenizer and model to `out`; the ready marker is written last."""
-    from lib.config import load_config
-
     texts = pages(spec)
-    tokenizer = train_tokenizer(tokenizer_corpus(texts, load_config("demo").data.system_prompt), spec)
+    tokenizer = train_tokenizer(texts, spec)
     model = build_model(tokenizer, spec)
     pretraining = pretrain(model, tokenizer, texts, spec)
     out.mkdir(parents=True, exist_ok=True)

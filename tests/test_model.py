@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from builders import hub_mirror
-from lib.config import load_config
 from lib.errors import UserError
 from lib.io import read_json
 from lib.model import ORIGIN_FILE
@@ -36,9 +35,6 @@ def test_the_tiny_model_is_pretrained_and_says_how(tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
     assert tokenizer.decode(tokenizer("高血压患者能喝咖啡吗？")["input_ids"]) == "高血压患者能喝咖啡吗？"
-    # the system prompt, in every example, is in merged tokens, not in byte-level pieces (65 of them)
-    system_prompt = load_config("demo").data.system_prompt
-    assert len(tokenizer(system_prompt)["input_ids"]) < len(system_prompt)
 
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
