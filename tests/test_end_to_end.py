@@ -5,8 +5,9 @@ The same targets as `make demo`, in a scratch folder, with fewer and smaller run
 pretrained tiny model. `story_failures` holds what the demo must show: test loss falling with
 every size, the largest run's ROUGE-L interval above the base model's, its answers about the
 disease the question asks about far more often than chance, and stopping at <|im_end|>. Each check is shown to fail
-under a fault it guards against: answers shuffled between the training questions, and
-generation prompts written without the chat template. The PDF step runs where TeX is installed
+under a fault it guards against: answers shuffled between the training questions (disease), the
+loss mask on the question (test loss, ROUGE-L), generation prompts written without the chat
+template (disease), and generation not stopping at <|im_end|> (truncation). The PDF step runs where TeX is installed
 (CI installs it with make setup-tex).
 """
 
@@ -34,9 +35,9 @@ SETTINGS = ("train.report_to=none", "train.eval_steps=25", "train.save_steps=25"
             "eval.bootstrap_samples=200", "eval.mcq_size=40", "data.synthetic_size=2000", "data.test_size=80",
             "data.dev_size=32")
 # Margins, from measurement (the note of each says what the healthy run and the faulted one gave)
-# measured: the largest run answers about the question's disease in 39% of the items (23x the 1 in 60
-# of a disease at random), the base model in 36% (it writes a page about the disease it reads), the
-# run trained on shuffled answers in 1.3%; no healthy run is truncated, the base model 16% of the time
+# measured: the largest run answers about the question's disease in 60% of the items (36x the 1 in 60
+# of a disease at random), the base model in 37% (it writes a page about the disease it reads), the
+# run trained on shuffled answers in 1.3%; the healthy runs truncate 0-4% of answers, the base 11%
 RIGHT_DISEASE_OVER_CHANCE = 15
 MAX_TRUNCATED_PERCENT = 15
 
@@ -163,24 +164,27 @@ def test_the_study_runs_end_to_end_and_tells_its_story(tiny_model, tmp_path, mon
     import lib.train
 
     processed, largest = study / "data" / "processed" / "demo", f"lora-{SIZES[-1]}"
-    faulted = {}
-    faulted["disease:"] = train_and_evaluate(tiny_model, shuffled_answers(processed, tmp_path / "shuffled-data"),
-                                             processed, tmp_path / "shuffled" / largest)
+    caught_by = {}  # faulted run -> the checks that must fail on it
+    caught_by[train_and_evaluate(tiny_model, shuffled_answers(processed, tmp_path / "shuffled-data"),
+                                  processed, tmp_path / "shuffled" / largest)] = ("disease:",)
     with monkeypatch.context() as patch:
         patch.setattr(lib.train, "assistant_tokens", question_instead_of_answer(lib.train.assistant_tokens))
-        faulted["test loss:"] = train_and_evaluate(tiny_model, processed, processed, tmp_path / "mask" / largest)
+        masked = train_and_evaluate(tiny_model, processed, processed, tmp_path / "mask" / largest)
+        caught_by[masked] = ("test loss:", "rougeL:")
     with monkeypatch.context() as patch:
         patch.setattr(lib.evaluate.run, "render_prompt",
                       lambda tokenizer, messages: "\n".join(m["content"] for m in messages) + "\n")
-        faulted["rougeL:"] = evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "plain" / largest),
-                                            processed)
+        # measured at 600: its ROUGE-L interval still clears the base's, but 20.5% of its answers name the disease
+        caught_by[evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "plain" / largest),
+                                 processed)] = ("disease:",)
     with monkeypatch.context() as patch:
         patch.setattr(lib.prompts, "end_of_turn_ids", lambda tokenizer, model: [tokenizer.pad_token_id])
-        faulted["truncated:"] = evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "no-stop" / largest),
-                                               processed)
-    for check, run in faulted.items():
+        caught_by[evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "no-stop" / largest),
+                                 processed)] = ("truncated:",)
+    for run, checks in caught_by.items():
         failures = story_failures({**healthy, largest: run})
-        assert any(failure.startswith(check) for failure in failures), (check, failures)
+        for check in checks:
+            assert any(failure.startswith(check) for failure in failures), (check, run, failures)
 
     figures = make(study, tiny_model, "figures")
     assert figures.returncode == 0, figures.stderr[-3000:]
