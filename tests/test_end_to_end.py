@@ -4,11 +4,11 @@ and the story the demo tells, checked so that a broken pipeline cannot pass.
 The same targets as `make demo`, in a scratch folder, with fewer and smaller runs on the demo's
 pretrained tiny model. `story_failures` holds what the demo must show: test loss falling with
 every size, the largest run's ROUGE-L interval above the base model's, its answers about the
-disease the question asks about far more often than chance, and stopping at <|im_end|>. Each check is shown to fail
-under a fault it guards against: answers shuffled between the training questions (disease), the
-loss mask on the question (test loss, ROUGE-L), generation prompts written without the chat
-template (disease), and generation not stopping at <|im_end|> (truncation). The PDF step runs where TeX is installed
-(CI installs it with make setup-tex).
+disease the question asks about far more often than chance, and stopping at <|im_end|>. Each
+check is shown to fail under a fault it guards against: answers shuffled between the training
+questions (disease), the loss mask on the question (test loss, ROUGE-L), generation prompts
+written without the chat template (disease), and generation not stopping at <|im_end|>
+(truncation). The PDF step runs where TeX is installed (CI installs it with make setup-tex).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from lib.io import read_json, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-SIZES = (load_grid("demo").sizes[0], load_grid("demo").sizes[-1])  # the demo's smallest and largest
+GRID = load_grid("demo")
+SIZES = (GRID.sizes[0], GRID.sizes[-1])  # the demo's smallest and largest
 SETTINGS = ("train.report_to=none", "train.eval_steps=25", "train.save_steps=25", "eval.max_new_tokens=128",
             "eval.bootstrap_samples=200", "eval.mcq_size=40", "data.synthetic_size=2000", "data.test_size=80",
             "data.dev_size=32")
@@ -121,9 +122,8 @@ def train_and_evaluate(tiny_model: Path, train_data: Path, test_data: Path, run:
     """The largest LoRA run again, in this process (where a fault is patched in), into `run`."""
     from lib.cli import main
 
-    seed = str(load_grid("demo").default_seed)
-    main(cli(tiny_model, "train", "--method", "lora", "--size", SIZES[-1], "--seed", seed, "--data", str(train_data),
-             "--out", str(run)))
+    main(cli(tiny_model, "train", "--method", "lora", "--size", SIZES[-1], "--seed", str(GRID.default_seed),
+             "--data", str(train_data), "--out", str(run)))
     return evaluate_again(tiny_model, run, test_data)
 
 
@@ -164,23 +164,22 @@ def test_the_study_runs_end_to_end_and_tells_its_story(tiny_model, tmp_path, mon
     import lib.train
 
     processed, largest = study / "data" / "processed" / "demo", f"lora-{SIZES[-1]}"
-    caught_by = {}  # faulted run -> the checks that must fail on it
-    caught_by[train_and_evaluate(tiny_model, shuffled_answers(processed, tmp_path / "shuffled-data"),
-                                  processed, tmp_path / "shuffled" / largest)] = ("disease:",)
+    shuffled = train_and_evaluate(tiny_model, shuffled_answers(processed, tmp_path / "shuffled-data"), processed,
+                                  tmp_path / "shuffled" / largest)
     with monkeypatch.context() as patch:
         patch.setattr(lib.train, "assistant_tokens", question_instead_of_answer(lib.train.assistant_tokens))
         masked = train_and_evaluate(tiny_model, processed, processed, tmp_path / "mask" / largest)
-        caught_by[masked] = ("test loss:", "rougeL:")
     with monkeypatch.context() as patch:
         patch.setattr(lib.evaluate.run, "render_prompt",
                       lambda tokenizer, messages: "\n".join(m["content"] for m in messages) + "\n")
-        # measured at 600: its ROUGE-L interval still clears the base's, but 20.5% of its answers name the disease
-        caught_by[evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "plain" / largest),
-                                 processed)] = ("disease:",)
+        plain = evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "plain" / largest), processed)
     with monkeypatch.context() as patch:
         patch.setattr(lib.prompts, "end_of_turn_ids", lambda tokenizer, model: [tokenizer.pad_token_id])
-        caught_by[evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "no-stop" / largest),
-                                 processed)] = ("truncated:",)
+        no_stop = evaluate_again(tiny_model, trained_copy(runs / largest, tmp_path / "no-stop" / largest), processed)
+    # the checks that must fail on each faulted run; measured at 600, the template-less prompts still
+    # clear the base's ROUGE-L interval, but only 20.5% of their answers name the question's disease
+    caught_by = {shuffled: ("disease:",), masked: ("test loss:", "rougeL:"), plain: ("disease:",),
+                 no_stop: ("truncated:",)}
     for run, checks in caught_by.items():
         failures = story_failures({**healthy, largest: run})
         for check in checks:
