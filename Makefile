@@ -177,6 +177,7 @@ endif
 # there is internet, copy the folder and the repository over, `make setup WHEELHOUSE=wheelhouse`
 # there. jieba publishes no wheel: it is built into one here.
 wheelhouse: $(SETUP) ## every pinned package as wheels for an offline machine -> wheelhouse/ (SLIM=1: without torch)
+	$(if $(filter-out 1,$(SLIM)),$(error SLIM=$(SLIM): say SLIM=1, or leave it out for a bundle with torch))
 	$(CLI) wheelhouse --out $(WHEELHOUSE_DIR) --python-version $(WHEEL_PYTHON) \
 		--platform $(WHEEL_PLATFORM) $(if $(SLIM),--slim) --also uv==$(UV_VERSION)
 

@@ -20,7 +20,8 @@ the folder and the repository are copied over. What it does, in order:
      are written last, so a folder without them is an unfinished one.
 
 Other files in the folder are left alone and not installed; a wheel there whose hash does not
-match is downloaded again (pip checks it). `--check DIR` is the installing side's first step:
+match is downloaded again (pip checks it); a second `make wheelhouse` into the same folder stops
+in one line while the first runs. `--check DIR` is the installing side's first step:
 the folder is complete, made for this Python, and (SLIM) this Python has a torch to reuse; it
 prints the venv options that `make setup` passes on.
 """
@@ -38,7 +39,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from lib.errors import UserError
-from lib.io import atomic_write, read_json, sha256_file, shown, write_json
+from lib.io import atomic_write, exclusive, read_json, sha256_file, shown, write_json
 from lib.versions import OLDEST_SUPPORTED, normalized, pinned_versions
 
 # Packages that publish only a source archive on PyPI (jieba 0.42.1), built into a wheel here.
@@ -238,6 +239,7 @@ def run(args: argparse.Namespace) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+", requirement):
             raise UserError(f"--also {requirement}: expected NAME==VERSION")
     python_version, platform = this_machine()
-    manifest = build(args.out, args.python_version or python_version, args.platform or platform, args.slim,
-                     args.oldest, args.also)
+    with exclusive(args.out / ".wheelhouse.lock", "make wheelhouse"):
+        manifest = build(args.out, args.python_version or python_version, args.platform or platform, args.slim,
+                         args.oldest, args.also)
     print(summary(manifest, args.out))

@@ -225,6 +225,16 @@ def test_without_trl_the_speed_checks_are_skipped_with_the_reason(monkeypatch, t
     assert {r["status"] for r in records} == {"skipped: trl not installed"}
 
 
+def test_a_second_copy_on_the_same_folder_stops_in_one_line(run_cli, tmp_path):
+    from lib.io import lock_if_free
+
+    with lock_if_free(tmp_path / ".gpu-check.lock") as held:
+        assert held is not None
+        done = run_cli("gpu-check", "--profile", "demo", "--out", tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "gpu-check is already in progress (pid " in done.stderr and not (tmp_path / "gpu-check.json").exists()
+
+
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--new-tokens", "0"]])
 def test_counts_below_one_are_a_one_line_error(run_cli, tmp_path, bad):
     done = run_cli("gpu-check", "--profile", "demo", "--out", tmp_path, *bad)

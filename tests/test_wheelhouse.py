@@ -129,6 +129,15 @@ def test_a_bundle_is_checked_before_anything_is_installed(tmp_path, monkeypatch)
         wheelhouse.check(slim)
 
 
+def test_a_second_make_wheelhouse_into_the_same_folder_stops_in_one_line(run_cli, tmp_path):
+    from lib.io import lock_if_free
+
+    with lock_if_free(tmp_path / ".wheelhouse.lock") as held:
+        assert held is not None
+        done = run_cli("wheelhouse", "--out", tmp_path, "--slim")
+    assert done.returncode == 2 and "make wheelhouse is already in progress (pid " in done.stderr
+
+
 def test_the_slim_bundle_holds_every_pin_but_torch_each_as_the_index_published_it():
     folder = bundle("pinned")
     manifest = json.loads((folder / "manifest.json").read_text())
