@@ -29,11 +29,12 @@ from lib.io import sha256_file, write_json
 from lib.versions import OLDEST_SUPPORTED, pinned_versions
 
 WHEELHOUSES = REPO_ROOT / ".wheelhouses"
-# Every way out that pip, uv or the hub would take leads nowhere, and pip reads no configuration
-# (this machine's names local wheel folders): the bundle is all there is.
+# Every way out that pip, uv or the hub would take leads nowhere (nothing is told to stay offline),
+# and pip reads no configuration (this machine's names local wheel folders): the bundle is all there is.
 NO_NETWORK = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
               "UV_INDEX_URL": "http://127.0.0.1:9/simple", "http_proxy": "http://127.0.0.1:9",
-              "https_proxy": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+              "https_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+              "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
 
 
 def bundle(name: str) -> Path:
@@ -57,7 +58,7 @@ def machine_with_torch(tmp_path: Path) -> dict:
     for entry in site_packages.iterdir():
         if entry.name in ("torch", "torchgen", "functorch") or entry.name.startswith("torch-"):
             (folder / entry.name).symlink_to(entry)
-    return {**os.environ, **NO_NETWORK, "PYTHONPATH": str(folder)}
+    return {**os.environ, **NO_NETWORK, "PYTHONPATH": str(folder), "HF_HOME": str(tmp_path / "no-hub-cache")}
 
 
 def offline_venv(tmp_path: Path, folder: Path, env: dict) -> Path:
