@@ -90,6 +90,12 @@ SETUP = $(VENV)/.installed
 TORCH_VERSION := $(shell sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml)
 TORCH_INDEX ?=#             e.g. https://download.pytorch.org/whl/cpu for a CPU-only machine elsewhere
 UV_VERSION = 0.13.9#        the installer of everything but torch (make setup)
+WHEELHOUSE ?=#              make setup WHEELHOUSE=<dir>: install from a folder of make wheelhouse, no index
+COMPILE_BYTECODE ?= 1#      make setup compiles every module once (empty: not, for the tests' throwaway venvs)
+WHEELHOUSE_DIR ?= wheelhouse#  make wheelhouse: the folder it fills
+SLIM ?=#                    make wheelhouse SLIM=1: leave out torch and its GPU libraries (a GPU image has them)
+WHEEL_PYTHON ?= 3.12#       make wheelhouse: the Python ...
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64#  ... and platform of the machine the wheels are for (the GPU images')
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
@@ -117,7 +123,7 @@ $(1):
 	@mkdir -p $$(@D); echo '$(strip $(2))' > $$@
 endef
 
-.PHONY: help vars setup setup-tex setup-slurm setup-browser review review-invite review-export review-judge tex test test-fast \
+.PHONY: help vars setup setup-tex setup-slurm setup-browser wheelhouse setup-wheelhouses review review-invite review-export review-judge tex test test-fast \
 	lint data model tiny-model all-experiments summary figures report paper demo chat export push serve submit bench \
 	bench-data bench-collation bench-generation bench-demo bench-gpu gpu-check plan \
 	clean-data clean-runs
@@ -129,6 +135,7 @@ help: ## list every target with one line of help (the default goal)
 	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
 	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
 	@echo "           HOST PORT NAME (make review) HOST PORT REPO MERGED (make serve, make push)"
+	@echo "           WHEELHOUSE (make setup) WHEELHOUSE_DIR SLIM WHEEL_PYTHON WHEEL_PLATFORM (make wheelhouse)"
 
 vars: ## print the grid, model and paths this invocation would use
 	@echo "PROFILE=$(PROFILE)"; echo "METHODS=$(METHODS)"; echo "SIZES=$(SIZES)"; echo "SEEDS=$(SEEDS)"
@@ -145,12 +152,42 @@ setup: $(SETUP) ## one-time: create .venv with the pinned dependencies (torch fi
 # (~40 s once): uv leaves that to the first import, which never caches it where
 # PYTHONDONTWRITEBYTECODE is set, and then every process of the demo and the tests spends ~9 s
 # more on 2 cores compiling transformers, peft and datasets (22 s of imports instead of 13 s).
+#
+# With WHEELHOUSE=<dir> (a machine without internet) the same comes from that folder of `make
+# wheelhouse`, with no index: its requirements.txt is the whole resolved list, hashes checked, so
+# nothing else is looked for (--no-deps). A SLIM folder has no torch: the venv then sees the
+# machine's own packages (--system-site-packages) and takes torch from them. The folder is checked
+# first (finished, intact, for this Python; SLIM: this Python has torch), in one line.
 $(SETUP): pyproject.toml
+ifeq ($(WHEELHOUSE),)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
 	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[test]'
+	$(VENV)/bin/uv pip install --quiet $(if $(COMPILE_BYTECODE),--compile-bytecode) --python $(PY) -e '.[test]'
+else
+	options=$$($(PYTHON) -m lib wheelhouse --check $(WHEELHOUSE)) && $(PYTHON) -m venv $$options $(VENV)
+	$(VENV)/bin/pip install --quiet --no-index --find-links $(WHEELHOUSE) uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --offline --no-index --find-links $(WHEELHOUSE) --no-deps --require-hashes \
+		$(if $(COMPILE_BYTECODE),--compile-bytecode) --python $(PY) -r $(WHEELHOUSE)/requirements.txt
+	$(VENV)/bin/uv pip install --quiet --offline --no-index --find-links $(WHEELHOUSE) --no-deps --python $(PY) -e .
+endif
 	@touch $@
+
+# Every pinned package as wheels for a machine without internet (lib/wheelhouse.py): run where
+# there is internet, copy the folder and the repository over, `make setup WHEELHOUSE=wheelhouse`
+# there. jieba publishes no wheel: it is built into one here.
+wheelhouse: $(SETUP) ## every pinned package as wheels for an offline machine -> wheelhouse/ (SLIM=1: without torch)
+	$(if $(filter-out 1,$(SLIM)),$(error SLIM=$(SLIM): say SLIM=1, or leave it out for a bundle with torch))
+	$(CLI) wheelhouse --out $(WHEELHOUSE_DIR) --python-version $(WHEEL_PYTHON) \
+		--platform $(WHEEL_PLATFORM) $(if $(SLIM),--slim) --also uv==$(UV_VERSION)
+
+# The SLIM bundles the offline-install tests use (tests/test_wheelhouse.py), for this machine's
+# Python and platform: at the pins, and at the oldest supported versions (lib/versions.py). They
+# need the package index, which tests never reach: CI makes them during its set-up.
+TEST_WHEELHOUSES = .wheelhouses
+setup-wheelhouses: $(SETUP) ## the SLIM bundles for this machine that the offline-install tests use (PyPI; ~300 MB)
+	$(CLI) wheelhouse --out $(TEST_WHEELHOUSES)/pinned --slim --also uv==$(UV_VERSION)
+	$(CLI) wheelhouse --out $(TEST_WHEELHOUSES)/oldest --slim --oldest --also uv==$(UV_VERSION)
 
 # The report's TeX and fonts: the Debian/Ubuntu packages of paper/tex-packages.txt, then the check
 # that the report's own preamble compiles (it names what is missing in one line).
@@ -392,9 +429,9 @@ bench-demo: $(SETUP) ## time every stage of `make demo` from scratch, in a scrat
 bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architecture on this GPU -> results/bench/gpu-<profile>.md
 	$(CLI) bench-gpu $(CONFIG_ARGS) $(if $(wildcard $(PROCESSED)),--data $(PROCESSED)) --out $(BENCH)
 
-# No $(SETUP): on a GPU machine with CUDA torch, transformers, peft and accelerate installed it runs
-# without the venv (what else it needs is skipped with the reason).
-gpu-check: ## is this GPU machine ready: correctness and speed checks (under 8 minutes) -> results/bench/gpu-check.md
+# No $(SETUP): it also runs with the machine's python3 where that has what training needs; the
+# checks that need a missing package are skipped and name it (offline: make setup WHEELHOUSE=).
+gpu-check: ## is this GPU machine ready: correctness, speed and the targets (a 6-minute budget) -> results/bench/gpu-check.md
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4

@@ -51,6 +51,8 @@ COMMANDS = {
     "gpu-check": ("lib.bench.check",
                   "is this GPU machine ready: padding-free loss, fp32 adapters, vLLM, training and generation speed"),
     "bench-summary": ("lib.bench.summary", "gather the benchmarks' headlines into results/bench/README.md"),
+    "wheelhouse": ("lib.wheelhouse",
+                   "every pinned package as wheels for a machine without internet (make wheelhouse; --check DIR)"),
 }
 
 

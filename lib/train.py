@@ -279,8 +279,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         train_sampling_strategy="group_by_length" if layout == "padded" else "random",
         remove_unused_columns=False,  # the collator reads `length` to tell training batches (PaddingMeter)
         pad_to_multiple_of=train.pad_to_multiple_of,
-        activation_checkpointing=gradient_checkpointing(config, spec.method, batch, dtype),  # transformers' newer name
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_settings(gradient_checkpointing(config, spec.method, batch, dtype)),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
@@ -299,6 +298,25 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         disable_tqdm=False,
     )
     return SFTConfig(**(settings | overrides))
+
+
+def checkpointing_argument() -> str:
+    """TrainingArguments' name for activation (gradient) checkpointing in the installed transformers:
+    activation_checkpointing from 5.23, which keeps gradient_checkpointing as a deprecated alias;
+    gradient_checkpointing alone before (5.17 to 5.22, lib.versions.OLDEST_SUPPORTED)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {field.name for field in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def checkpointing_settings(enabled: bool) -> dict:
+    """SFTConfig's checkpointing settings under that name; non-reentrant checkpointing, which lets
+    gradients reach the adapters while the frozen base's inputs need none."""
+    name = checkpointing_argument()
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 def lora_config(config: Config):
@@ -431,7 +449,7 @@ def train_metrics(trainer, spec: RunSpec, clock, batch: BatchPlan, dtype, record
         "dtype": dtype_text,
         "adapter_dtype": adapter_dtype(model),
         "attention": model.config._attn_implementation,  # the kernel it ran with (model.attn_implementation: auto)
-        "gradient_checkpointing": trainer.args.activation_checkpointing,  # as train.gradient_checkpointing resolved
+        "gradient_checkpointing": getattr(trainer.args, checkpointing_argument()),  # as the setting resolved
         # of this process's training micro-batches since the run (re)started: positions that were padding
         "padding_fraction": trainer.padding_meter.fraction,
         "processes": batch.processes,

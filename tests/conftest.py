@@ -61,8 +61,8 @@ def demo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def qwen_standin(tmp_path_factory) -> Path:
-    """A tiny random Qwen2 with every property of Qwen2.5-3B-Instruct but its size (tests/standin.py)."""
-    from standin import build_standin
+    """A tiny random Qwen2 with every property of Qwen2.5-3B-Instruct but its size (lib/standin.py)."""
+    from lib.standin import build_standin
 
     return build_standin(tmp_path_factory.mktemp("models") / "qwen2.5-standin")
 

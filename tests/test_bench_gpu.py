@@ -8,7 +8,6 @@ test suite checks the command end to end on the demo's tiny model, and the arith
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -16,18 +15,18 @@ from builders import hide_packages
 from lib.architecture import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
 from lib.bench import summary
 from lib.bench.gpu import (
-    DEFAULT_LOG_MEAN,
-    DEFAULT_LOG_SD,
     RECORD_FIELDS,
+    SHIPPED_LENGTHS,
     TOKENS_PER_CHARACTER,
     Lengths,
     character_lengths,
-    default_lengths,
     machine_description,
+    padding_fraction,
+    shipped_lengths,
     synthetic_dataset,
     variants_to_measure,
 )
-from lib.config import parse_count
+from lib.config import load_config, parse_count
 from lib.hardware import PEAK_TFLOPS, datasheet_model, peak_flops
 
 
@@ -121,16 +120,39 @@ def test_character_lengths_follow_the_template():
     assert character_lengths(messages) == (7 + 14 + 28 + 3 * 5, 28 + 3)
 
 
-def test_default_lengths_have_the_documented_mean_and_p99():
-    lengths = default_lengths(count=20_000)
+def test_the_shipped_lengths_are_a_named_histogram_with_the_documented_mean_and_p99():
+    shipped = json.loads(SHIPPED_LENGTHS.read_text())
+    assert shipped["source"].startswith("shibing624/MedicalGPT, data/sft/medical_sft_1K_format.jsonl")
+    assert all(len(row) == 3 and all(isinstance(n, int) for n in row) for row in shipped["histogram"])  # counts only
+    lengths = shipped_lengths()
     summary = lengths.summary(max_length=10**6)
-    # a log-normal's mean is exp(mu + s^2 / 2) = 179 and its p99 exp(mu + 2.326 s) = 876
-    assert math.exp(DEFAULT_LOG_MEAN + DEFAULT_LOG_SD**2 / 2) == pytest.approx(179, rel=0.01)
-    assert math.exp(DEFAULT_LOG_MEAN + 2.326 * DEFAULT_LOG_SD) == pytest.approx(876, rel=0.01)
-    assert summary["mean"] == pytest.approx(179, rel=0.05)
-    assert summary["p99"] == pytest.approx(876, rel=0.1)
+    assert (summary["examples"], summary["p50"], summary["p99"], summary["max"]) == (915, 161, 733, 1288)
+    assert summary["mean"] == pytest.approx(204.0, abs=0.1) and "lengths-medicalgpt-1k.json" in lengths.source
     # truncation at the study's max_length lowers the mean the trainer sees
     assert lengths.mean_tokens(1024) < summary["mean"]
+
+
+def test_padded_batches_are_grouped_by_length_and_padding_free_rows_have_no_padding():
+    lengths = Lengths(((100, 50), (300, 150)), "hand-made")  # half short, half long
+    padded = padding_fraction(load_config("paper", "lora", overrides=["train.batching=padded"]), lengths, 8_000,
+                              seed=0)
+    # transformers' grouping sorts megabatches of 50 steps x 16 examples by length: a micro-batch of 8
+    # mixes the two lengths only where a megabatch's longs end, 10 at most (each pads < 7 x 200 of
+    # 1.6M tokens); ungrouped, nearly every batch would hold a 300 and pad its 100s by 200
+    assert padded["batching"] == "padded" and padded["positions"] > padded["tokens"] > 8_000 * 100
+    assert 0 < padded["fraction"] < 10 * 7 * 200 / padded["tokens"]
+    free = padding_fraction(load_config("paper", "lora", overrides=["train.batching=padding_free"]), lengths,
+                            8_000, seed=0)
+    assert (free["batching"], free["fraction"], free["positions"]) == ("padding_free", 0.0, free["tokens"])
+    rounded = padding_fraction(load_config("paper", "lora", overrides=["train.batching=padded",
+                                                                        "train.pad_to_multiple_of=64"]),
+                               Lengths(((100, 50),), "one length"), 800, seed=0)
+    assert rounded["fraction"] == pytest.approx(1 - 100 / 128)  # 100 rounded up to 128
+
+
+def test_the_paper_profiles_batches_of_the_shipped_lengths_meet_the_padding_target():
+    config = load_config("paper", "lora", overrides=["train.batching=padded"])  # sdpa: what a GPU image has
+    assert padding_fraction(config, shipped_lengths(), 10_000, seed=42)["fraction"] < 0.05
 
 
 def test_synthetic_examples_have_the_drawn_lengths_and_the_answer_last():
@@ -171,7 +193,7 @@ def test_without_bitsandbytes_the_qlora_variants_are_skipped_with_the_reason(mon
     hide_packages(monkeypatch, "bitsandbytes")
     skipped = {variant.name: why_not for variant, why_not in variants_to_measure(("lora", "qlora"))}
     assert skipped["qlora-sdpa-padded"] == skipped["qlora-sdpa-padding_free"] == (
-        "bitsandbytes is not installed (QLoRA's 4-bit layers)")
+        "bitsandbytes not installed (QLoRA's 4-bit layers)")
     assert skipped["lora-sdpa-padded"] is None and skipped["lora-sdpa-padding_free"] is None
     assert machine_description()["packages"]["bitsandbytes"] is None
 

@@ -1,4 +1,4 @@
-"""What only a model like Qwen2.5-3B-Instruct can show, on its stand-in (tests/standin.py): its
+"""What only a model like Qwen2.5-3B-Instruct can show, on its stand-in (lib/standin.py): its
 real tokenizer and ids, its stock chat template (which TRL swaps for its training variant), its
 generation_config.json (sampling and a 1.05 repetition penalty) and bf16 weights.
 
@@ -16,7 +16,7 @@ import torch
 
 from lib.config import load_config
 from lib.io import write_jsonl
-from standin import ENDOFTEXT, GENERATION_CONFIG, IM_END, REGULAR_TOKENS, SPECIAL_TOKENS
+from lib.standin import ENDOFTEXT, GENERATION_CONFIG, IM_END, REGULAR_TOKENS, SPECIAL_TOKENS
 
 pytestmark = pytest.mark.slow
 

