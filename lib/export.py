@@ -29,7 +29,8 @@ checked). The adapter's own card is written to results/<profile>/runs/<run>/adap
 - Trusted only when whole: export.json records the size and SHA-256 of every file written. An
   export whose inputs (adapter, run files, base evaluation, data manifest) have not changed and
   whose files are all as written is left as it is; a missing, truncated or changed file makes it
-  exported again.
+  exported again. Hashing is the price: SHA-256 ran at ~390 MiB/s on a busy 2-core machine here,
+  so the 3B model's 6.2 GB take ~15 s at each `make serve`.
 """
 
 from __future__ import annotations

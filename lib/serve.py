@@ -165,23 +165,24 @@ def stop(process: subprocess.Popen) -> None:
 def exit_on_signals() -> None:
     """SIGTERM and SIGHUP (a service manager, make killed, the terminal closed) end this process
     through its `finally`, so the server it started is stopped too; on Linux, so does the end of
-    the process that started this one (make, even killed with SIGKILL). A signal this process was
-    started ignoring stays ignored (`nohup make serve &` outlives the terminal)."""
+    the process that started this one (make, even killed with SIGKILL), taken as a hangup. A
+    signal this process was started ignoring stays ignored (`nohup make serve &` outlives the
+    terminal)."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) != signal.SIG_IGN:
             signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
-    die_with_parent()
+    die_with_parent(signal.SIGHUP)
 
 
-def die_with_parent() -> None:
-    """Linux: the kernel sends this process SIGTERM when the process that started it ends, however
+def die_with_parent(signum: int) -> None:
+    """Linux: the kernel sends this process `signum` when the process that started it ends, however
     it ends (SIGKILL too)."""
     if sys.platform != "linux":
         return
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:  # it ended before the request took effect
-        sys.exit(128 + signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def serve(server: Server, host: str, port: int) -> None:

@@ -23,6 +23,7 @@ A request that cannot be answered is a 400 (404 for another model's name) in Ope
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -86,7 +87,7 @@ class Front:
             inputs = ChatCompletionHandler.get_processor_inputs_from_messages(messages, Modality.LLM)
             rendered = self.tokenizer.apply_chat_template(inputs, add_generation_prompt=True, tools=body.get("tools"),
                                                           tokenize=True, return_dict=True)
-        except Exception as err:  # noqa: BLE001 - whatever the template refuses is the request's fault
+        except Exception as err:  # whatever the conversion or the template refuses is the request's fault
             raise Refusal(400, f"the messages do not fit the model's chat template: {err}", "messages") from None
         return len(rendered["input_ids"])
 
@@ -166,7 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     from lib.serve import die_with_parent
 
-    die_with_parent()
+    die_with_parent(signal.SIGTERM)  # `make serve` gone (even killed with SIGKILL): uvicorn shuts down
     serve(args.model, args.name, args.host, args.port)
 
 

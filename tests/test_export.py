@@ -145,11 +145,13 @@ def test_a_damaged_export_is_made_again(harm, lora_export, lora_run, tiny_model,
     load_exported(out)
 
 
-def test_a_second_export_of_the_run_at_once_stops_with_one_line(lora_export, lora_run, tiny_model, demo_data):
-    with lock_if_free(lora_export.parent / f".{lora_export.name}.lock") as held:
+def test_a_second_export_of_the_run_at_once_stops_with_one_line(lora_export, lora_run, tiny_model, demo_data,
+                                                                 tmp_path):
+    out = stale_copy(lora_export, tmp_path / "export" / "lora-64")
+    with lock_if_free(out.parent / f".{out.name}.lock") as held:  # as an export in progress holds it
         assert held is not None
         with pytest.raises(UserError, match=r"an export of lora-64 is already in progress \(pid \d+"):
-            export(demo_config(tiny_model), lora_run, demo_data, lora_export)
+            export(demo_config(tiny_model), lora_run, demo_data, out)
 
 
 def test_a_read_only_export_folder_is_one_line(lora_export, lora_run, tiny_model, demo_data, tmp_path):
