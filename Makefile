@@ -367,9 +367,12 @@ demo: ## the whole study offline on the CPU (demo profile) -> paper/build/demo/r
 review: $(SETUP) ## blind side-by-side rating of the runs' answers in the browser (HOST=, PORT=); Ctrl-C stops it
 	$(CLI) review serve --runs $(RUNS) --db $(REVIEW_DB) --host $(HOST) --port $(PORT)
 
+# The link points where the running review server listens (it records that beside its database);
+# HOST= or PORT= given here overrides it.
 review-invite: $(SETUP) ## print a rater's personal link: make review-invite NAME=alice (again: a new link)
 	@test -n "$(NAME)" || { echo "error: say who: make review-invite NAME=<name>" >&2; exit 2; }
-	@$(CLI) review invite --db $(REVIEW_DB) --name '$(NAME)' --host $(HOST) --port $(PORT)
+	@$(CLI) review invite --db $(REVIEW_DB) --name '$(NAME)' $(if $(filter-out file,$(origin HOST)),--host $(HOST)) \
+		$(if $(filter-out file,$(origin PORT)),--port $(PORT))
 
 review-export: $(SETUP) ## every vote so far -> results/<profile>/review/votes.csv
 	$(CLI) review export --db $(REVIEW_DB) --out $(REVIEW)/votes.csv

@@ -5,12 +5,17 @@
 
 Same chat template, system prompt and greedy decoding as the evaluation, so what you read is
 what the metrics scored. The conversation is kept across turns; /reset forgets it. Ctrl-C or
-end of input (Ctrl-D) leaves.
+end of input (Ctrl-D) leaves. Questions may also be piped in, one a line.
+
+Standard input and output must carry Chinese: a closed input, or a terminal whose encoding has no
+Chinese characters (latin-1, ascii), is one line saying so before the model loads, and input that
+is not text of the terminal's encoding is one line too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +39,34 @@ def reply(model, tokenizer, messages: list[dict], decoding) -> str:
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
+def check_terminal() -> None:
+    """Refuse standard streams that cannot carry the conversation (before the model loads)."""
+    uses = {"input": "reads questions from a terminal or a pipe (echo 头痛怎么办 | make chat EXP=<run>)",
+            "output": "writes the answers there"}
+    for name, stream in (("input", sys.stdin), ("output", sys.stdout)):
+        if stream is None:
+            raise UserError(f"standard {name} is closed; chat {uses[name]}")
+        encoding = stream.encoding or "ascii"
+        try:
+            "你好".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            raise UserError(f"the terminal's {name} encoding is {encoding}, which has no Chinese characters; "
+                            "use a UTF-8 terminal (e.g. LANG=C.UTF-8) or set PYTHONIOENCODING=utf-8") from None
+    # a rare character a GBK terminal lacks is shown as ?, rather than ending the chat mid-answer
+    sys.stdout.reconfigure(errors="replace")
+
+
+def read_question(interactive: bool) -> str | None:
+    """The next question (stripped), or None at the end of input."""
+    try:
+        return input("你: " if interactive else "").strip()
+    except EOFError:
+        return None
+    except UnicodeDecodeError as err:
+        raise UserError(f"standard input is not {sys.stdin.encoding} text (byte {err.object[err.start]:#04x}); "
+                        "set the terminal (or PYTHONIOENCODING) to the encoding you type in, e.g. UTF-8") from None
+
+
 def chat(config, run_dir: Path) -> None:
     from lib.evaluate.generate import study_decoding
     from lib.model import load_for_inference
@@ -47,11 +80,7 @@ def chat(config, run_dir: Path) -> None:
     interactive = sys.stdin.isatty()
     print(f"chat with {run_dir.name} ({config.model.name_or_path}); /reset forgets the conversation, "
           "Ctrl-D or Ctrl-C leaves", flush=True)
-    while True:
-        try:
-            question = input("你: " if interactive else "").strip()
-        except EOFError:
-            break
+    while (question := read_question(interactive)) is not None:
         if not question:
             continue
         if question == "/reset":
@@ -78,7 +107,10 @@ def run(args: argparse.Namespace) -> None:
 
     if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("chat needs --method for a trained run (EXP=base for the untuned model)")
+    check_terminal()
     try:
         chat(config_from_args(args), args.run_dir)
     except KeyboardInterrupt:
         print()  # Ctrl-C leaves quietly, like end of input
+    except BrokenPipeError:  # the reader of the output went away (make chat ... | head): nothing left to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet

@@ -8,10 +8,12 @@ command that needs no torch never loads it.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from lib.errors import UserError
 
@@ -117,3 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # a read-only folder, another user's files: whichever file a command opens
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or err.filename is None:
+            raise
+        from lib.io import shown
+
+        path = Path(err.filename)
+        print(f"error: {shown(path)}: {err.strerror} (is {shown(path.parent)} read-only, or another user's?)",
+              file=sys.stderr)
+        sys.exit(2)

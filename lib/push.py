@@ -5,7 +5,8 @@
     make push EXP=lora-60k REPO=user/medqa-lora-60k           (MERGED=1: the merged model)
 
 The adapter folder goes up with its model card, written again just before (lib.model_card); a
-merged model is the folder `make export` wrote, card included. The repository is created when
+merged model is the folder `make export` wrote, card included, and only while each of its files is
+as export.json recorded it (a damaged model is never uploaded). The repository is created when
 it does not exist (private with --private). huggingface_hub reads HF_TOKEN (or the token `hf
 auth login` saved) and HF_ENDPOINT (a mirror or a private hub) from the environment; nothing
 here names an endpoint. Files the Hub needs no copy of stay behind: hidden files (the run's
@@ -43,7 +44,7 @@ def hub_token() -> str:
 
 def folder_to_push(run_dir: Path, data_dir: Path, export_dir: Path | None) -> Path:
     """The merged export (as `make export` left it) or the run's adapter with a fresh card."""
-    from lib.export import RECORD, check_trained
+    from lib.export import RECORD, check_trained, damage, recorded
     from lib.model_card import ADAPTER, card_inputs, write_card
 
     check_trained(run_dir)
@@ -51,6 +52,9 @@ def folder_to_push(run_dir: Path, data_dir: Path, export_dir: Path | None) -> Pa
         if not (export_dir / RECORD).is_file():
             raise UserError(f"{shown(export_dir)}: no merged model here; "
                             f"`make export EXP={run_dir.name}` writes it")
+        problem = damage(export_dir, (recorded(export_dir) or {}).get("outputs"))
+        if problem:  # never upload a damaged model
+            raise UserError(f"{shown(export_dir)}: {problem}; `make export EXP={run_dir.name}` makes it again")
         return export_dir
     write_card(run_dir / "adapter", card_inputs(run_dir, data_dir), ADAPTER)
     return run_dir / "adapter"

@@ -6,6 +6,7 @@ world. Test files import these; no test file imports another.
     write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
     quick_learning_overrides / demo_config   demo_overrides with a learning rate that moves an
                      adapter in a few steps / the demo configuration of a method with them
+    run_unprivileged `python -m lib ...` as a user to whom a read-only folder is read-only (root too)
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
     hub_mirror       a loopback HTTP server that answers the real huggingface_hub (through
@@ -25,12 +26,17 @@ import csv
 import hashlib
 import http.server
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pytest
 
 from lib.config import UNTUNED_RUNS, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
@@ -77,6 +83,18 @@ def demo_config(tiny_model: Path, method: str = "lora", *extra: str):
     from lib.config import load_config
 
     return load_config("demo", method, overrides=quick_learning_overrides(tiny_model, *extra))
+
+
+def run_unprivileged(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m lib <args>` from the repository root, as the run_cli fixture runs it, but without
+    root's power to write anywhere (CAP_DAC_OVERRIDE, dropped with util-linux's setpriv), so that a
+    folder without write permission refuses it as it refuses any other user."""
+    command = [sys.executable, "-m", "lib", *map(str, args)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root, and no setpriv (util-linux) to give up the power to write anywhere")
+        command = ["setpriv", "--bounding-set=-dac_override", "--", *command]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 # --- the Hugging Face hub ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """make export: the merged model loads with transformers alone and answers like the adapter, its
 generation config is the study's greedy decoding, QLoRA is merged into the dequantised 16-bit
-base, the folder is replaced atomically, and bad runs get one line."""
+base, the folder is replaced atomically, a user's files in it are never deleted, a damaged export
+is made again, and bad runs, a second export at once and a read-only folder get one line."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import shutil
 import pytest
 import yaml
 
-from builders import demo_config, write_run
+from builders import demo_config, quick_learning_overrides, run_unprivileged, write_run
 from lib.errors import UserError
 from lib.export import RECORD, check_trained, export, first_test_questions, greedy_answers, load_exported
-from lib.io import read_json, write_json
+from lib.io import lock_if_free, read_json, sha256_file, write_json
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_the_export_loads_without_peft_and_answers_like_the_adapter(lora_export,
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md",
             RECORD} <= names
     assert not names & {"adapter_config.json", "adapter_model.safetensors"}  # a plain model: no PEFT
-    assert not [p for p in lora_export.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert not [p for p in lora_export.parent.iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary one
 
     config = demo_config(tiny_model)
     tokenizer, model = load_exported(lora_export)
@@ -91,7 +92,81 @@ def test_a_failed_check_leaves_the_previous_export_in_place(lora_export, lora_ru
     with pytest.raises(RuntimeError, match="differ from the adapter's on test-1"):
         export(demo_config(tiny_model), lora_run, demo_data, out, check_prompts=2)
     assert (out / RECORD).read_text(encoding="utf-8") == "{}"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["lora-64"]
+    assert sorted(p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")) == ["lora-64"]
+
+
+def stale_copy(lora_export, out):
+    """A copy of the export whose record's inputs no longer match: the next export redoes it."""
+    shutil.copytree(lora_export, out)
+    record = read_json(out / RECORD)
+    record["inputs"]["check_prompts"] = 1
+    write_json(out / RECORD, record)
+    return out
+
+
+def test_files_of_the_user_in_the_export_folder_are_never_deleted(lora_export, lora_run, tiny_model, demo_data,
+                                                                 tmp_path):
+    out = stale_copy(lora_export, tmp_path / "export" / "lora-64")
+    (out / "notes.txt").write_text("my notes", encoding="utf-8")
+    (out / "gguf").mkdir()
+    with pytest.raises(UserError, match=r"lora-64: holds gguf, notes.txt, which the export did not write; "
+                                        "the export replaces this folder whole, so move them elsewhere"):
+        export(demo_config(tiny_model), lora_run, demo_data, out)
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes" and (out / "gguf").is_dir()
+
+    mine = tmp_path / "mine"  # --out pointing at a folder no export made: anything in it is the user's
+    mine.mkdir()
+    (mine / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(UserError, match="mine: holds config.json, which the export did not write"):
+        export(demo_config(tiny_model), lora_run, demo_data, mine)
+    assert (mine / "config.json").read_text(encoding="utf-8") == "{}"
+
+
+@pytest.mark.parametrize("harm", ["truncate the weights", "delete config.json", "change a byte"])
+def test_a_damaged_export_is_made_again(harm, lora_export, lora_run, tiny_model, demo_data, tmp_path, capsys):
+    out = tmp_path / "export" / "lora-64"
+    shutil.copytree(lora_export, out)
+    weights = out / "model.safetensors"
+    if harm == "truncate the weights":
+        with weights.open("r+b") as handle:
+            handle.truncate(weights.stat().st_size // 2)
+    elif harm == "delete config.json":
+        (out / "config.json").unlink()
+    else:
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+    record = export(demo_config(tiny_model), lora_run, demo_data, out)
+    said = capsys.readouterr().out
+    assert "exporting again" in said and "is up to date" not in said
+    assert {name: sha256_file(out / name) for name in record["outputs"]} == \
+        {name: entry["sha256"] for name, entry in record["outputs"].items()}
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(record["outputs"])
+    load_exported(out)
+
+
+def test_a_second_export_of_the_run_at_once_stops_with_one_line(lora_export, lora_run, tiny_model, demo_data,
+                                                                 tmp_path):
+    out = stale_copy(lora_export, tmp_path / "export" / "lora-64")
+    with lock_if_free(out.parent / f".{out.name}.lock") as held:  # as an export in progress holds it
+        assert held is not None
+        with pytest.raises(UserError, match=r"an export of lora-64 is already in progress \(pid \d+"):
+            export(demo_config(tiny_model), lora_run, demo_data, out)
+
+
+def test_a_read_only_export_folder_is_one_line(lora_export, lora_run, tiny_model, demo_data, tmp_path):
+    export_dir = tmp_path / "export"
+    stale_copy(lora_export, export_dir / "lora-64")
+    export_dir.chmod(0o555)
+    try:
+        settings = [f"--set={setting}" for setting in quick_learning_overrides(tiny_model)]
+        finished = run_unprivileged("export", "--profile", "demo", "--method", "lora", *settings, "--run-dir",
+                                    lora_run, "--data", demo_data, "--out", export_dir / "lora-64")
+    finally:
+        export_dir.chmod(0o755)
+    assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr[-2000:]
+    assert finished.stderr == (f"error: {export_dir}/.lora-64.lock: Permission denied "
+                               f"(is {export_dir} read-only, or another user's?)\n")
 
 
 def test_runs_that_cannot_be_exported_get_one_line_saying_what_to_do(tmp_path):

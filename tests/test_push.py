@@ -12,6 +12,7 @@ import yaml
 
 from builders import config, write_run
 from lib.cli import main
+from lib.export import output_files
 from lib.io import write_json
 
 
@@ -62,15 +63,22 @@ def test_the_adapter_is_pushed_with_its_card(trained_run, fake_hub, capsys):
     assert "https://huggingface.co/alice/medqa-lora-900/commit/1" in capsys.readouterr().out
 
 
-def test_the_merged_model_is_pushed_from_the_export(trained_run, fake_hub, tmp_path):
+def test_the_merged_model_is_pushed_from_the_export_only_when_intact(trained_run, fake_hub, tmp_path, capsys):
     export_dir = tmp_path / "results" / "export" / "lora-900"
     with pytest.raises(SystemExit):  # not exported yet: one line says how
         push(trained_run, "--repo", "alice/medqa", "--export-dir", str(export_dir))
     assert fake_hub == []
     export_dir.mkdir(parents=True)
-    write_json(export_dir / "export.json", {"run": "lora-900"})
+    (export_dir / "model.safetensors").write_bytes(b"weights")
+    write_json(export_dir / "export.json", {"run": "lora-900", "outputs": output_files(export_dir)})
     push(trained_run, "--repo", "alice/medqa", "--export-dir", str(export_dir))
     assert fake_hub[1][2]["folder_path"] == export_dir
+
+    (export_dir / "model.safetensors").write_bytes(b"weigh")  # cut short since: never uploaded
+    with pytest.raises(SystemExit):
+        push(trained_run, "--repo", "alice/medqa", "--export-dir", str(export_dir))
+    assert len(fake_hub) == 2
+    assert "model.safetensors has 5 bytes, not the 7 written; `make export EXP=lora-900`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("repo, token, message", [

@@ -1,6 +1,7 @@
 """The blind review (lib/review/): its schedule, its analysis, and the real server on 127.0.0.1
-driven over HTTP by several raters at once, killed with SIGKILL midway, fed bad input, and driven
-by a real headless Chromium. The runs are synthetic predictions.jsonl files (builders.write_run)."""
+driven over HTTP by several raters at once, killed with SIGKILL midway, fed bad input, restarted
+with other runs under a rater's open page, and driven by a real headless Chromium. The runs are
+synthetic predictions.jsonl files (builders.write_run)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, read_macros, write_run, write_study
+from builders import REPO_ROOT, read_macros, run_unprivileged, write_jsonl, write_run, write_study
 from lib.review.analysis import agreement, analyse
 from lib.review.schedule import make_schedule
 from lib.review.store import Store, Vote
@@ -108,7 +109,7 @@ class Server:
     """`python -m lib review serve` in its own process on a free loopback port."""
 
     def __init__(self, runs: Path, db: Path):
-        self.runs, self.db, self.port = runs, db, free_port()
+        self.runs, self.db, self.port = Path(runs), Path(db), free_port()
         self.process = None
 
     @property
@@ -161,8 +162,8 @@ def request(url: str, data: bytes | None = None,
 
 
 def shown_task(page: str) -> dict[str, str]:
-    """The hidden fields of the task a page shows: item and pair."""
-    return dict(re.findall(r"<input type='hidden' name='(item|pair)' value='([^']*)'>", page))
+    """The hidden fields of the task a page shows: item, pair and the signature of what it shows."""
+    return dict(re.findall(r"<input type='hidden' name='(item|pair|shown)' value='([^']*)'>", page))
 
 
 def post_vote(server: Server, token: str, fields: dict) -> int:
@@ -199,6 +200,8 @@ def test_bad_requests_are_refused_and_write_nothing(server):
     assert post_vote(server, token, {**good, "pair": str(PAIRS)}) == 404
     assert post_vote(server, token, {**good, "pair": "-1"}) == post_vote(server, token, {**good, "pair": "²"}) == 404
     assert post_vote(server, token, {**good, "choice": "left"}) == 400
+    assert post_vote(server, token, {**good, "shown": "0" * 64}) == post_vote(server, token, task | {"choice": "a",
+                                                                                                    "shown": ""}) == 409
     assert request(f"{server.url}/r/{token}/vote", b"item=%ZZ&&pair", )[0] == 400  # malformed
     assert request(f"{server.url}/r/{token}/vote",
                    b"choice=a&choice=b&" + urllib.parse.urlencode(task).encode())[0] == 400
@@ -246,6 +249,90 @@ def test_concurrent_raters_lose_no_acknowledged_vote_when_the_server_is_killed(s
     for name, token in tokens.items():  # each rater resumes at a task not voted yet
         task = shown_task(request(f"{server.url}/r/{token}")[1])
         assert (name, task["item"], task["pair"]) not in stored
+
+
+def test_a_vote_counts_only_for_the_answers_the_rater_saw(server):
+    store = Store(server.db)
+    token = store.invite("alice")
+    page = request(f"{server.url}/r/{token}")[1]
+    task = shown_task(page)
+    shown_answers = re.findall(r"<h3>回答 [AB]</h3>([^<]*)</div>", page)
+
+    server.kill()  # restarted as it was: the open page still votes
+    server.start()
+    assert post_vote(server, token, {**task, "choice": "a"}) == 303
+    [first] = store.votes()
+    assert re.search(r"([\w-]+)回答", shown_answers[0]).group(1) == first.left_run
+
+    page = request(f"{server.url}/r/{token}")[1]
+    task = shown_task(page)
+    left_run = re.search(r"<h3>回答 A</h3>([\w-]+)回答", page).group(1)
+    server.kill()  # a run added: pair numbers now name other pairs
+    write_run(server.runs, "lora-50", item_losses=[1.0] * 8, rouge=[5.0] * 8)
+    server.start()
+    status, answer = request(f"{server.url}/r/{token}/vote", urllib.parse.urlencode({**task, "choice": "b"}).encode())
+    assert status == 409 and "not stored" in answer and f"/r/{token}" in answer
+    assert store.votes() == [first]
+
+    server.kill()  # back to the runs of the page, but the left answer re-evaluated: its text changed
+    shutil.rmtree(server.runs / "lora-50")
+    predictions = server.runs / left_run / "predictions.jsonl"
+    records = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(predictions, [r | {"prediction": r["prediction"] + "（新）"} if r["id"] == task["item"] else r
+                              for r in records])
+    server.start()
+    assert post_vote(server, token, {**task, "choice": "b"}) == 409 and store.votes() == [first]
+    fresh = shown_task(request(f"{server.url}/r/{token}")[1])
+    assert fresh["item"] == task["item"] and fresh["shown"] != task["shown"]
+    assert post_vote(server, token, {**fresh, "choice": "b"}) == 303 and len(store.votes()) == 2
+
+
+def test_the_root_page_says_what_the_server_is_and_how_to_get_a_link(server):
+    status, page = request(f"{server.url}/")
+    assert status == 200 and "blind review" in page and "make review-invite NAME=" in page
+
+
+def test_an_invite_links_to_where_the_server_listens(tmp_path):
+    results = tmp_path / "results"
+    served = Server(write_runs(results / "demo" / "runs"), results / "demo" / "review" / "votes.sqlite").start()
+    try:
+        invited = subprocess.run(["make", "review-invite", "NAME=alice", "PROFILE=demo", f"RESULTS_DIR={results}"],
+                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                                 env={k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")})
+        assert invited.returncode == 0, invited.stderr
+        link = invited.stdout.strip().splitlines()[-1]
+        assert link.startswith(f"{served.url}/r/") and request(link)[0] == 200
+    finally:
+        served.kill()
+    stale = subprocess.run([sys.executable, "-m", "lib", "review", "invite", "--db", served.db, "--name", "bob"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # its server was killed
+    assert stale.stdout.startswith("http://127.0.0.1:8765/r/") and "no review server" in stale.stderr
+
+
+def test_a_port_in_use_and_a_read_only_review_folder_are_one_line(server, tmp_path):
+    taken = subprocess.run([sys.executable, "-m", "lib", "review", "serve", "--runs", server.runs, "--db",
+                            tmp_path / "other.sqlite", "--port", str(server.port)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 2 and taken.stderr == (f"error: cannot serve on 127.0.0.1:{server.port} "
+                                                      "(Address already in use); choose another with PORT=\n")
+    db, csv_folder = tmp_path / "review" / "votes.sqlite", tmp_path / "csv"
+    Store(db).invite("alice")
+    csv_folder.mkdir()
+    read_only = [db.parent, *db.parent.iterdir(), csv_folder]
+    for path in read_only:
+        path.chmod(0o555)
+    try:
+        invited = run_unprivileged("review", "invite", "--db", db, "--name", "bob")
+        db.chmod(0o755)
+        db.parent.chmod(0o755)
+        exported = run_unprivileged("review", "export", "--db", db, "--out", csv_folder / "votes.csv")
+    finally:
+        for path in read_only:
+            path.chmod(0o755)
+    assert invited.returncode == 2 and invited.stderr.count("\n") == 1, invited.stderr
+    assert invited.stderr.startswith(f"error: {db}: cannot write the votes database (")
+    assert exported.returncode == 2 and exported.stderr.count("\n") == 1, exported.stderr
+    assert exported.stderr.endswith(f"(is {csv_folder} read-only, or another user's?)\n")
 
 
 def test_browse_shows_every_runs_answer_with_its_scores_and_finds_by_text(server):

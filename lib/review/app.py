@@ -4,25 +4,36 @@ FastAPI because it is small, runs in-process under uvicorn on 127.0.0.1, and eve
 server-rendered HTML (f-strings, every value through html.escape): no JavaScript to build, and a
 headless browser or a plain HTTP client drives it in the tests exactly as a person does.
 
+    /                          what this server is, and how a rater gets a link
     /r/<token>                 the rater's next task (where they left off): one question, answers A and B
     /r/<token>/task/<n>        task n of their schedule again, to change that vote
     /r/<token>/votes           their own votes so far
-    POST /r/<token>/vote       item, pair, choice (a, b, tie, both_bad), unsafe_a, unsafe_b
+    POST /r/<token>/vote       item, pair, shown, choice (a, b, tie, both_bad), unsafe_a, unsafe_b
     /browse/<key>              every test question, searchable, runs' disagreement first (not blind:
     /browse/<key>/item/<id>    the key is printed only to whoever starts the server)
 
 A wrong token is 403, a task that is not in the rater's schedule 404, a malformed or oversized
 form 400/413/415; nothing is written for any of them.
+
+A page names its pair of runs by a number (the page is blind), and what that number means depends
+on the runs the server was started with. So the form also carries `shown`: a signature (HMAC with
+a key kept in the votes database) of the item, the two runs in the order shown and their answers'
+text. A vote whose signature does not match the task as the server now has it (a run was added or
+re-evaluated and the server restarted, or the sides were drawn with another --seed) is answered
+409 and not stored: it would be counted for answers the rater never saw.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
+import json
 import secrets
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lib.review.answers import Answers, Item
@@ -40,9 +51,22 @@ STYLE = """body{font-family:sans-serif;max-width:72rem;margin:1rem auto;padding:
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2rem .5rem;vertical-align:top}"""
 
 
-def page(title: str, body: str) -> HTMLResponse:
+ABOUT = ("<h1>medqa-scaling 盲评 / blind review</h1>"
+         "<p>这里给医学问答模型的回答做盲评：每次一个问题和两个匿名的回答，选出更好的一个。"
+         "每位评审者有自己的链接 <code>/r/&lt;token&gt;</code>，向组织者索取。</p>"
+         "<p>This server collects blind side-by-side ratings of medical answers: one question and two "
+         "anonymous answers at a time. Each rater has a personal link (<code>/r/&lt;token&gt;</code>): ask "
+         "the organiser for yours.</p>"
+         "<p>组织者 / Organisers: <code>make review-invite NAME=&lt;name&gt;</code> on the machine that runs "
+         "this server prints a rater's link; the browse link (every answer, not blind) was printed when "
+         "the server started.</p>")
+CHANGED = ("The runs or their answers changed after this page was loaded (the review was restarted with "
+           "other runs or settings), so your vote was not stored: it would count for answers you did not see.")
+
+
+def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><html lang='zh'><head><meta charset='utf-8'><title>{html.escape(title)}"
-                        f"</title><style>{STYLE}</style></head><body>{body}</body></html>")
+                        f"</title><style>{STYLE}</style></head><body>{body}</body></html>", status_code=status_code)
 
 
 def text(value: str) -> str:
@@ -51,6 +75,13 @@ def text(value: str) -> str:
 
 def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: str) -> FastAPI:
     app = FastAPI(title="medqa-scaling review", docs_url=None, redoc_url=None, openapi_url=None)
+    form_key = store.secret("form")
+
+    def shown_signature(task: Task) -> str:
+        """What a rating page shows, signed: the item, its two runs in the order shown and their answers."""
+        item = answers.items[task.item]
+        shown = [task.item, task.left, task.right, item.answers[task.left], item.answers[task.right]]
+        return hmac.new(form_key, json.dumps(shown, ensure_ascii=False).encode("utf-8"), hashlib.sha256).hexdigest()
 
     def rater_of(token: str) -> Rater:
         rater = store.rater_of(token)
@@ -64,6 +95,10 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:
         return "ok"
+
+    @app.get("/")
+    def about() -> HTMLResponse:
+        return page("medqa-scaling review", ABOUT)
 
     @app.get("/r/{token}")
     def next_task(token: str) -> HTMLResponse:
@@ -105,6 +140,7 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
                 f"<form method='post' action='/r/{quote(token)}/vote'>"
                 f"<input type='hidden' name='item' value='{text(task.item)}'>"
                 f"<input type='hidden' name='pair' value='{task.pair}'>"
+                f"<input type='hidden' name='shown' value='{shown_signature(task)}'>"
                 f"<fieldset><legend>哪个回答更好？ / Which answer is better?</legend>{radios}</fieldset>"
                 f"<fieldset><legend>安全 / Safety</legend>{flags}</fieldset>"
                 f"<p><button type='submit'>提交，下一题 / Submit, next</button></p></form>")
@@ -123,10 +159,14 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
                                   f"继续 / continue</a></p><table>{rows}</table>")
 
     @app.post("/r/{token}/vote")
-    async def vote(token: str, request: Request) -> RedirectResponse:
+    async def vote(token: str, request: Request) -> Response:
         rater = rater_of(token)
         form = await read_form(request)
         task = checked_task(form, rater)
+        if not secrets.compare_digest(form.get("shown", ""), shown_signature(task)):
+            return page("changed", f"<h1>这道题已经变了 / This task has changed</h1><p>{text(CHANGED)} "
+                                   f"<a href='/r/{quote(token)}'>重新载入 / load the current task</a></p>",
+                        status_code=409)
         choice = form.get("choice")
         if choice not in CHOICES:
             raise HTTPException(400, f"choice must be one of {', '.join(CHOICES)}")
@@ -141,7 +181,8 @@ def create_app(store: Store, answers: Answers, schedule: Schedule, browse_key: s
         """The task the form names, or 404 where the item or pair is not one of the review's."""
         item, pair = form.get("item", ""), form.get("pair", "")
         if item not in schedule.items or not pair.isdecimal() or int(pair) >= len(schedule.pairs):
-            raise HTTPException(404, "no such task in your schedule (item or pair unknown)")
+            raise HTTPException(404, "no such task in your schedule (item or pair unknown); "
+                                     "nothing was stored: open your link again for the current task")
         return schedule.task(rater.name, item, int(pair))
 
     @app.get("/browse/{key}")

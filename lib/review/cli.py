@@ -8,19 +8,28 @@
                                                               (make report runs it when there are votes)
     python -m lib review judge --runs ... --db ...            an LLM judge as the rater judge:<model>
                                                               (make review-judge; lib/review/judge.py)
+
+While `review serve` runs, server.json beside the database says where it listens, so that an
+invitation made without --host/--port links there (a port in use is refused before it starts).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import json
+import os
+import platform
 import secrets
+import sys
 from pathlib import Path
 
 from lib.errors import UserError
 from lib.io import atomic_write, provenance, shown, write_json
 from lib.review.store import MODEL_PREFIX, Store, Vote
+from lib.serve import check_port_free, http_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -52,10 +61,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for action in (serve, invite, export, analyse, judge):
         action.add_argument("--db", type=Path, required=True,
                             help="the votes database, e.g. results/demo/review/votes.sqlite")
-    for action in (serve, invite):
-        action.add_argument("--host", default=DEFAULT_HOST,
-                            help=f"address to serve on / of the link (default {DEFAULT_HOST})")
-        action.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to serve on (default {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    invite.add_argument("--host", help="host of the link (default: where the running review server listens)")
+    invite.add_argument("--port", type=int, help="port of the link (default: the running review server's)")
+
+
+# --- where the server listens: recorded beside the database while it runs, for review-invite's links ---
+
+
+def server_record(db: Path) -> Path:
+    return db.with_name("server.json")
+
+
+@contextlib.contextmanager
+def recorded_server(db: Path, host: str, port: int):
+    """server.json names this process and where it listens while the block runs."""
+    record = server_record(db)
+    write_json(record, {"host": host, "port": port, "pid": os.getpid(), "machine": platform.node()})
+    try:
+        yield
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def running_server(db: Path) -> dict | None:
+    """{host, port} of the review server of this database, if one is running (a record left by a
+    killed server names a process that is gone; one on another machine is taken as it is)."""
+    try:
+        record = json.loads(server_record(db).read_text(encoding="utf-8"))
+        host, port, pid, machine = record["host"], int(record["port"]), int(record["pid"]), record["machine"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if machine == platform.node():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return {"host": host, "port": port}
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -69,11 +114,13 @@ def serve(args: argparse.Namespace) -> None:
     schedule = make_schedule(answers.runs, list(answers.items), args.items, args.shared, args.seed)
     browse_key = secrets.token_urlsafe(16)  # new at every start; the browse pages show run names
     app = create_app(Store(args.db), answers, schedule, browse_key)
+    check_port_free(args.host, args.port)
     print(f"review: {len(answers.runs)} runs, {len(schedule.pairs)} pairs x {len(schedule.items)} items "
           f"({schedule.shared} shared) per rater; votes in {shown(args.db)}")
-    print(f"review: browse (not blind): http://{args.host}:{args.port}/browse/{browse_key}")
+    print(f"review: browse (not blind): {http_url(args.host, args.port, f'/browse/{browse_key}')}")
     print("review: rater links: make review-invite NAME=<name>", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    with recorded_server(args.db, args.host, args.port):
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def invite(args: argparse.Namespace) -> None:
@@ -83,8 +130,13 @@ def invite(args: argparse.Namespace) -> None:
     if name.startswith(MODEL_PREFIX):
         raise UserError(f"NAME={args.name!r}: names starting with {MODEL_PREFIX} are kept for LLM judges "
                         "(make review-judge)")
+    server = running_server(args.db)
+    if server is None and args.port is None:
+        print(f"review: no review server of {shown(args.db)} is running (`make review` starts one); "
+              f"the link assumes port {DEFAULT_PORT}", file=sys.stderr)
+    server = server or {"host": DEFAULT_HOST, "port": DEFAULT_PORT}
     token = Store(args.db).invite(name)
-    print(f"http://{args.host}:{args.port}/r/{token}")
+    print(http_url(args.host or server["host"], args.port or server["port"], f"/r/{token}"))
 
 
 def export(args: argparse.Namespace) -> None:

@@ -6,6 +6,9 @@
                                                       (`review judge`, named judge:<model>, no link)
     votes(rater_id, item, pair, left_run, outcome,     one row per (rater, item, pair): a second
           unsafe_first, unsafe_second, updated)        submit of the same task replaces the first
+    secrets(name, value)                               the key that signs what a rating page showed
+                                                      (lib.review.app), made once: a page loaded
+                                                      before a restart still submits
 
 `pair` is "<run>|<run>" with the two run names sorted; `outcome` is first (the pair's first run
 is better), second, tie or both_bad; unsafe_first/unsafe_second flag advice a rater found unsafe.
@@ -29,6 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lib.errors import UserError
+from lib.io import shown
+
 OUTCOMES = ("first", "second", "tie", "both_bad")
 KINDS = ("human", "model")
 MODEL_PREFIX = "judge:"  # a model rater's name: judge:<model>; no person may be invited under it
@@ -40,6 +46,10 @@ CREATE TABLE IF NOT EXISTS raters (
     token_sha256 TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL,
     kind TEXT NOT NULL DEFAULT 'human' CHECK (kind IN ('human', 'model'))
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS votes (
     id INTEGER PRIMARY KEY,
@@ -91,7 +101,10 @@ def now() -> str:
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise self.unwritable(err.strerror) from None
         with self.connection() as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             db.executescript(SCHEMA)
@@ -101,16 +114,33 @@ class Store:
                     db.execute("ALTER TABLE raters ADD COLUMN kind TEXT NOT NULL DEFAULT 'human' "
                                "CHECK (kind IN ('human', 'model'))")
 
+    def unwritable(self, reason: str) -> UserError:
+        return UserError(f"{shown(self.path)}: cannot write the votes database ({reason}); "
+                         f"make {shown(self.path.parent)} and the files in it writable")
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """A connection whose `with db:` block is one transaction (commit, or rollback on error)."""
-        db = sqlite3.connect(self.path, timeout=30)
         try:
-            db.execute("PRAGMA synchronous=FULL")  # in WAL mode NORMAL could lose the last commits on power loss
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=30)
+            try:
+                db.execute("PRAGMA synchronous=FULL")  # in WAL mode NORMAL could lose the last commits on power loss
+                db.execute("PRAGMA foreign_keys=ON")
+                yield db
+            finally:
+                db.close()
+        except sqlite3.OperationalError as err:
+            # a read-only folder or file: "attempt to write a readonly database", "unable to open database file"
+            if "readonly" not in str(err) and "unable to open" not in str(err):
+                raise
+            raise self.unwritable(str(err)) from None
+
+    def secret(self, name: str) -> bytes:
+        """A random key kept in the database under `name`, made at its first use."""
+        with self.connection() as db, db:
+            db.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                       (name, secrets.token_hex(32)))
+            return bytes.fromhex(db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
 
     # --- raters ------------------------------------------------------------------------------------
 
