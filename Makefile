@@ -16,7 +16,7 @@ grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml |
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
 SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
-MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml experiments/profiles/$(PROFILE).yaml | tail -n 1)
+MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml $(wildcard experiments/profiles/$(PROFILE).yaml) | tail -n 1)
 # read the files once (a variable set with ?= would run its sed at every use)
 METHODS := $(METHODS)
 SEEDS := $(SEEDS)
@@ -115,6 +115,12 @@ given = $(filter command $(if $(filter COLUMNS,$(1)),,environment),$(firstword $
 USER_VARIABLES = PROFILE METHODS SIZES SEEDS SEED TEST_SIZE DEV_SIZE VARIANT SET COLUMNS MODEL SOURCE MCQ_SOURCE \
 	MODEL_SOURCE EXP LAUNCH ACCELERATE_CONFIG NPROC GPUS HOST PORT NAME REPO MERGED REDO DATA_DIR RESULTS_DIR \
 	GENERATED_DIR BUILD_DIR GPU_LOCKS VENV PYTHON TORCH_INDEX PARTITION GRES TIME
+define newline
+
+
+endef
+SEVERAL_LINES := $(strip $(foreach v,$(USER_VARIABLES),$(if $(call given,$(v)),$(if $(findstring $(newline),$($(v))),$(v)))))
+$(if $(SEVERAL_LINES),$(error $(firstword $(SEVERAL_LINES)): a value on several lines cannot pass through make's commands))
 GIVEN_VARIABLES := $(foreach v,$(USER_VARIABLES),$(if $(call given,$(v)),$(call shell_quote,$(v)=$($(v)))))
 VARIABLE_PROBLEM := $(if $(strip $(GIVEN_VARIABLES) $(filter exp-% train-% eval-%,$(MAKECMDGOALS))),$\
 	$(shell $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)) -m lib check-variables \

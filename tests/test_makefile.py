@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -109,3 +110,61 @@ def test_export_push_and_serve_name_the_run_and_its_export():
 def test_export_push_and_serve_without_their_variables_say_which_is_missing(args, message):
     finished = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 2 and finished.stderr.splitlines()[0] == message
+
+
+# --- the variables a user types: checked before any work, one line naming the variable -------------
+
+@pytest.mark.parametrize("goal, variable, message", [
+    ("serve", "PORT=80800", "PORT='80800': a port is a whole number from 1 to 65535"),
+    ("review", "PORT=http", "PORT='http': a port is a whole number from 1 to 65535"),
+    ("serve", "HOST=a b", "HOST='a b': expected a host name or address"),
+    ("all-experiments", "GPUS=0,1", "GPUS='0,1': '0,1': expected GPU ids separated by spaces"),
+    ("all-experiments", "GPUS=0 0", "GPUS='0 0': '0' is listed twice"),
+    ("all-experiments", "SEEDS=42 x", "SEEDS='42 x': 'x': a seed is a whole number from 0 up"),
+    ("data", "SEED=-1", "SEED='-1': a seed is a whole number from 0 up"),
+    ("data", "SIZES=1k 2x", "SIZES='1k 2x': '2x': size '2x': expected a count such as 300, 10k or 1.5k"),
+    ("data", "TEST_SIZE=0", "TEST_SIZE='0': size '0': not a positive whole number of examples"),
+    ("all-experiments", "METHODS=lora dora", "METHODS='lora dora': 'dora': no method 'dora' (experiments/: lora, "),
+    ("summary", "PROFILE=papr", "PROFILE='papr': no profile 'papr' (experiments/profiles/: demo, paper)"),
+    ("data", "VARIANT=seed", "VARIANT='seed': 'seed': no variant 'seed' (experiments/variants/: seed-study)"),
+    ("data", "SOURCE=my data.jsonl", "SOURCE='my data.jsonl': a space cannot pass through make's file names"),
+    ("data", "SOURCE=nowhere.jsonl", "SOURCE='nowhere.jsonl': no such file (or hub, synthetic)"),
+    ("data", "DATA_DIR=my data", "DATA_DIR='my data': a space cannot pass through make's file names and commands; "
+                                 "use a path without it"),
+    ("data", "SET=data.system_prompt='医生 你好'",
+     "SET=\"data.system_prompt='医生 你好'\": \"data.system_prompt='医生\": the character ' cannot pass"),
+    ("data", "SET=epochs=1", "SET='epochs=1': 'epochs=1': expected section.key=value"),
+    ("data", "COLUMNS=question=患者 anser=医生",
+     "COLUMNS='question=患者 anser=医生': 'anser=医生': 'anser' is not a role"),
+    ("chat", "EXP=../../etc", "EXP='../../etc': expected a run: <method>-<size>[-s<seed>]"),
+    ("export", "EXP=lora-10k'", "EXP=\"lora-10k'\": expected a run"),
+    ("review-invite", "NAME=a\nb", "NAME: a value on several lines cannot pass through make's commands"),
+    ("review-invite", "NAME=a\tb", "NAME='a\\tb': expected a name of printable characters on one line"),
+    ("push", "REPO=medqa", "REPO='medqa': expected a Hugging Face repository, <user or organisation>/<name>"),
+    ("train-lora-10k", "LAUNCH=deepspeed", "LAUNCH='deepspeed': expected python or accelerate or torchrun"),
+    ("train-lora-10k", "NPROC=0", "NPROC='0': a process count is a whole number from 1 up"),
+    ("train-lora-10k", "ACCELERATE_CONFIG=fsdp", "ACCELERATE_CONFIG='fsdp': no accelerate configuration 'fsdp'"),
+    ("model", "MODEL_SOURCE=hf", "MODEL_SOURCE='hf': expected huggingface or modelscope"),
+    ("summary", "REDO=1", "REDO=1 redoes what is out of date in the runs the goals name: make exp-<run> REDO=1"),
+    ("exp-lora-10k", "REDO=yes", "REDO='yes': expected 1 (or leave it out)"),
+    ("exp-lora-10kk", "PROFILE=demo", "make exp-lora-10kk: expected a run: <method>-<size>[-s<seed>]"),
+    ("eval-dora-10k", "PROFILE=demo", "make eval-dora-10k: no method 'dora' (experiments/: lora, qlora)"),
+])
+def test_a_wrong_variable_stops_make_before_any_work_with_one_line_naming_it(goal, variable, message):
+    finished = subprocess.run(["make", "-n", goal, variable], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and finished.stdout == "", finished.stdout
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], finished.stderr
+
+
+def test_the_terminal_s_columns_in_the_environment_are_not_a_column_mapping():
+    finished = subprocess.run(["make", "-n", "data", "PROFILE=demo"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert finished.returncode == 0 and "data.columns" not in finished.stdout, finished.stderr
+    mapped = make("-n", "-B", "data", "PROFILE=demo", "COLUMNS=question=患者 answer=医生")
+    assert "--set data.columns=question=患者,answer=医生 " in mapped
+
+
+def test_a_name_with_a_quote_reaches_the_review_as_it_was_typed():
+    plan = make("-n", "review-invite", "NAME=O'Brien")
+    assert "--name 'O'\\''Brien'" in plan
