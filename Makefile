@@ -30,6 +30,7 @@ COLUMNS ?=#                 its keys, where they are not of a shape it knows: CO
 # (only from the command line: COLUMNS in the environment is the terminal's width)
 DATA_COLUMNS = $(if $(call given,COLUMNS),$(COLUMNS))
 MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
+MCQ_COLUMNS ?=#             its keys, likewise: MCQ_COLUMNS="question=题目 options=选项 answer=答案"
 TEST_SIZE ?=
 DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
@@ -99,6 +100,7 @@ OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(SOURCE),data.source=$(SOURCE)) \
 	$(if $(DATA_COLUMNS),data.columns=$(subst $(space),$(comma),$(strip $(DATA_COLUMNS)))) \
 	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
+	$(if $(MCQ_COLUMNS),eval.mcq_columns=$(subst $(space),$(comma),$(strip $(MCQ_COLUMNS)))) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
 	$(if $(SEED),data.seed=$(SEED))
@@ -112,7 +114,7 @@ comma := ,
 space := $(subst ,, )
 shell_quote = '$(subst ','\'',$(1))'
 given = $(filter command $(if $(filter COLUMNS,$(1)),,environment),$(firstword $(origin $(1))))
-USER_VARIABLES = PROFILE METHODS SIZES SEEDS SEED TEST_SIZE DEV_SIZE VARIANT SET COLUMNS MODEL SOURCE MCQ_SOURCE \
+USER_VARIABLES = PROFILE METHODS SIZES SEEDS SEED TEST_SIZE DEV_SIZE VARIANT SET COLUMNS MCQ_COLUMNS MODEL SOURCE MCQ_SOURCE \
 	MODEL_SOURCE EXP LAUNCH ACCELERATE_CONFIG NPROC GPUS HOST PORT NAME REPO MERGED REDO DATA_DIR RESULTS_DIR \
 	GENERATED_DIR BUILD_DIR GPU_LOCKS VENV PYTHON TORCH_INDEX PARTITION GRES TIME
 define newline
@@ -152,8 +154,8 @@ endef
 help: ## list every target with one line of help (the default goal)
 	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]   (README.md explains each)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE DATA_DIR TEST_SIZE"
-	@echo "           DEV_SIZE SEED REDO LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
+	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS DATA_DIR"
+	@echo "           TEST_SIZE DEV_SIZE SEED REDO LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
 	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
 	@echo "           HOST PORT NAME (make review) HOST PORT REPO MERGED (make serve, make push)"
 
@@ -408,8 +410,8 @@ TIME ?=#                    sbatch --time of every job, e.g. 12:00:00
 SBATCH_ARGS ?=#             more sbatch options for every job, e.g. --account=abc --qos=normal
 # The variables that reach every job's make: those given to make submit (on its command line or
 # in the environment); the others keep their defaults, worked out on the node (NPROC counts its GPUs).
-JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE TEST_SIZE DEV_SIZE SEED \
-	DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
+JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS TEST_SIZE DEV_SIZE \
+	SEED DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
 
 submit: data model ## the unfinished runs as a Slurm job array, then a job for the summary, figures and report
 	@unfinished=$$(for run in $(RUN_NAMES) $(UNTUNED); do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \

@@ -35,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from lib.data.sources import COLUMN_ROLES
+from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
 from lib.errors import UserError
 from lib.io import REPO_ROOT, shown
 
@@ -215,6 +215,8 @@ class EvalConfig:
     mcq_hub_file: str
     mcq_hub_revision: str
     mcq_size: Annotated[int, COUNT]  # single-answer items sampled from the source (seeded by data.seed)
+    # role -> the file's own key, for a file of other keys (lib.data.mcq; make MCQ_COLUMNS=); None: a known shape
+    mcq_columns: Annotated[dict[str, str] | None, OneOf(MCQ_COLUMN_ROLES)]
     judge: bool  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
     judge_concurrency: Annotated[int, COUNT]  # judge requests in flight at once
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 
 from lib.config import BASE_RUN, EXPERIMENTS_DIR, NF4_BASE_RUN, parse_count, parse_run_name
-from lib.data.sources import COLUMN_ROLES
+from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
 from lib.errors import UserError
 
 LAUNCHERS = ("python", "accelerate", "torchrun")
@@ -152,13 +152,16 @@ def override(value: str) -> None:
         raise Problem("expected section.key=value, e.g. SET=\"train.epochs=1 lora.r=8\"")
 
 
-def column(value: str) -> None:
-    role, sep, key = value.partition("=")
-    if not sep or not key:
-        raise Problem('expected role=key, e.g. COLUMNS="question=患者 answer=医生"')
-    if role not in COLUMN_ROLES:
-        raise Problem(f"{role!r} is not a role: {', '.join(COLUMN_ROLES)}")
-    one_word(key)
+def column(roles: tuple[str, ...]) -> Callable[[str], None]:
+    """A check of one role=key of a column mapping (COLUMNS, MCQ_COLUMNS)."""
+    def check(value: str) -> None:
+        role, sep, key = value.partition("=")
+        if not sep or not key:
+            raise Problem(f"expected role=key, e.g. {roles[0]}=<the file's key>")
+        if role not in roles:
+            raise Problem(f"{role!r} is not a role: {', '.join(roles)}")
+        one_word(key)
+    return check
 
 
 def flag(value: str) -> None:
@@ -176,7 +179,8 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "DEV_SIZE": count,
     "VARIANT": each(recipe("variants", "variant"), " variant"),
     "SET": each(override, " section.key=value"),
-    "COLUMNS": each(column, " role=key"),
+    "COLUMNS": each(column(COLUMN_ROLES), " role=key"),
+    "MCQ_COLUMNS": each(column(MCQ_COLUMN_ROLES), " role=key"),
     "MODEL": a_path,
     "SOURCE": a_file,
     "MCQ_SOURCE": a_file,

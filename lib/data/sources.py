@@ -159,6 +159,7 @@ MCQ_QUESTION_FIELDS = ("question",)
 MCQ_OPTION_FIELDS = ("option", "options", "choices")
 MCQ_ANSWER_FIELDS = ("answer_idx", "answer")  # MedQA's answer_idx is the letter, its answer the text
 MCQ_SHAPES = "question, options (or option, choices, or A/B/C/D columns) and answer (or answer_idx)"
+MCQ_COLUMN_ROLES = ("question", "options", "answer", "source")  # eval.mcq_columns maps a file's keys to these
 
 
 def lowered(record: dict) -> dict:
@@ -185,7 +186,8 @@ def detect_shape(record: dict, where: str, columns: dict[str, str] | None = None
     """The shape of a file from its first record: the one data.columns maps, else a known one."""
     if columns:
         shape = shape_of_columns(columns)
-        check_mapped_fields(record, shape, where)
+        check_mapped_keys(record, [shape.turns] if isinstance(shape, TurnShape) else [shape.question, shape.answer],
+                          where, "data.columns")
         return shape
     fields = set(record)
     if is_multiple_choice(record):
@@ -212,7 +214,6 @@ QUESTION_ROLES = ("question", "prompt")
 ANSWER_ROLES = ("answer", "response")
 TAG_ROLES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
 COLUMN_ROLES = (*QUESTION_ROLES, "query", *ANSWER_ROLES, "history", "system", "messages", *TAG_ROLES)
-COLUMNS_SETTING = 'data.columns (make COLUMNS="question=<key> answer=<key>")'
 
 
 def shape_of_columns(columns: dict[str, str]) -> FlatShape | TurnShape:
@@ -247,14 +248,13 @@ def shape_of_columns(columns: dict[str, str]) -> FlatShape | TurnShape:
     return FlatShape(name, question, answer, after=columns.get("query"), history=columns.get("history", "history"))
 
 
-def check_mapped_fields(record: dict, shape: FlatShape | TurnShape, where: str) -> None:
-    """The first record has the keys that data.columns names (a typo in the mapping is one error)."""
-    needed = [shape.turns] if isinstance(shape, TurnShape) else [shape.question, shape.answer]
-    for key in needed:
+def check_mapped_keys(record: dict, keys: list[str], where: str, setting: str) -> None:
+    """The first record has the keys a mapping (`setting`) names: a typo in it is one error."""
+    for key in keys:
         if key not in record:
             close = difflib.get_close_matches(key, list(map(str, record)), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"{where}: data.columns names the key {key!r}, which the record lacks "
+            raise UserError(f"{where}: {setting} names the key {key!r}, which the record lacks "
                             f"(fields: {', '.join(map(str, record))}){hint}")
 
 
