@@ -222,5 +222,7 @@ def stale_inputs(run_dir: Path, digests: DataDigests) -> list[str]:
 
 def stale_note(run: str, stale: list[str]) -> str:
     """One line: what is stale in a run and the command that brings it up to date."""
-    what = ", ".join("the adapter (retrained since)" if name == "adapter" else name for name in stale)
-    return f"stale: made from {what} as it was then, changed since; `make exp-{run} REDO=1` redoes what changed"
+    files = [name for name in stale if name != "adapter"]
+    what = [f"{', '.join(files)} changed since it was made from {'them' if len(files) > 1 else 'it'}"] if files else []
+    what += ["evaluated with an earlier adapter"] if "adapter" in stale else []
+    return f"stale: {'; '.join(what)}; `make exp-{run} REDO=1` redoes what changed"

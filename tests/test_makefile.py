@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, write_stage_inputs
+from builders import REPO_ROOT, demo_overrides, write_jsonl, write_stage_inputs
 from lib.config import load_config, load_grid
 
 
@@ -168,3 +170,77 @@ def test_the_terminal_s_columns_in_the_environment_are_not_a_column_mapping():
 def test_a_name_with_a_quote_reaches_the_review_as_it_was_typed():
     plan = make("-n", "review-invite", "NAME=O'Brien")
     assert "--name 'O'\\''Brien'" in plan
+
+
+# --- finished runs are kept: real make calls on the demo profile -------------------------------------
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (run_dir / "eval.json", run_dir / "config.json",
+                                                      run_dir / "adapter" / "adapter_model.safetensors")}
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_kept_whatever_changes_until_redo_names_it(tiny_model, tmp_path):
+    settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
+                              "eval.mcq_size=20")
+    common = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
+              f"GENERATED_DIR={tmp_path}/generated", f"MODEL={tiny_model}", "METHODS=lora", "SIZES=32",
+              f"SET={' '.join(settings)}"]
+    processed, run_dir = tmp_path / "data" / "processed" / "demo", tmp_path / "results" / "demo" / "runs" / "lora-32"
+
+    def make(*arguments: str) -> str:
+        finished = subprocess.run(["make", *common, *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=600)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return finished.stdout
+
+    make("exp-lora-32")
+    trained = run_files(run_dir)
+    split = (processed / "train-32.jsonl").read_bytes()
+
+    # a report target with another data seed reads what is there: no data step, no training
+    summary = make("summary", "SEED=7")
+    assert "-m lib data" not in summary and "-m lib train" not in summary and "-m lib evaluate" not in summary
+    assert (processed / "train-32.jsonl").read_bytes() == split and run_files(run_dir) == trained
+    (processed / "test.jsonl").touch()
+    assert "-m lib" not in make("-n", "exp-lora-32")  # a touched test set re-evaluates nothing
+
+    # the data changes: the run is kept as it is, and named stale
+    make("data", "SEED=7")
+    assert (processed / "train-32.jsonl").read_bytes() != split
+    assert "-m lib" not in make("exp-lora-32", "SEED=7") and run_files(run_dir) == trained
+    notes = [line for line in make("summary", "SEED=7").splitlines() if line.startswith("note: lora-32")]
+    assert notes == ["note: lora-32: done: stale: train-32.jsonl, dev.jsonl, test.jsonl, mcq.jsonl changed since it "
+                     "was made from them; `make exp-lora-32 REDO=1` redoes what changed"]
+
+    # REDO=1 names it: trained and evaluated again on today's data; then nothing is left to redo
+    redone = make("exp-lora-32", "SEED=7", "REDO=1")
+    assert "-m lib train" in redone and "-m lib evaluate" in redone and run_files(run_dir) != trained
+    assert "stale" not in make("summary", "SEED=7")
+    again = make("exp-lora-32", "SEED=7", "REDO=1")
+    assert "nothing to redo" in again and "-m lib train" in again
+
+    # make train-<run> trains a run whose weights are gone
+    (run_dir / "adapter" / "adapter_model.safetensors").unlink()
+    assert "-m lib train" in make("train-lora-32", "SEED=7")
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_make_data_reads_a_file_of_other_keys_through_columns(tmp_path):
+    from lib.data.synthetic import generate
+
+    path = write_jsonl(tmp_path / "dialog.jsonl", [  # the generated records under other keys
+        {"患者": f"{record['instruction']}\n{record['input']}".strip(), "医生": record["output"]}
+        for record in generate(600, seed=3)])
+    arguments = ["make", "data", "PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"SOURCE={path}", "SIZES=50",
+                 "TEST_SIZE=20", "DEV_SIZE=20", "SET=eval.mcq_size=20"]
+    refused = subprocess.run(arguments, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode != 0 and len(errors) == 1 and "Traceback" not in refused.stderr
+    assert errors[0].endswith('map its keys: COLUMNS="question=患者 answer=医生" (or data.columns in a YAML file)')
+    read = subprocess.run([*arguments, "COLUMNS=question=患者 answer=医生"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert read.returncode == 0, read.stderr
+    manifest = json.loads((tmp_path / "data" / "processed" / "demo" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["source"]["columns"] == {"question": "患者", "answer": "医生"}
+    assert manifest["files"]["train-50.jsonl"]["count"] == 50
