@@ -289,8 +289,7 @@ TRAINED := $(filter $(call runs_with,adapter/adapter_config.json),$\
 # Goals that make no runs keep every run file there is.
 KEPT_TRAININGS := $(filter-out $(REDONE_TRAININGS),$(if $(PRODUCING),$(TRAINED),$(call runs_with,train.done)))
 KEPT_EVALUATIONS := $(filter-out $(REDONE_EVALUATIONS),$\
-	$(filter $(if $(PRODUCING),$(UNTUNED_RUNS) $(TRAINED),%),$(call runs_with,eval.json)))
-UNTUNED_RUNS = base base-nf4
+	$(filter $(if $(PRODUCING),base base-nf4 $(TRAINED),%),$(call runs_with,eval.json)))
 # $(call unless_kept,KEPT,RUN,PREREQUISITES): the prerequisites of a run's file, and FORCE (its command
 # decides what is left to do), unless the file is kept: then none
 unless_kept = $(if $(filter $(2),$($(1))),,$(3) FORCE)

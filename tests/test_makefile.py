@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,37 @@ def test_make_data_reads_a_file_of_other_keys_through_columns(tmp_path):
     manifest = json.loads((tmp_path / "data" / "processed" / "demo" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["source"]["columns"] == {"question": "患者", "answer": "医生"}
     assert manifest["files"]["train-50.jsonl"]["count"] == 50
+
+
+def test_the_plan_keeps_finished_runs_and_redoes_those_redo_names(tmp_path):
+    data_dir, model = write_stage_inputs(tmp_path)
+    runs = tmp_path / "results" / "demo" / "runs"
+    for run in ("base", "lora-64", "lora-64-s7"):
+        names = ["eval.json"] if run == "base" else ["train.done", "eval.json", "adapter/adapter_config.json",
+                                                      "adapter/adapter_model.safetensors"]
+        for name in names:
+            (runs / run / name).parent.mkdir(parents=True, exist_ok=True)
+            (runs / run / name).write_text("{}", encoding="utf-8")
+    time.sleep(0.01)
+    for path in (data_dir / "processed" / "demo").iterdir():  # every input newer than the runs
+        path.touch()
+    (model / ".ready").touch()
+    common = ["-n", "PROFILE=demo", "METHODS=lora", "SIZES=64", "SEEDS=42 7", f"MODEL={model}", f"DATA_DIR={data_dir}",
+              f"RESULTS_DIR={tmp_path / 'results'}"]
+
+    def plan(*arguments: str) -> str:
+        return make(*common, *arguments)
+
+    assert "-m lib" not in plan("all-experiments") and "-m lib" not in plan("exp-lora-64", "SEED=7")
+    assert "-m lib data" not in plan("summary", "SEED=7") and "-m lib summarize" in plan("summary", "SEED=7")
+    redone = plan("exp-lora-64", "REDO=1")
+    assert re.findall(r"-m lib (train|evaluate) .*--out (\S+)$|-m lib (evaluate) .*--run-dir (\S+) ", redone, re.M) == [
+        ("train", str(runs / "lora-64"), "", ""), ("", "", "evaluate", str(runs / "lora-64"))]
+    evaluated = plan("eval-lora-64", "REDO=1")
+    assert "-m lib train" not in evaluated and f"--run-dir {runs / 'lora-64'} " in evaluated
+    grid = plan("all-experiments", "REDO=1")
+    assert grid.count("-m lib train") == 2 and grid.count("-m lib evaluate") == 3
+    (runs / "lora-64-s7" / "adapter" / "adapter_config.json").unlink()  # an incomplete adapter: trained again
+    assert re.findall(r"-m lib train .*--out (\S+)$", plan("all-experiments"), re.M) == [str(runs / "lora-64-s7")]
+    assert "-m lib train" in plan("train-lora-64-s7")
+    assert "-m lib" not in plan("summary").replace("-m lib summarize", "")  # a report target trains nothing
