@@ -164,6 +164,12 @@ def column(roles: tuple[str, ...]) -> Callable[[str], None]:
     return check
 
 
+def quotable(value: str) -> None:
+    """A value a recipe passes in single quotes (make submit's sbatch options)."""
+    if "'" in value:
+        raise Problem("the character ' cannot pass through make's commands")
+
+
 def flag(value: str) -> None:
     if value != "1":
         raise Problem("expected 1 (or leave it out)")
@@ -197,7 +203,8 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "MERGED": flag,
     "REDO": flag,
     **dict.fromkeys(("DATA_DIR", "RESULTS_DIR", "GENERATED_DIR", "BUILD_DIR", "GPU_LOCKS", "VENV", "PYTHON"), a_path),
-    **dict.fromkeys(("TORCH_INDEX", "PARTITION", "GRES", "TIME"), one_word),
+    "TORCH_INDEX": one_word,
+    **dict.fromkeys(("PARTITION", "GRES", "TIME"), quotable),
 }
 
 
