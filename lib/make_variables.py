@@ -1,7 +1,7 @@
 """`python -m lib check-variables`: the Makefile's check of the variables a user types.
 
     python -m lib check-variables --goals exp-lora-10k -- PORT=80800 'SET=train.epochs=1'
-    -> PORT=80800: a port is a whole number from 1 to 65535
+    -> PORT='80800': a port is a whole number from 1 to 65535
 
 The Makefile runs it while it reads itself, with every variable given on make's command line or
 in the environment and the goals, so that every target (make -n too) passes through it before
@@ -72,7 +72,7 @@ def count(value: str) -> None:
     try:
         parse_count(value)
     except UserError as err:
-        raise Problem(f"{err}") from None
+        raise Problem(str(err)) from None
 
 
 def one_word(value: str, advice: str = "") -> None:
