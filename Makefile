@@ -16,7 +16,7 @@ grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml |
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
 SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
-MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml experiments/profiles/$(PROFILE).yaml | tail -n 1)
+MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml $(wildcard experiments/profiles/$(PROFILE).yaml) | tail -n 1)
 # read the files once (a variable set with ?= would run its sed at every use)
 METHODS := $(METHODS)
 SEEDS := $(SEEDS)
@@ -26,10 +26,15 @@ DEFAULT_SEED := $(firstword $(call grid_list,seeds))
 VARIANT ?=#                 experiments/variants/<name>.yaml, e.g. seed-study
 SET ?=#                     config overrides, section.key=value separated by spaces
 SOURCE ?=#                  a local QA file instead of the profile's data source
+COLUMNS ?=#                 its keys, where they are not of a shape it knows: COLUMNS="question=患者 answer=医生"
+# (only from the command line: COLUMNS in the environment is the terminal's width)
+DATA_COLUMNS = $(if $(call given,COLUMNS),$(COLUMNS))
 MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
+MCQ_COLUMNS ?=#             its keys, likewise: MCQ_COLUMNS="question=题目 options=选项 answer=答案"
 TEST_SIZE ?=
 DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
+REDO ?=#                    REDO=1: bring the runs the goals name up to date (make exp-lora-10k REDO=1)
 MODEL_SOURCE ?= huggingface# or modelscope (make model)
 EXP ?=#                     the run to chat with, export, push or serve (make chat EXP=lora-10k, or EXP=base)
 HOST ?= 127.0.0.1#          where make review and make serve listen (0.0.0.0: every interface of this machine)
@@ -47,14 +52,13 @@ LAUNCHER_python = $(PY)
 LAUNCHER_accelerate = $(VENV)/bin/accelerate launch --config_file experiments/accelerate/$(ACCELERATE_CONFIG).yaml \
 	--num_processes $(NPROC) $(LAUNCH_ARGS)
 LAUNCHER_torchrun = $(VENV)/bin/torchrun --nproc_per_node $(NPROC) $(LAUNCH_ARGS)
-LAUNCHER = $(or $(LAUNCHER_$(LAUNCH)),$(error LAUNCH=$(LAUNCH): expected python, accelerate or torchrun))
+LAUNCHER = $(LAUNCHER_$(LAUNCH))
 
 # --- one run per GPU at a time: make -j4 all-experiments GPUS="0 1 2 3" --------------------------
 # Each concurrent training or evaluation takes its own ids from this pool (python -m lib on-free-gpu,
 # lib/gpus.py), waiting for free ones; a launcher of NPROC processes takes NPROC ids. By default the
 # ids CUDA_VISIBLE_DEVICES names, else every GPU nvidia-smi lists (none on a CPU: nothing is
 # wrapped). Read at each use, so that commands that train nothing never start nvidia-smi.
-comma := ,
 GPUS ?= $(if $(filter environment%,$(origin CUDA_VISIBLE_DEVICES)),$(subst $(comma), ,$(CUDA_VISIBLE_DEVICES)),$\
 	$(shell nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9]*\):.*/\1/p'))
 GPU_LOCKS ?= /tmp/medqa-scaling-gpus#  one lock file per id, shared by every job of this machine
@@ -100,11 +104,36 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(SOURCE),data.source=$(SOURCE)) \
+	$(if $(DATA_COLUMNS),data.columns=$(subst $(space),$(comma),$(strip $(DATA_COLUMNS)))) \
 	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
+	$(if $(MCQ_COLUMNS),eval.mcq_columns=$(subst $(space),$(comma),$(strip $(MCQ_COLUMNS)))) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
 	$(if $(SEED),data.seed=$(SEED))
 CONFIG_ARGS = --profile $(PROFILE) $(foreach v,$(VARIANT),--variant $(v)) $(foreach o,$(strip $(OVERRIDES)),--set $(o))
+
+# --- the variables a user types, checked before anything runs --------------------------------------
+# python -m lib check-variables (lib/make_variables.py) gets every variable given on the command line
+# or in the environment, and the goals, while make reads this file: so every target, make -n too,
+# passes through it. It names the first one that is wrong in one line, and make stops there.
+comma := ,
+space := $(subst ,, )
+shell_quote = '$(subst ','\'',$(1))'
+given = $(filter command $(if $(filter COLUMNS,$(1)),,environment),$(firstword $(origin $(1))))
+USER_VARIABLES = PROFILE METHODS SIZES SEEDS SEED TEST_SIZE DEV_SIZE VARIANT SET COLUMNS MCQ_COLUMNS MODEL SOURCE MCQ_SOURCE \
+	MODEL_SOURCE EXP LAUNCH ACCELERATE_CONFIG NPROC GPUS HOST PORT NAME REPO MERGED REDO DATA_DIR RESULTS_DIR \
+	GENERATED_DIR BUILD_DIR GPU_LOCKS VENV PYTHON TORCH_INDEX PARTITION GRES TIME
+define newline
+
+
+endef
+SEVERAL_LINES := $(strip $(foreach v,$(USER_VARIABLES),$(if $(call given,$(v)),$(if $(findstring $(newline),$($(v))),$(v)))))
+$(if $(SEVERAL_LINES),$(error $(firstword $(SEVERAL_LINES)): a value on several lines cannot pass through make's commands))
+GIVEN_VARIABLES := $(foreach v,$(USER_VARIABLES),$(if $(call given,$(v)),$(call shell_quote,$(v)=$($(v)))))
+VARIABLE_PROBLEM := $(if $(strip $(GIVEN_VARIABLES) $(filter exp-% train-% eval-%,$(MAKECMDGOALS))),$\
+	$(shell $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)) -m lib check-variables \
+		--goals $(foreach g,$(MAKECMDGOALS),$(call shell_quote,$(g))) -- $(GIVEN_VARIABLES) 2>&1))
+$(if $(VARIABLE_PROBLEM),$(error $(VARIABLE_PROBLEM)))
 
 # A run is <method>-<size>[-s<seed>]: lora-10k, qlora-60k-s7 (no suffix for the default seed).
 run_name = $(1)-$(2)$(if $(filter $(3),$(DEFAULT_SEED)),,-s$(3))
@@ -131,8 +160,8 @@ endef
 help: ## list every target with one line of help (the default goal)
 	@echo "usage: make <target> [PROFILE=paper|demo] [VARIABLE=value ...]   (README.md explains each)"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%.-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE DATA_DIR TEST_SIZE"
-	@echo "           DEV_SIZE SEED LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
+	@echo "variables: PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS DATA_DIR"
+	@echo "           TEST_SIZE DEV_SIZE SEED REDO LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
 	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
 	@echo "           HOST PORT NAME (make review) HOST PORT REPO MERGED (make serve, make push)"
 	@echo "           WHEELHOUSE (make setup) WHEELHOUSE_DIR SLIM WHEEL_PYTHON WHEEL_PLATFORM (make wheelhouse)"
@@ -223,15 +252,20 @@ test-fast: $(SETUP) ## the tests without the slow end-to-end ones (training, eva
 # --- data ---------------------------------------------------------------------------------------
 data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
 
+# The goals that make data or runs: the others (summary, figures, report, paper, ...) read the data and
+# the runs as they are and make only what is missing, so that a setting given to them (SEED=7) never
+# rebuilds the data nor trains a run (see "Finished work is kept" below).
+PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,$(MAKECMDGOALS))
+
 # One command writes every split; it leaves unchanged files untouched, so a new size does not
 # make the runs of the existing sizes out of date.
-DATA_RECIPES = $(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args
-$(PROCESSED)/manifest.json: $(DATA_RECIPES) $(wildcard $(SOURCE))
+DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
+$(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
 
 # The items file keeps its time when its content does not change (evaluations are not redone for
 # nothing): the report, written every time, is this step's target.
-$(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(wildcard $(MCQ_SOURCE))
+$(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE)))
 	$(CLI) mcq-data $(CONFIG_ARGS) --out $(@D)/mcq.jsonl
 
 # The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
@@ -247,7 +281,7 @@ $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
 # keep them after the make that needed them.
-.PRECIOUS: $(PROCESSED)/%.jsonl $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors
+.PRECIOUS: $(PROCESSED)/%.jsonl $(RUNS)/%/train.done
 
 # --- the base model -----------------------------------------------------------------------------
 model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loads (demo: build the tiny one)
@@ -274,30 +308,47 @@ UNTUNED = base $(if $(filter qlora,$(METHODS)),base-nf4)
 all-experiments: $(RUN_NAMES:%=$(RUNS)/%/eval.json) $(UNTUNED:%=$(RUNS)/%/eval.json) ## the grid METHODS x SIZES x SEEDS, plus the base model (and base-nf4 for qlora)
 	@echo "all-experiments: $(words $(RUN_NAMES)) runs and $(UNTUNED) are evaluated in $(RUNS)"
 
-# An intermediate file that is missing is not remade while the files after it exist (make 4.3 has no
-# .NOTINTERMEDIATE): so the adapter weights of every run this invocation can reach are named here as
-# targets, and a run whose weights are gone trains again even though its train.done and eval.json remain.
-REACHABLE_RUNS = $(filter-out base base-nf4,$(RUN_NAMES) $(foreach goal,exp train eval,$(patsubst $(goal)-%,%,$(filter $(goal)-%,$(MAKECMDGOALS)))))
-$(REACHABLE_RUNS:%=$(RUNS)/%/adapter/adapter_model.safetensors):
+# Finished work is kept. A run's training is finished once train.done and its adapter's files exist,
+# its evaluation once eval.json exists beside a finished training (lib/runs.py); make never trains or
+# evaluates such a run again because its data, its base model or a setting changed since. Each run
+# records the sha256 of the data it was trained and evaluated on, and the summary names the runs
+# whose data has changed (stale). REDO=1 brings the runs the goals name up to date (make exp-lora-10k
+# REDO=1; all-experiments REDO=1: the whole grid): their training and evaluation run again, and redo
+# what their recorded inputs say is out of date (python -m lib train / evaluate compare them with
+# today's), nothing else. A run whose adapter is gone is trained again, its evaluation redone.
+goal_runs = $(patsubst $(1)-%,%,$(filter $(1)-%,$(MAKECMDGOALS)))
+GRID_GOAL = $(if $(filter all-experiments,$(MAKECMDGOALS)),$(RUN_NAMES) $(UNTUNED))
+REDONE_TRAININGS := $(if $(REDO),$(call goal_runs,train) $(call goal_runs,exp) $(GRID_GOAL))
+REDONE_EVALUATIONS := $(if $(REDO),$(call goal_runs,eval) $(call goal_runs,exp) $(GRID_GOAL))
+runs_with = $(patsubst $(RUNS)/%/$(1),%,$(wildcard $(RUNS)/*/$(1)))
+TRAINED := $(filter $(call runs_with,adapter/adapter_config.json),$\
+	$(filter $(call runs_with,adapter/adapter_model.safetensors),$(call runs_with,train.done)))
+# Goals that make no runs keep every run file there is.
+KEPT_TRAININGS := $(filter-out $(REDONE_TRAININGS),$(if $(PRODUCING),$(TRAINED),$(call runs_with,train.done)))
+KEPT_EVALUATIONS := $(filter-out $(REDONE_EVALUATIONS),$\
+	$(filter $(if $(PRODUCING),base base-nf4 $(TRAINED),%),$(call runs_with,eval.json)))
+# $(call unless_kept,KEPT,RUN,PREREQUISITES): the prerequisites of a run's file, and FORCE (its command
+# decides what is left to do), unless the file is kept: then none
+unless_kept = $(if $(filter $(2),$($(1))),,$(3) FORCE)
 
 TRAIN_ARGS = $(CONFIG_ARGS) --method $(call method_of,$*) --size $(call size_of,$*) --seed $(call seed_of,$*) \
 	--data $(PROCESSED) --out $(RUNS)/$*
-# Both files come from one training; a run whose adapter weights are gone is trained again (from
-# its last checkpoint, where one of the same inputs is left).
-$(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors: $$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
-		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready
+$(RUNS)/%/train.done: $$(call unless_kept,KEPT_TRAININGS,$$*,$$(PROCESSED)/train-$$(call size_of,$$*).jsonl \
+		$(PROCESSED)/dev.jsonl $(MODEL_DIR)/.ready)
 	$(if $(filter-out python,$(LAUNCH)),$(CLI) train $(TRAIN_ARGS) --check-layout $(NPROC))
 	$(call on_free_gpus,$(GPUS_PER_TRAINING)) $(LAUNCHER) -m lib train $(TRAIN_ARGS)
 
-$(RUNS)/%/eval.json: $(RUNS)/%/train.done $(RUNS)/%/adapter/adapter_model.safetensors $(PROCESSED)/test.jsonl \
-		$(PROCESSED)/mcq.jsonl
+# A kept evaluation is still redone after its run trains again (its train.done is then newer).
+$(RUNS)/%/eval.json: $$(if $$(PRODUCING),$(RUNS)/$$*/train.done) \
+		$$(call unless_kept,KEPT_EVALUATIONS,$$*,$(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl)
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
-$(RUNS)/base/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+UNTUNED_INPUTS = $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+$(RUNS)/base/eval.json: $$(call unless_kept,KEPT_EVALUATIONS,base,$(UNTUNED_INPUTS))
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
 # qlora's configuration without an adapter: the base model loaded in NF4, as QLoRA trains on it
-$(RUNS)/base-nf4/eval.json: $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+$(RUNS)/base-nf4/eval.json: $$(call unless_kept,KEPT_EVALUATIONS,base-nf4,$(UNTUNED_INPUTS))
 	$(CLI) evaluate $(CONFIG_ARGS) --method qlora --run-dir $(@D) --data $(PROCESSED)
 
 chat: $(SETUP) ## talk to a run in the terminal: make chat EXP=lora-10k (EXP=base: the untuned model; base-nf4: in NF4)
@@ -335,10 +386,12 @@ paper: $(PDF) ## build the LaTeX report -> paper/build/<profile>/report.pdf (nee
 
 # The grid asked for and the runs present: a deleted run or another grid redoes the summary.
 GRID_ARGS = --methods $(METHODS) --sizes $(SIZES) --seeds $(SEEDS)
-$(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard $(RUNS)/*))))
+$(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard $(RUNS)/*)) trained: $(TRAINED)))
 
-$(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done)
-	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --out $(RESULTS) $(GRID_ARGS)
+# The data is an input too: the summary names the runs whose data has changed since (stale).
+$(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done) \
+		$(wildcard $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl)
+	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --data $(PROCESSED) --out $(RESULTS) $(GRID_ARGS)
 
 # The figures' Chinese labels need the report's font: TeX and its fonts are checked (and installed
 # where we may) first; without them the figures are drawn with English labels, and `make paper`
@@ -371,7 +424,7 @@ review: $(SETUP) ## blind side-by-side rating of the runs' answers in the browse
 # HOST= or PORT= given here overrides it.
 review-invite: $(SETUP) ## print a rater's personal link: make review-invite NAME=alice (again: a new link)
 	@test -n "$(NAME)" || { echo "error: say who: make review-invite NAME=<name>" >&2; exit 2; }
-	@$(CLI) review invite --db $(REVIEW_DB) --name '$(NAME)' $(if $(filter-out file,$(origin HOST)),--host $(HOST)) \
+	@$(CLI) review invite --db $(REVIEW_DB) --name $(call shell_quote,$(NAME)) $(if $(filter-out file,$(origin HOST)),--host $(HOST)) \
 		$(if $(filter-out file,$(origin PORT)),--port $(PORT))
 
 review-export: $(SETUP) ## every vote so far -> results/<profile>/review/votes.csv
@@ -396,10 +449,8 @@ TIME ?=#                    sbatch --time of every job, e.g. 12:00:00
 SBATCH_ARGS ?=#             more sbatch options for every job, e.g. --account=abc --qos=normal
 # The variables that reach every job's make: those given to make submit (on its command line or
 # in the environment); the others keep their defaults, worked out on the node (NPROC counts its GPUs).
-JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE MCQ_SOURCE TEST_SIZE DEV_SIZE SEED \
-	DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
-given = $(filter command environment,$(firstword $(origin $(1))))
-shell_quote = '$(subst ','\'',$(1))'
+JOB_VARIABLES = PROFILE METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS TEST_SIZE DEV_SIZE \
+	SEED DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
 
 submit: data model ## the unfinished runs as a Slurm job array, then a job for the summary, figures and report
 	@unfinished=$$(for run in $(RUN_NAMES) $(UNTUNED); do $(MAKE) -q $(RUNS)/$$run/eval.json || echo $$run; done); \

@@ -44,7 +44,10 @@ summary.csv     one row per run: run, method, size, examples, seed, status, then
 
 Status (lib.runs): done, missing, training, incomplete (its adapter's files are gone),
 not_evaluated, corrupt (a file of the run is not what its stage writes, predictions.jsonl
-included); `note` names the file of an incomplete or corrupt run, which is otherwise left out.
+included); `note` names the file of an incomplete or corrupt run, which is otherwise left out,
+and the command that redoes it. With --data, a finished run made from data (or weights) that have
+changed since is kept, with a note that says it is stale (lib.runs.stale_inputs); each note is
+also printed, one line per run.
 
 The statistics, and why:
 - Loss fit: L(D) = E + A * D^(-alpha), D = training examples, L = test loss in nats per
@@ -106,7 +109,7 @@ from lib.config import (
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, nested_value, provenance, read_jsonl, shown, write_json
-from lib.runs import STATUSES, readable_run_files, run_status
+from lib.runs import STATUSES, DataDigests, readable_run_files, redo_hint, run_status, stale_inputs, stale_note
 from lib.stats import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -201,10 +204,13 @@ def metric_columns(eval_result: dict) -> dict:
     return columns
 
 
-def read_run(run_dir: Path, identity: dict) -> tuple[dict, dict]:
+def read_run(run_dir: Path, identity: dict, digests: DataDigests | None = None) -> tuple[dict, dict]:
     """One row of the summary (identity, status and its note, metrics and cost of the run's files)
-    and the run's settings that must agree across runs (SHARED_SETTINGS)."""
+    and the run's settings that must agree across runs (SHARED_SETTINGS); `digests` of the data
+    of today, where given, add a note to a run made from other data."""
     status, note = run_status(run_dir)
+    if digests is not None and status in ("done", "not_evaluated") and (stale := stale_inputs(run_dir, digests)):
+        note = stale_note(run_dir.name, stale)
     row, settings = {**identity, "status": status, "note": note}, {}
     if status != "corrupt":
         files = readable_run_files(run_dir, ("eval.json", "train_metrics.json"))
@@ -232,15 +238,17 @@ def note_differing_settings(rows: list[dict], settings: list[dict]) -> None:
                 row["note"] = f"{row['note']}; {difference}" if row["note"] else difference
 
 
-def collect_runs(runs_dir: Path, grid: Grid, default_seed: int) -> list[dict]:
-    """Rows for base, every run of the grid, and any other run directory found."""
+def collect_runs(runs_dir: Path, grid: Grid, default_seed: int, data_dir: Path | None = None) -> list[dict]:
+    """Rows for base, every run of the grid, and any other run directory found; with `data_dir`,
+    the runs made from other data than its files of today have a note saying so."""
     if not runs_dir.is_dir():
         raise UserError(f"{shown(runs_dir)}: no such folder of runs (train or evaluate a run first)")
     expected = expected_runs(grid, default_seed)
     names = {run["run"] for run in expected}
     extra = [found_run_identity(path, default_seed) for path in sorted(runs_dir.iterdir())
              if path.is_dir() and not path.name.startswith(".") and path.name not in names]
-    rows, settings = zip(*(read_run(runs_dir / identity["run"], identity) for identity in expected + extra))
+    digests = DataDigests(data_dir) if data_dir is not None else None
+    rows, settings = zip(*(read_run(runs_dir / identity["run"], identity, digests) for identity in expected + extra))
     note_differing_settings(list(rows), list(settings))
     return list(rows)
 
@@ -313,7 +321,7 @@ def read_predictions(rows: list[dict], runs_dir: Path) -> dict[str, dict[str, di
                 predictions[row["run"]] = ({item_id(record, path): record for record in read_jsonl(path)}
                                            if path.is_file() else {})
             except UserError as err:
-                row |= {"status": "corrupt", "note": f"{err}; delete it and run `make exp-{row['run']}` again"}
+                row |= {"status": "corrupt", "note": f"{err}; {redo_hint(path.name, row['run'])}"}
     return predictions
 
 
@@ -819,13 +827,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, method=False)
     parser.add_argument("--runs", required=True, type=Path, help="folder of run directories, e.g. results/demo/runs")
     parser.add_argument("--out", required=True, type=Path, help="where summary.csv, summary.md, scaling.json go")
+    parser.add_argument("--data", type=Path,
+                        help="the processed data of today (data/processed/<profile>): runs of other data are stale")
     add_grid_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     grid, default_seed = requested_grid(args.profile, args.methods, args.sizes, args.seeds)
-    rows = collect_runs(args.runs, grid, default_seed)
+    rows = collect_runs(args.runs, grid, default_seed, args.data)
     predictions = read_predictions(rows, args.runs)
     scaling = scaling_analysis(rows, grid, default_seed, predictions, config.eval.bootstrap_samples)
     record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)

@@ -13,12 +13,12 @@ import importlib
 import logging
 import sys
 import warnings
-from pathlib import Path
 
 from lib.errors import UserError
 
 COMMANDS = {
     "config": ("lib.config_cli", "print the resolved configuration of a run as YAML"),
+    "check-variables": ("lib.make_variables", "check the variables given to make: one line names the first wrong one"),
     "data": ("lib.data.prepare",
              "get the raw data (hub, generated or a file), clean it, write test/dev and nested train splits"),
     "mcq-data": ("lib.data.mcq",
@@ -99,6 +99,21 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
+# A folder or disk the command cannot write to: the user's environment, not a bug.
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def not_writable(err: OSError) -> str:
+    """One line for an OSError of NOT_WRITABLE: the file, why, and what to do."""
+    from lib.io import shown
+
+    where = shown(err.filename) if err.filename else "a file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {where}: {err.strerror}; free some space, or write elsewhere (DATA_DIR=, RESULTS_DIR=)"
+    return (f"cannot write {where}: {err.strerror}; make its folder writable, or write elsewhere "
+            "(DATA_DIR=, RESULTS_DIR=)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     quiet_known_noise()
@@ -116,15 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        if err.errno not in NOT_WRITABLE:
+            raise
+        print(f"error: {not_writable(err)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
-    except OSError as err:  # a read-only folder, another user's files: whichever file a command opens
-        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or err.filename is None:
-            raise
-        from lib.io import shown
-
-        path = Path(err.filename)
-        print(f"error: {shown(path)}: {err.strerror} (is {shown(path.parent)} read-only, or another user's?)",
-              file=sys.stderr)
-        sys.exit(2)

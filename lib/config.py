@@ -35,8 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-
+from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
 from lib.errors import UserError
 from lib.io import REPO_ROOT, shown
 
@@ -86,11 +85,15 @@ class OneOf:
 
     choices: tuple[str, ...]
 
-    def problem(self, value: str | list[str], section, section_name: str) -> str | None:
-        items = value if isinstance(value, list) else [value]
-        if all(item in self.choices for item in items):
+    def problem(self, value: str | list[str] | dict, section, section_name: str) -> str | None:
+        items = list(value) if isinstance(value, list | dict) else [value]  # a mapping's keys
+        unknown = [item for item in items if item not in self.choices]
+        if not unknown:
             return None
-        return f"must be {self.describe(section, section_name)}"
+        if not isinstance(value, dict):
+            return f"must be {self.describe(section, section_name)}"
+        return (f"must use only the keys {', '.join(self.choices)}: {unknown[0]!r} is not one"
+                f"{_close_hint(unknown[0], self.choices)}")
 
     def describe(self, section, section_name: str) -> str:
         return "one of " + ", ".join(str(choice).lower() if isinstance(choice, bool) else choice
@@ -133,6 +136,8 @@ class DataConfig:
     seed: Annotated[int, Range(at_least=0)]
     system_prompt: str
     max_bad_fraction: Annotated[float, SHARE]  # a local file with more malformed lines than this is rejected
+    # role -> the file's own key, for a file of another shape (lib.data.sources; make COLUMNS=); None: a known shape
+    columns: Annotated[dict[str, str] | None, OneOf(COLUMN_ROLES)]
 
 
 @dataclass
@@ -210,6 +215,8 @@ class EvalConfig:
     mcq_hub_file: str
     mcq_hub_revision: str
     mcq_size: Annotated[int, COUNT]  # single-answer items sampled from the source (seeded by data.seed)
+    # role -> the file's own key, for a file of other keys (lib.data.mcq; make MCQ_COLUMNS=); None: a known shape
+    mcq_columns: Annotated[dict[str, str] | None, OneOf(MCQ_COLUMN_ROLES)]
     judge: bool  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
     judge_concurrency: Annotated[int, COUNT]  # judge requests in flight at once
 
@@ -307,7 +314,7 @@ def load_config(
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise UserError(f"override {override!r}: expected section.key=value")
-        layers.apply({section: {name: yaml.safe_load(value)}}, origin="override")
+        layers.apply({section: {name: parse_yaml_value(value, override)}}, origin="override")
     config = layers.config()
     check_values(config, layers.origins)
     return config
@@ -334,9 +341,11 @@ def check_values(config: Config, origins: dict[str, str]) -> None:
 
 
 def is_empty(value) -> bool:
-    """Blank text, an empty list, or a list with a blank item."""
+    """Blank text, an empty list or mapping, or one with a blank item."""
     if isinstance(value, str):
         return not value.strip()
+    if isinstance(value, dict):
+        return not value or any(not str(item).strip() for item in value.values())
     return isinstance(value, list) and (not value or any(not item.strip() for item in value))
 
 
@@ -348,6 +357,8 @@ def shown_value(value) -> str:
 
 
 def read_yaml(path: Path) -> dict:
+    import yaml  # here, so that the Makefile's check of its variables runs before `make setup` installs it
+
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
@@ -357,10 +368,22 @@ def read_yaml(path: Path) -> dict:
     return content
 
 
+def parse_yaml_value(value: str, override: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"override {override!r}: the value is not valid YAML") from None
+
+
 def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} (known: {', '.join(known)})"
+    return f"{_close_hint(name, known)} (known: {', '.join(known)})"
+
+
+def _close_hint(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _coerce(value, annotation, where: str):
@@ -374,7 +397,8 @@ def _coerce(value, annotation, where: str):
         converted = _try_convert(value, option)
         if converted is not _FAILED:
             return converted
-    wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    wanted = " or ".join("a mapping (key=value,key=value)" if typing.get_origin(o) is dict
+                         else getattr(o, "__name__", str(o)) for o in options if o is not type(None))
     raise UserError(f"{where}: expected {wanted}, got {value!r}")
 
 
@@ -403,7 +427,21 @@ def _try_convert(value, option):
         return value if isinstance(value, str) else _FAILED
     if typing.get_origin(option) is list:
         return [str(v) for v in value] if isinstance(value, list) else _FAILED
+    if typing.get_origin(option) is dict:
+        return _mapping(value)
     return _FAILED
+
+
+def _mapping(value):
+    """A mapping from YAML, or from the command line's "key=value,key=value" (spaces separate too)."""
+    if isinstance(value, dict):
+        return {str(key): str(item) for key, item in value.items()}
+    if not isinstance(value, str):
+        return _FAILED
+    pairs = [pair.partition("=") for pair in re.split(r"[,\s]+", value.strip()) if pair]
+    if not all(sep for _, sep, _ in pairs):
+        return _FAILED
+    return {key: item for key, _, item in pairs}
 
 
 # --- sizes and the grid ------------------------------------------------------------------------

@@ -46,7 +46,10 @@ def atomic_write(path: str | Path, mode: str = "w"):
     """Open a temporary file beside `path`; on success rename it over `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # named by the file it is for, not by a random temporary name
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -66,7 +69,10 @@ def atomic_folder(path: str | Path):
     new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:  # named by the folder it is for, not by a random temporary name
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     try:
         yield work
         os.chmod(work, 0o777 & ~_UMASK)  # mkdtemp makes an owner-only folder; give the usual mode

@@ -10,21 +10,30 @@ evaluation (summary, figures, report):
 
 A run's status: missing (no folder), training (no train.done), incomplete (train.done, but the
 adapter's files are gone), not_evaluated (trained, no eval.json), done, or corrupt (a file that
-is not what its stage writes: not JSON, or JSON of another shape). `base` and `base-nf4`, the
-untuned model unquantised and in NF4, have no training: they are done, not_evaluated or corrupt.
-An incomplete or corrupt run is a row with its status and a note naming the file, never a crash
-of the stage that reads it; `make exp-<run>` trains an incomplete run again (the Makefile's
-adapter target).
+is not what its stage writes: not JSON, JSON of another shape, an eval.json without a metric of
+the registry lib.evaluate.metrics.METRICS that every evaluation has, or with a value that is not
+a finite number). `base` and `base-nf4`, the untuned model unquantised and in NF4, have no
+training: they are done, not_evaluated or corrupt. An incomplete or corrupt run is a row with its
+status and a note naming the file and the command that redoes it, never a crash of the stage that
+reads it; `make exp-<run>` trains an incomplete run again.
+
+What a run was made from is in its files: config.json's `inputs` (the settings the weights depend
+on and the sha256 of the train and dev splits, lib.train.training_inputs) and `adapter_sha256`,
+and eval.json's `inputs` (the settings the scores depend on, the sha256 of the test set, of the
+multiple-choice items and of the adapter, lib.evaluate.run.evaluation_inputs). `stale_inputs`
+compares them with the data of today: the Makefile keeps a finished run whatever changed, and the
+summary names what is stale.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from lib.config import NF4_BASE_RUN, UNTUNED_RUNS
 from lib.errors import UserError
-from lib.io import read_json, shown
+from lib.io import read_json, sha256_file, shown
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT saves and loads
 DONE_MARKER = "train.done"
@@ -40,27 +49,45 @@ class CorruptFile(Exception):
 
 
 def number_or_none(value) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    """A finite number, or None (unknown); NaN and infinity are neither."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
 
 
-def statistic_problem(stat) -> str | None:
-    """What is wrong with a {"value", "ci_low", "ci_high", ...} statistic, or None."""
+def statistic_problem(stat, required: bool = False) -> str | None:
+    """What is wrong with a {"value", "ci_low", "ci_high", ...} statistic, or None; a required one
+    has a value."""
     if not isinstance(stat, dict):
         return f"a {type(stat).__name__} where a statistic belongs"
-    wrong = [key for key in ("value", "ci_low", "ci_high") if not number_or_none(stat.get(key))]
-    return f"{', '.join(wrong)} not a number" if wrong else None
+    wrong = [f"{key} {stat.get(key)!r}" for key in ("value", "ci_low", "ci_high") if not number_or_none(stat.get(key))]
+    if wrong:
+        return f"{', '.join(wrong)}: not a finite number"
+    return "no value" if required and stat.get("value") is None else None
+
+
+def always_measured() -> list[str]:
+    """The metrics every finished evaluation has (lib.evaluate.metrics.METRICS, `always`)."""
+    from lib.evaluate.metrics import METRICS
+
+    return [name for name, metric in METRICS.items() if metric.always]
 
 
 def eval_problem(result) -> str | None:
     if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
         return "no `metrics` mapping"
+    missing = [name for name in always_measured() if name not in result["metrics"]]
+    if missing:
+        return f"no {', '.join(missing)} in `metrics`" if result["metrics"] else "an empty `metrics` mapping"
+    for name in always_measured():
+        problem = statistic_problem(result["metrics"][name], required=True)
+        if problem:
+            return f"metrics.{name}: {problem}"
     mcq = result.get("mcq") or {}
     statistics = {**result["metrics"], **({"mcq.overall": mcq["overall"]} if mcq.get("overall") else {}),
                   **{f"mcq.per_source.{k}": v for k, v in (mcq.get("per_source") or {}).items()}}
     for name, stat in statistics.items():
         problem = statistic_problem(stat)
         if problem:
-            return f"{name}: {problem}"
+            return f"{'' if name.startswith('mcq.') else 'metrics.'}{name}: {problem}"
     return None
 
 
@@ -83,6 +110,14 @@ def config_problem(config) -> str | None:
 
 CHECKS: dict[str, Callable] = {"eval.json": eval_problem, "train_metrics.json": train_metrics_problem,
                                "config.json": config_problem}
+
+
+def redo_hint(name: str, run: str) -> str:
+    """How to make a damaged file of a run again (the Makefile keeps a finished run unless REDO=1
+    names it)."""
+    if name in ("eval.json", "predictions.jsonl"):
+        return f"`make eval-{run} REDO=1` evaluates it again"
+    return f"`make exp-{run} REDO=1` trains and evaluates it again"
 
 
 def read_run_file(run_dir: Path, name: str) -> dict | None:
@@ -142,5 +177,52 @@ def run_status(run_dir: Path) -> tuple[str, str | None]:
         try:
             read_run_file(run_dir, name)
         except CorruptFile as err:
-            return "corrupt", f"{err}; delete it and run `make exp-{run_dir.name}` again"
+            return "corrupt", f"{err}; {redo_hint(name, run_dir.name)}"
     return ("done" if (run_dir / "eval.json").is_file() else "not_evaluated"), None
+
+
+# --- what a run was made from, and what has changed since ---------------------------------------------
+
+
+def adapter_digest(run_dir: Path) -> str | None:
+    """sha256 of the adapter's weights, None for the untuned rows (and where they are gone)."""
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    return sha256_file(weights) if run_dir.name not in UNTUNED_RUNS and weights.is_file() else None
+
+
+class DataDigests:
+    """sha256 of the files of a processed data folder, each hashed once; None for a missing file."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir, self.known = data_dir, {}
+
+    def __call__(self, name: str) -> str | None:
+        if name not in self.known:
+            path = self.data_dir / name
+            self.known[name] = sha256_file(path) if path.is_file() else None
+        return self.known[name]
+
+
+def stale_inputs(run_dir: Path, digests: DataDigests) -> list[str]:
+    """What a finished run was made from that is no longer so: "train-10k.jsonl" (trained on other
+    data), "test.jsonl" (evaluated on another test set), "adapter" (evaluated with other weights
+    than the run's adapter now). A file that is gone today, or a run that recorded nothing, is not
+    counted: there is nothing to compare."""
+    files = readable_run_files(run_dir, ("config.json", "eval.json"))
+    training = files.get("config.json", {}).get("inputs") or {}
+    evaluation = files.get("eval.json", {}).get("inputs") or {}
+    recorded = {**(training.get("data") or {}), **(evaluation.get("data") or {})}
+    stale = [name for name, digest in recorded.items() if digest and digests(name) not in (None, digest)]
+    evaluated_with = evaluation.get("adapter")
+    trained = files.get("config.json", {}).get("adapter_sha256")
+    if evaluated_with and trained and evaluated_with != trained:
+        stale.append("adapter")
+    return stale
+
+
+def stale_note(run: str, stale: list[str]) -> str:
+    """One line: what is stale in a run and the command that brings it up to date."""
+    files = [name for name in stale if name != "adapter"]
+    what = [f"{', '.join(files)} changed since it was made from {'them' if len(files) > 1 else 'it'}"] if files else []
+    what += ["evaluated with an earlier adapter"] if "adapter" in stale else []
+    return f"stale: {'; '.join(what)}; `make exp-{run} REDO=1` redoes what changed"

@@ -15,7 +15,12 @@ What happens, in order:
   4. the dev loss is measured every eval_steps; a checkpoint is kept every save_steps, and a run
      that was interrupted resumes from the last complete one with its optimizer, scheduler,
      data order and step;
-  5. the adapter, config.json and train_metrics.json are written, and train.done last.
+  5. the adapter, config.json (with the inputs it was trained from and the sha256 of the
+     adapter) and train_metrics.json are written, and train.done last.
+
+A run that has finished training on the same inputs (settings, cell, seed, the sha256 of its train
+and dev splits) is not trained again: make REDO=1 runs this command on a finished run, and only
+what changed is redone.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
 from lib.model import dtype_name, model_origin
 from lib.prompts import assistant_tokens, conversations, loss_template
-from lib.runs import DONE_MARKER, RUN_LOCK
+from lib.runs import ADAPTER_FILES, DONE_MARKER, RUN_LOCK, adapter_digest, readable_run_files
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,12 @@ def training_inputs(config: Config, spec: RunSpec, train_file: Path, dev_file: P
             "data": {path.name: sha256_file(path) for path in (train_file, dev_file)}}
 
 
+def trained_on(out: Path, inputs: dict) -> bool:
+    """The run folder holds a finished training (train.done, the adapter) of exactly these inputs."""
+    finished = (out / DONE_MARKER).is_file() and all((out / "adapter" / name).is_file() for name in ADAPTER_FILES)
+    return finished and readable_run_files(out, ("config.json",)).get("config.json", {}).get("inputs") == inputs
+
+
 def keep_matching_checkpoints(folder: Path, inputs: dict, run: str) -> None:
     """Delete checkpoints made from other inputs (saying so), so that a changed run trains afresh
     instead of "resuming" from another run's weights; record the inputs for the next session."""
@@ -355,10 +366,33 @@ def lora_trainer(config: Config, model, args, **inputs):
     from trl import SFTTrainer
 
     keep_4bit_layers_trainable_after_eval(model)
-    trainer = SFTTrainer(model=model, args=args, peft_config=lora_config(config), **inputs)
+    try:
+        trainer = SFTTrainer(model=model, args=args, peft_config=lora_config(config), **inputs)
+    except ValueError as err:
+        if not matches_no_module(err):
+            raise
+        raise UserError(f"lora.target_modules={config.lora.target_modules!r} matches no module of "
+                        f"{config.model.name_or_path}; its linear layers are {', '.join(linear_layer_names(model))} "
+                        "(or all-linear: every one but the output layer)") from None
     keep_adapters_in_fp32(trainer.model)
     trainer.padding_meter = trainer.data_collator = PaddingMeter(trainer.data_collator)
     return trainer
+
+
+def matches_no_module(err: ValueError) -> bool:
+    """PEFT's error for target modules that match nothing (a ValueError; a class of its own in newer PEFT)."""
+    import peft
+
+    no_match = getattr(peft, "NoMatchingPeftModuleError", None)
+    return isinstance(err, no_match) if no_match else "not found in the base model" in str(err)
+
+
+def linear_layer_names(model) -> list[str]:
+    """The names LoRA can target: of the model's linear layers (4-bit ones included), q_proj, ..."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
 
 
 class PaddingMeter:
@@ -484,17 +518,22 @@ def resolved_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype) -> d
 
 
 def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | None:
-    """Train (or resume) one run; returns its metrics on the main process, None elsewhere."""
+    """Train (or resume) one run; returns its metrics on the main process, None elsewhere and
+    where the run is already trained on these inputs."""
     from lib.model import process_state
 
+    inputs = training_inputs(config, spec, split_path(data_dir, f"train-{spec.size}.jsonl"),
+                             split_path(data_dir, "dev.jsonl"))
+    if trained_on(out, inputs):
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"train: {spec.name} is already trained on these data and settings ({shown(out)}); nothing to redo")
+        return None
     check_hardware(config)
     state = process_state()
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, state.num_processes)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     with state.main_process_first():  # the others wait, then find only checkpoints of these inputs
         if state.is_main_process:
-            inputs = training_inputs(config, spec, split_path(data_dir, f"train-{spec.size}.jsonl"),
-                                     split_path(data_dir, "dev.jsonl"))
             keep_matching_checkpoints(out / "checkpoints", inputs, spec.name)
     trainer, dtype = build_trainer(config, spec, data_dir, out, batch)
     checkpoint = last_complete_checkpoint(out / "checkpoints")
@@ -509,7 +548,8 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
     config_dict = resolved_config(config, spec, batch, dtype)
     record = provenance(config_dict, spec.seed)
     trainer.save_model(str(out / "adapter"))
-    write_json(out / "config.json", {**config_dict, "provenance": {**record, "config": None}})
+    write_json(out / "config.json", {**config_dict, "inputs": inputs, "adapter_sha256": adapter_digest(out),
+                                     "provenance": {**record, "config": None}})
     metrics = train_metrics(trainer, spec, clock, batch, dtype, record)
     write_json(out / "train_metrics.json", metrics)
     with atomic_write(out / DONE_MARKER) as handle:

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import http.server
 import json
+import math
 import os
 import re
 import shutil
@@ -235,9 +236,10 @@ def write_adapter(folder: Path) -> None:
 
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
               cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
-    """One run directory; eval.json's test_loss and rougeL are computed from the per-item scores
-    given, `metrics` adds others (as corpus_metrics returns them); `mcq` is eval.json's mcq
-    object ({"overall": {...}, "per_source": {...}})."""
+    """One run directory; eval.json's test_loss, perplexity and rougeL are computed from the
+    per-item scores given, `metrics` adds others (as corpus_metrics returns them), and every
+    other metric each evaluation has (lib.runs checks eval.json against the registry) is 1.0;
+    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}})."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
@@ -258,8 +260,12 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
         for i in range(n)
     ])
     rows = np.column_stack([np.multiply(item_losses, tokens), tokens])  # [summed NLL, tokens]
-    metrics = (metrics or {}) | {"test_loss": bootstrap(rows, token_weighted_loss, 200),
-                                 "rougeL": bootstrap(rouge, n_samples=200)}
+    loss = bootstrap(rows, token_weighted_loss, 200)
+    measured = {"test_loss": loss, "perplexity": {key: math.exp(loss[key]) for key in ("value", "ci_low", "ci_high")},
+                "rougeL": bootstrap(rouge, n_samples=200)}
+    others = {name: {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": n} for name, metric in METRICS.items()
+              if metric.always and name not in measured}
+    metrics = others | (metrics or {}) | measured
     result = {"run": name, "n_items": n, "metrics": metrics}
     if mcq is not None:
         result["mcq"] = mcq

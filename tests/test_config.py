@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -273,7 +274,7 @@ def test_every_setting_refuses_a_value_outside_its_declared_range(key):
     """A numeric field must declare a lower bound: every count, size, rate, share and threshold
     of this configuration has one, so a field added later without a range fails here. Each
     bound is then tried one step outside. A text field refuses being empty, a field with
-    choices a word outside them; a yes/no field is settled by its type."""
+    choices a word outside them (a mapping: a key outside them); a yes/no field is settled by its type."""
     section, name = key.split(".")
     kind, rules = declared_fields(SECTIONS[section])[name]
     config = load_config("paper", "lora")
@@ -283,7 +284,9 @@ def test_every_setting_refuses_a_value_outside_its_declared_range(key):
         assert any(r.at_least is not None or r.above is not None for r in ranges), f"{key} declares no lower bound"
         candidates = [value for rule in ranges for value in outside(rule, numeric(kind), getattr(config, section))]
     elif kind is not bool:
-        candidates = ["''"] + (["not-a-choice"] if any(isinstance(rule, OneOf) for rule in rules) else [])
+        mapping = any(typing.get_origin(option) is dict for option in getattr(kind, "__args__", (kind,)))
+        choice = "not-a-choice=x" if mapping else "not-a-choice"
+        candidates = ["''"] + ([choice] if any(isinstance(rule, OneOf) for rule in rules) else [])
     for value in candidates:
         with pytest.raises(UserError, match=rf"^override: {re.escape(key)}=.*: must "):
             load_config("paper", "lora", overrides=[f"{key}={value}"])

@@ -44,6 +44,9 @@ def drops(result):
     ("non_answer", QUESTION, "你好，建议及时到正规医院就诊。"),
     ("non_answer", QUESTION, "请咨询医生，谢谢！"),
     ("non_answer", QUESTION, "这位朋友你好，你的提问过于简单，无法给你满意的答复。"),
+    ("repeats_question", QUESTION, QUESTION),
+    ("repeats_question", QUESTION, "最近一周，经常头痛头晕！"),  # a part of the question, other punctuation
+    ("repeats_question", "患者术后出现髋关节脱位，常见并发症是什么？", "髋关节脱位"),
 ])
 def test_each_rule_drops_and_counts_a_record_that_triggers_it(rule, question, answer):
     result = clean([example(OTHER_QUESTION, line=1), example(question, answer, line=2)], CONFIG)
@@ -51,6 +54,19 @@ def test_each_rule_drops_and_counts_a_record_that_triggers_it(rule, question, an
     assert [e.line for e in result.kept] == [1]
     report = next(r for r in result.reports if r.rule == rule)
     assert report.examples[0]["line"] == 2
+
+
+def test_an_earlier_turn_whose_answer_repeats_its_question_drops_the_example():
+    echoed = example(OTHER_QUESTION, ANSWER, line=2, history=[(QUESTION, QUESTION)])
+    result = clean([example(line=1), echoed], CONFIG)
+    assert drops(result) == {"repeats_question": 1}
+    assert next(r for r in result.reports if r.rule == "repeats_question").examples[0]["why"] == \
+        "answer equal to the question"
+
+
+def test_an_answer_that_starts_by_restating_the_question_is_kept():
+    restated = example(answer=QUESTION + ANSWER, line=1)  # the question inside the answer, not the other way
+    assert clean([restated], CONFIG).kept == [restated]
 
 
 def test_length_limits_are_inclusive():
@@ -156,3 +172,13 @@ def test_token_limit_with_a_real_tokenizer(tmp_path):
     result = clean([example(line=1), example(OTHER_QUESTION, line=2)], limit, count_tokens=chat)
     assert drops(result) == {"too_many_tokens": 1}
     assert [e.line for e in result.kept] == [2]
+
+
+def test_the_real_files_answers_that_repeat_their_question_are_dropped(shared_data):
+    from lib.data.sources import read_examples
+
+    dropped = {}
+    for name in ("huatuo_llama_kg_instruct.alpaca.jsonl", "medicalgpt_sft_1k.sharegpt.jsonl"):
+        result = clean(read_examples(shared_data / name, "test", 0.01).examples, CONFIG)
+        dropped[name] = drops(result).get("repeats_question")
+    assert list(dropped.values()) == [7, 1]

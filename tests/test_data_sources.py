@@ -158,6 +158,93 @@ def test_unknown_shape_is_one_error_naming_file_and_fields(tmp_path):
         read(path)
 
 
+def test_keys_of_another_language_are_refused_with_the_mapping_that_reads_them(tmp_path):
+    path = write_jsonl(tmp_path / "dialog.jsonl", [{"患者": "头痛三天了怎么办？", "医生": "先测量血压，必要时就诊。"}])
+    with pytest.raises(UserError) as error:
+        read(path)
+    message = str(error.value)
+    assert "dialog.jsonl:1: unknown record shape (fields: 患者, 医生); expected instruction/input/output" in message
+    assert message.endswith('map its keys: COLUMNS="question=患者 answer=医生" (or data.columns in a YAML file)')
+
+
+@pytest.mark.parametrize("record, hint", [
+    ({"Question": "头痛怎么办？", "Answer": "多休息。"}, 'did you mean question/answer (question/answer)? '
+                                                   'COLUMNS="question=Question answer=Answer" reads it as it is'),
+    ({"instruction": "头痛怎么办？", "input": "", "ouput": "多休息。"},
+     'did you mean instruction/output (alpaca)? COLUMNS="question=instruction query=input answer=ouput"'),
+    ({"Messages": []}, 'did you mean \'messages\' (messages)? COLUMNS="messages=Messages"'),
+])
+def test_keys_close_to_a_known_shape_are_named_with_a_did_you_mean(tmp_path, record, hint):
+    with pytest.raises(UserError) as error:
+        read(write_jsonl(tmp_path / "close.jsonl", [record]))
+    assert hint in str(error.value)
+
+
+def test_a_column_mapping_reads_a_file_of_any_keys(tmp_path):
+    path = write_jsonl(tmp_path / "dialog.jsonl", [
+        {"患者": "头痛三天了怎么办？", "补充": "女，30岁", "医生": "先测量血压。", "此前": [["发烧吗？", "不发烧。"]]},
+    ])
+    columns = {"question": "患者", "query": "补充", "answer": "医生", "history": "此前"}
+    result = read_examples(path, "test", 0.01, columns)
+    assert triples(result) == [("头痛三天了怎么办？\n女，30岁", "先测量血压。", [("发烧吗？", "不发烧。")])]
+    assert result.shape == "columns question=患者, query=补充, answer=医生, history=此前"
+    # LLaMA-Factory's names of the same roles
+    same = {"prompt": "患者", "query": "补充", "response": "医生", "history": "此前", "system": "系统"}
+    assert triples(read_examples(path, "test", 0.01, same)) == triples(result)
+
+
+def test_a_column_mapping_of_dialogues_names_the_keys_and_roles_of_their_turns(tmp_path):
+    turns = [{"说话人": speaker, "内容": text} for speaker, text in (
+        ("旁白", "问诊"), ("病人", "咳嗽一周"), ("大夫", "有痰吗？"), ("病人", "有黄痰"),
+        ("大夫", "可能是支气管炎，建议就诊。"))]
+    path = write_jsonl(tmp_path / "turns.jsonl", [{"对话": turns}])
+    columns = {"messages": "对话", "role_tag": "说话人", "content_tag": "内容", "user_tag": "病人",
+               "assistant_tag": "大夫", "system_tag": "旁白"}
+    assert triples(read_examples(path, "test", 0.01, columns)) == [
+        ("有黄痰", "可能是支气管炎，建议就诊。", [("咳嗽一周", "有痰吗？")])]
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"question": "患着", "answer": "医生"}, "data.columns names the key '患着', which the record lacks "
+                                          "(fields: 患者, 医生); did you mean '患者'?"),
+    ({"question": "患者"}, "data.columns: no answer (or response); map the key of the question and of the answer"),
+    ({"question": "患者", "prompt": "患者", "answer": "医生"}, "data.columns: question and prompt are the same role"),
+    ({"messages": "对话", "answer": "医生"}, "data.columns: messages holds whole dialogues; answer belong"),
+    ({"question": "患者", "answer": "医生", "role_tag": "x"}, "data.columns: role_tag name the keys of the turns"),
+])
+def test_a_column_mapping_that_cannot_read_the_file_is_one_error(tmp_path, columns, message):
+    path = write_jsonl(tmp_path / "dialog.jsonl", [{"患者": "头痛怎么办？", "医生": "先测量血压。"}])
+    with pytest.raises(UserError) as error:
+        read_examples(path, "test", 0.01, columns)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_json_lines_file_whose_first_line_is_not_an_object_is_read_with_that_line_counted(tmp_path):
+    path = write_jsonl(tmp_path / "first.jsonl", ["[1, 2]", *good_records(199)])
+    result = read(path)
+    assert len(result.examples) == 199
+    assert result.malformed == [(1, "a list, not a JSON object")]
+
+
+def test_a_few_lines_in_another_encoding_are_counted_not_the_whole_file_misread(tmp_path):
+    lines = [json.dumps(record, ensure_ascii=False).encode("utf-8") for record in good_records(199)]
+    lines.insert(50, json.dumps({"instruction": "胃痛", "input": "", "output": "少食多餐"},
+                                ensure_ascii=False).encode("gbk"))
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = read(path)
+    assert result.encoding == "utf-8"
+    assert [e.question for e in result.examples] == [f"问题{i}" for i in range(199)]  # no GB18030 mojibake
+    assert result.malformed == [(51, "bytes that are not text in the file's encoding (a line in another encoding)")]
+    gbk = [json.dumps(record, ensure_ascii=False).encode("gbk") for record in good_records(60)]
+    gbk.insert(3, lines[0])  # a GBK file with a UTF-8 line in it
+    path.write_bytes(b"\n".join(gbk))
+    with pytest.raises(UserError, match=r"1 of 61 records are malformed .* first at line 4: bytes that are not text"):
+        read(path)  # 1 of 61 lines: above 1%
+    result = read(path, max_bad_fraction=0.05)
+    assert (result.encoding, len(result.examples), result.examples[-1].answer) == ("gb18030", 60, "回答59")
+
+
 def test_multiple_choice_file_is_named_as_such(tmp_path):
     items = [{"question": "高血压首选就诊科室是", "options": "(A) 骨科\n(B) 心内科", "answer": "(B)", "source": "x"}]
     path = tmp_path / "exam.mcq.json"

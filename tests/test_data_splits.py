@@ -85,7 +85,7 @@ def test_manifest_and_report_add_up(prepared):
     assert manifest["source"]["type"] == "synthetic" and manifest["config"]["data"]["seed"] == 42
     assert [rule["rule"] for rule in report["rules"]] == [
         "normalise", "empty", "too_short", "too_long", "not_chinese", "advertising", "non_answer",
-        "duplicate", "near_duplicate", "overlaps_eval"]
+        "repeats_question", "duplicate", "near_duplicate", "overlaps_eval"]
     assert "| near_duplicate |" in (out / "cleaning_report.md").read_text(encoding="utf-8")
 
 

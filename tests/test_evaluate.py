@@ -12,7 +12,7 @@ import pytest
 from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config
 from lib.errors import UserError
-from lib.io import read_json, read_jsonl
+from lib.io import read_json, read_jsonl, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,13 @@ def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, t
 
     first = evaluate(eval_config(tiny_model), trained_run, demo_data)
     predictions = (trained_run / "predictions.jsonl").read_bytes()
+    # what the scores were made from: a run evaluated on the same inputs is not evaluated again
+    assert first["inputs"]["data"]["test.jsonl"] == sha256_file(demo_data / "test.jsonl")
+    assert first["inputs"]["adapter"] == sha256_file(trained_run / "adapter" / "adapter_model.safetensors")
+    written = (trained_run / "eval.json").read_bytes()
+    assert evaluate(eval_config(tiny_model), trained_run, demo_data)["inputs"] == first["inputs"]
+    assert (trained_run / "eval.json").read_bytes() == written
+    (trained_run / "eval.json").unlink()  # so that the second evaluation runs
     second = evaluate(eval_config(tiny_model), trained_run, demo_data)
     assert (trained_run / "predictions.jsonl").read_bytes() == predictions
     assert first["metrics"] == second["metrics"]
@@ -93,6 +100,7 @@ def test_an_interrupted_generation_keeps_its_finished_answers(trained_run, tiny_
 
     evaluate(eval_config(tiny_model), trained_run, demo_data)
     expected = (trained_run / "predictions.jsonl").read_bytes()
+    (trained_run / "eval.json").unlink()  # else the run is evaluated on these inputs already: nothing to redo
     original = TransformersGenerator.generate
 
     def crash_after_first_batch(self, prompts, batch_size, progress=True, on_batch=None):

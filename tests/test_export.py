@@ -165,8 +165,8 @@ def test_a_read_only_export_folder_is_one_line(lora_export, lora_run, tiny_model
     finally:
         export_dir.chmod(0o755)
     assert finished.returncode == 2 and finished.stderr.count("\n") == 1, finished.stderr[-2000:]
-    assert finished.stderr == (f"error: {export_dir}/.lora-64.lock: Permission denied "
-                               f"(is {export_dir} read-only, or another user's?)\n")
+    assert finished.stderr == (f"error: cannot write {export_dir}/.lora-64.lock: Permission denied; make its folder "
+                               "writable, or write elsewhere (DATA_DIR=, RESULTS_DIR=)\n")
 
 
 def test_runs_that_cannot_be_exported_get_one_line_saying_what_to_do(tmp_path):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, write_stage_inputs
+from builders import REPO_ROOT, demo_overrides, write_jsonl, write_stage_inputs
 from lib.config import load_config, load_grid
 
 
@@ -109,3 +113,169 @@ def test_export_push_and_serve_name_the_run_and_its_export():
 def test_export_push_and_serve_without_their_variables_say_which_is_missing(args, message):
     finished = subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 2 and finished.stderr.splitlines()[0] == message
+
+
+# --- the variables a user types: checked before any work, one line naming the variable -------------
+
+@pytest.mark.parametrize("goal, variable, message", [
+    ("serve", "PORT=80800", "PORT='80800': a port is a whole number from 1 to 65535"),
+    ("review", "PORT=http", "PORT='http': a port is a whole number from 1 to 65535"),
+    ("serve", "HOST=a b", "HOST='a b': expected a host name or address"),
+    ("all-experiments", "GPUS=0,1", "GPUS='0,1': '0,1': expected GPU ids separated by spaces"),
+    ("all-experiments", "GPUS=0 0", "GPUS='0 0': '0' is listed twice"),
+    ("all-experiments", "SEEDS=42 x", "SEEDS='42 x': 'x': a seed is a whole number from 0 up"),
+    ("data", "SEED=-1", "SEED='-1': a seed is a whole number from 0 up"),
+    ("data", "SIZES=1k 2x", "SIZES='1k 2x': '2x': size '2x': expected a count such as 300, 10k or 1.5k"),
+    ("data", "TEST_SIZE=0", "TEST_SIZE='0': size '0': not a positive whole number of examples"),
+    ("all-experiments", "METHODS=lora dora", "METHODS='lora dora': 'dora': no method 'dora' (experiments/: lora, "),
+    ("summary", "PROFILE=papr", "PROFILE='papr': no profile 'papr' (experiments/profiles/: demo, paper)"),
+    ("data", "VARIANT=seed", "VARIANT='seed': 'seed': no variant 'seed' (experiments/variants/: seed-study)"),
+    ("data", "SOURCE=my data.jsonl", "SOURCE='my data.jsonl': a space cannot pass through make's file names"),
+    ("data", "SOURCE=nowhere.jsonl", "SOURCE='nowhere.jsonl': no such file (or hub, synthetic)"),
+    ("data", "DATA_DIR=my data", "DATA_DIR='my data': a space cannot pass through make's file names and commands; "
+                                 "use a path without it"),
+    ("data", "SET=data.system_prompt='医生 你好'",
+     "SET=\"data.system_prompt='医生 你好'\": \"data.system_prompt='医生\": the character ' cannot pass"),
+    ("data", "SET=epochs=1", "SET='epochs=1': 'epochs=1': expected section.key=value"),
+    ("data", "COLUMNS=question=患者 anser=医生",
+     "COLUMNS='question=患者 anser=医生': 'anser=医生': 'anser' is not a role"),
+    ("chat", "EXP=../../etc", "EXP='../../etc': expected a run: <method>-<size>[-s<seed>]"),
+    ("export", "EXP=lora-10k'", "EXP=\"lora-10k'\": expected a run"),
+    ("review-invite", "NAME=a\nb", "NAME: a value on several lines cannot pass through make's commands"),
+    ("review-invite", "NAME=a\tb", "NAME='a\\tb': expected a name of printable characters on one line"),
+    ("push", "REPO=medqa", "REPO='medqa': expected a Hugging Face repository, <user or organisation>/<name>"),
+    ("train-lora-10k", "LAUNCH=deepspeed", "LAUNCH='deepspeed': expected python or accelerate or torchrun"),
+    ("train-lora-10k", "NPROC=0", "NPROC='0': a process count is a whole number from 1 up"),
+    ("train-lora-10k", "ACCELERATE_CONFIG=fsdp", "ACCELERATE_CONFIG='fsdp': no accelerate configuration 'fsdp'"),
+    ("model", "MODEL_SOURCE=hf", "MODEL_SOURCE='hf': expected huggingface or modelscope"),
+    ("summary", "REDO=1", "REDO=1 redoes what is out of date in the runs the goals name: make exp-<run> REDO=1"),
+    ("exp-lora-10k", "REDO=yes", "REDO='yes': expected 1 (or leave it out)"),
+    ("exp-lora-10kk", "PROFILE=demo", "make exp-lora-10kk: expected a run: <method>-<size>[-s<seed>]"),
+    ("eval-dora-10k", "PROFILE=demo", "make eval-dora-10k: no method 'dora' (experiments/: lora, qlora)"),
+])
+def test_a_wrong_variable_stops_make_before_any_work_with_one_line_naming_it(goal, variable, message):
+    finished = subprocess.run(["make", "-n", goal, variable], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and finished.stdout == "", finished.stdout
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], finished.stderr
+
+
+def test_the_terminal_s_columns_in_the_environment_are_not_a_column_mapping():
+    finished = subprocess.run(["make", "-n", "data", "PROFILE=demo"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert finished.returncode == 0 and "data.columns" not in finished.stdout, finished.stderr
+    mapped = make("-n", "-B", "data", "PROFILE=demo", "COLUMNS=question=患者 answer=医生")
+    assert "--set data.columns=question=患者,answer=医生 " in mapped
+
+
+def test_a_name_with_a_quote_reaches_the_review_as_it_was_typed():
+    plan = make("-n", "review-invite", "NAME=O'Brien")
+    assert "--name 'O'\\''Brien'" in plan
+
+
+# --- finished runs are kept: real make calls on the demo profile -------------------------------------
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (run_dir / "eval.json", run_dir / "config.json",
+                                                      run_dir / "adapter" / "adapter_model.safetensors")}
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_kept_whatever_changes_until_redo_names_it(tiny_model, tmp_path):
+    settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
+                              "eval.mcq_size=20")
+    common = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
+              f"GENERATED_DIR={tmp_path}/generated", f"MODEL={tiny_model}", "METHODS=lora", "SIZES=32",
+              f"SET={' '.join(settings)}"]
+    processed, run_dir = tmp_path / "data" / "processed" / "demo", tmp_path / "results" / "demo" / "runs" / "lora-32"
+
+    def make(*arguments: str) -> str:
+        finished = subprocess.run(["make", *common, *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=600)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        return finished.stdout
+
+    make("exp-lora-32")
+    trained = run_files(run_dir)
+    split = (processed / "train-32.jsonl").read_bytes()
+
+    # a report target with another data seed reads what is there: no data step, no training
+    summary = make("summary", "SEED=7")
+    assert "-m lib data" not in summary and "-m lib train" not in summary and "-m lib evaluate" not in summary
+    assert (processed / "train-32.jsonl").read_bytes() == split and run_files(run_dir) == trained
+    (processed / "test.jsonl").touch()
+    assert "-m lib" not in make("-n", "exp-lora-32")  # a touched test set re-evaluates nothing
+
+    # the data changes: the run is kept as it is, and named stale
+    make("data", "SEED=7")
+    assert (processed / "train-32.jsonl").read_bytes() != split
+    assert "-m lib" not in make("exp-lora-32", "SEED=7") and run_files(run_dir) == trained
+    notes = [line for line in make("summary", "SEED=7").splitlines() if line.startswith("note: lora-32")]
+    assert notes == ["note: lora-32: done: stale: train-32.jsonl, dev.jsonl, test.jsonl, mcq.jsonl changed since it "
+                     "was made from them; `make exp-lora-32 REDO=1` redoes what changed"]
+
+    # REDO=1 names it: trained and evaluated again on today's data; then nothing is left to redo
+    redone = make("exp-lora-32", "SEED=7", "REDO=1")
+    assert "-m lib train" in redone and "-m lib evaluate" in redone and run_files(run_dir) != trained
+    assert "stale" not in make("summary", "SEED=7")
+    again = make("exp-lora-32", "SEED=7", "REDO=1")
+    assert "nothing to redo" in again and "-m lib train" in again
+
+    # make train-<run> trains a run whose weights are gone
+    (run_dir / "adapter" / "adapter_model.safetensors").unlink()
+    assert "-m lib train" in make("train-lora-32", "SEED=7")
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_make_data_reads_a_file_of_other_keys_through_columns(tmp_path):
+    from lib.data.synthetic import generate
+
+    path = write_jsonl(tmp_path / "dialog.jsonl", [  # the generated records under other keys
+        {"患者": f"{record['instruction']}\n{record['input']}".strip(), "医生": record["output"]}
+        for record in generate(600, seed=3)])
+    arguments = ["make", "data", "PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"SOURCE={path}", "SIZES=50",
+                 "TEST_SIZE=20", "DEV_SIZE=20", "SET=eval.mcq_size=20"]
+    refused = subprocess.run(arguments, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode != 0 and len(errors) == 1 and "Traceback" not in refused.stderr
+    assert errors[0].endswith('map its keys: COLUMNS="question=患者 answer=医生" (or data.columns in a YAML file)')
+    read = subprocess.run([*arguments, "COLUMNS=question=患者 answer=医生"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert read.returncode == 0, read.stderr
+    manifest = json.loads((tmp_path / "data" / "processed" / "demo" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["source"]["columns"] == {"question": "患者", "answer": "医生"}
+    assert manifest["files"]["train-50.jsonl"]["count"] == 50
+
+
+def test_the_plan_keeps_finished_runs_and_redoes_those_redo_names(tmp_path):
+    data_dir, model = write_stage_inputs(tmp_path)
+    runs = tmp_path / "results" / "demo" / "runs"
+    for run in ("base", "lora-64", "lora-64-s7"):
+        names = ["eval.json"] if run == "base" else ["train.done", "eval.json", "adapter/adapter_config.json",
+                                                      "adapter/adapter_model.safetensors"]
+        for name in names:
+            (runs / run / name).parent.mkdir(parents=True, exist_ok=True)
+            (runs / run / name).write_text("{}", encoding="utf-8")
+    time.sleep(0.01)
+    for path in (data_dir / "processed" / "demo").iterdir():  # every input newer than the runs
+        path.touch()
+    (model / ".ready").touch()
+    common = ["-n", "PROFILE=demo", "METHODS=lora", "SIZES=64", "SEEDS=42 7", f"MODEL={model}", f"DATA_DIR={data_dir}",
+              f"RESULTS_DIR={tmp_path / 'results'}"]
+
+    def plan(*arguments: str) -> str:
+        return make(*common, *arguments)
+
+    assert "-m lib" not in plan("all-experiments") and "-m lib" not in plan("exp-lora-64", "SEED=7")
+    assert "-m lib data" not in plan("summary", "SEED=7") and "-m lib summarize" in plan("summary", "SEED=7")
+    redone = plan("exp-lora-64", "REDO=1")
+    assert re.findall(r"-m lib (train|evaluate) .*--out (\S+)$|-m lib (evaluate) .*--run-dir (\S+) ", redone, re.M) == [
+        ("train", str(runs / "lora-64"), "", ""), ("", "", "evaluate", str(runs / "lora-64"))]
+    evaluated = plan("eval-lora-64", "REDO=1")
+    assert "-m lib train" not in evaluated and f"--run-dir {runs / 'lora-64'} " in evaluated
+    grid = plan("all-experiments", "REDO=1")
+    assert grid.count("-m lib train") == 2 and grid.count("-m lib evaluate") == 3
+    (runs / "lora-64-s7" / "adapter" / "adapter_config.json").unlink()  # an incomplete adapter: trained again
+    assert re.findall(r"-m lib train .*--out (\S+)$", plan("all-experiments"), re.M) == [str(runs / "lora-64-s7")]
+    assert "-m lib train" in plan("train-lora-64-s7")
+    assert "-m lib" not in plan("summary").replace("-m lib summarize", "")  # a report target trains nothing

@@ -99,6 +99,27 @@ def test_a_question_answer_file_is_one_error(tmp_path):
         mcq_data.read_items(path, "qa", max_bad_fraction=0.01)
 
 
+def test_items_of_other_keys_are_refused_with_the_mapping_and_read_through_it(tmp_path, run_cli):
+    items = [{"题目": "高血压首选就诊科室是", "选项": "A. 骨科\nB. 心内科", "答案": "B", "来源": "模拟题"}] * 3
+    path = write_jsonl(tmp_path / "exam.jsonl", items)
+    with pytest.raises(UserError) as error:
+        mcq_data.read_items(path, "exam", max_bad_fraction=0.01)
+    assert str(error.value).endswith('or name its keys: MCQ_COLUMNS="question=<key> options=<key> answer=<key>" '
+                                     "(eval.mcq_columns)")
+    columns = {"question": "题目", "options": "选项", "answer": "答案", "source": "来源"}
+    read = mcq_data.read_items(path, "exam", 0.01, columns)
+    assert read.examples[0] == {"id": "exam-1", "source": "模拟题", "question": "高血压首选就诊科室是",
+                                "options": {"A": "骨科", "B": "心内科"}, "answer": "B"}
+    with pytest.raises(UserError, match="eval.mcq_columns names the key '选择', which the record lacks .*did you mean "
+                                        "'选项'"):
+        mcq_data.read_items(path, "exam", 0.01, columns | {"options": "选择"})
+    done = run_cli("mcq-data", "--profile", "demo", "--set", f"eval.mcq_source={path}", "--set",
+                   "eval.mcq_columns=question=题目,options=选项,answer=答案", "--out", tmp_path / "mcq.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert read_json(tmp_path / "mcq_report.json")["source"]["columns"] == {"question": "题目", "options": "选项",
+                                                                           "answer": "答案"}
+
+
 def test_a_missing_local_file_is_one_error_naming_the_setting(tmp_path):
     config = load_config("paper", overrides=[f"eval.mcq_source={tmp_path / 'nope.json'}"])
     with pytest.raises(UserError,

@@ -332,7 +332,9 @@ def test_a_port_in_use_and_a_read_only_review_folder_are_one_line(server, tmp_pa
     assert invited.returncode == 2 and invited.stderr.count("\n") == 1, invited.stderr
     assert invited.stderr.startswith(f"error: {db}: cannot write the votes database (")
     assert exported.returncode == 2 and exported.stderr.count("\n") == 1, exported.stderr
-    assert exported.stderr.endswith(f"(is {csv_folder} read-only, or another user's?)\n")
+    assert exported.stderr.startswith(f"error: cannot write {csv_folder}/")
+    assert exported.stderr.endswith("Permission denied; make its folder writable, or write elsewhere "
+                                    "(DATA_DIR=, RESULTS_DIR=)\n")
 
 
 def test_browse_shows_every_runs_answer_with_its_scores_and_finds_by_text(server):

@@ -202,7 +202,9 @@ def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
     write_run(runs, "lora-2k", [0.5, 1.0])
     write_run(runs, "qlora-1k", [1.0, 1.0])
     write_run(runs, "qlora-2k", [1.0, 1.0])
-    (runs / "lora-1k" / "eval.json").write_text('{"metrics": {"rougeL": {"value": "high"}}}', encoding="utf-8")
+    damaged = json.loads((runs / "lora-1k" / "eval.json").read_text(encoding="utf-8"))
+    damaged["metrics"]["rougeL"]["value"] = "high"
+    (runs / "lora-1k" / "eval.json").write_text(json.dumps(damaged), encoding="utf-8")
     (runs / "lora-2k" / "adapter" / "adapter_model.safetensors").unlink()
     (runs / "qlora-1k" / "predictions.jsonl").write_text("{not json\n", encoding="utf-8")
     (runs / "qlora-2k" / "train_metrics.json").write_text("[1, 2]", encoding="utf-8")
@@ -215,7 +217,8 @@ def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
     assert {run: row["status"] for run, row in rows.items()} == {
         "base": "done", "base-nf4": "missing", "lora-1k": "corrupt", "lora-2k": "incomplete", "qlora-1k": "corrupt",
         "qlora-2k": "corrupt"}
-    assert "lora-1k/eval.json: rougeL: value not a number" in rows["lora-1k"]["note"]
+    assert rows["lora-1k"]["note"].endswith("lora-1k/eval.json: metrics.rougeL: value 'high': not a finite number; "
+                                            "`make eval-lora-1k REDO=1` evaluates it again")
     assert "adapter_model.safetensors missing; `make exp-lora-2k` trains it again" in rows["lora-2k"]["note"]
     assert "qlora-1k/predictions.jsonl:1: not valid JSON" in rows["qlora-1k"]["note"]
     assert "qlora-2k/train_metrics.json: not a mapping" in rows["qlora-2k"]["note"]
@@ -231,3 +234,75 @@ def test_corrupt_and_incomplete_runs_are_rows_with_a_note(run_cli, tmp_path):
     figures = run_cli("figures", "--summary", tmp_path, "--runs", runs, "--png", tmp_path / "png",
                       "--pdf", tmp_path / "pdf")
     assert figures.returncode == 0, figures.stderr
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda result: result["metrics"]["rougeL"].update(value=float("nan")), "metrics.rougeL: value nan: not a finite"),
+    (lambda result: result["metrics"]["test_loss"].update(ci_high=float("inf")), "metrics.test_loss: ci_high inf: not"),
+    (lambda result: result.update(metrics={}), "an empty `metrics` mapping"),
+    (lambda result: result["metrics"].pop("bleu4_char"), "no bleu4_char in `metrics`"),
+    (lambda result: result["metrics"]["rouge1"].update(value=None), "metrics.rouge1: no value"),
+])
+def test_an_eval_json_the_registry_does_not_find_complete_is_a_corrupt_run_named_in_one_line(run_cli, tmp_path,
+                                                                                           damage, problem):
+    from builders import write_run
+
+    runs = tmp_path / "runs"
+    write_run(runs, "base", [2.0, 4.0])
+    path = write_run(runs, "lora-1k", [1.0, 2.0]) / "eval.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    damage(result)
+    path.write_text(json.dumps(result), encoding="utf-8")  # json writes NaN and Infinity as Python reads them
+
+    summary = run_cli("summarize", "--runs", runs, "--out", tmp_path, "--profile", "demo",
+                      "--methods", "lora", "--sizes", "1k", "--seeds", "42")
+    assert summary.returncode == 0, summary.stderr
+    lines = [line for line in summary.stdout.splitlines() if "lora-1k" in line]
+    assert len(lines) == 1 and problem in lines[0], summary.stdout
+    assert lines[0].endswith("`make eval-lora-1k REDO=1` evaluates it again")
+    with (tmp_path / "summary.csv").open(encoding="utf-8") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert rows["lora-1k"]["status"] == "corrupt" and rows["lora-1k"]["rougeL"] == ""
+    assert rows["base"]["rougeL"] != ""  # the column stays, with the sound runs' values
+
+
+# --- a folder the user cannot write to --------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_folder():
+    """A folder with a read-only `out` inside, and the command prefix under which it is read-only:
+    root writes anywhere, so as root the commands run as the user nobody (setpriv)."""
+    import os
+    import shutil
+    import tempfile
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: no folder is read-only to root")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp())  # not pytest's tmp_path, which only its owner may enter
+    root.chmod(0o755)
+    (root / "out").mkdir(mode=0o555)
+    (root / "out").chmod(0o555)
+    yield root, prefix
+    (root / "out").chmod(0o755)
+    shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("command", [
+    ["data", "--profile", "demo", "--set", "data.synthetic_size=600", "--raw-dir", "{root}/raw", "--out", "{root}/out"],
+    ["train", "--profile", "demo", "--method", "lora", "--size", "64", "--seed", "42", "--data", "{root}",
+     "--out", "{root}/out/lora-64"],
+    ["evaluate", "--profile", "demo", "--method", "lora", "--run-dir", "{root}/out", "--data", "{root}"],
+    ["summarize", "--profile", "demo", "--runs", "{root}", "--out", "{root}/out"],
+])
+def test_a_folder_that_cannot_be_written_is_one_line_naming_it(read_only_folder, command):
+    root, prefix = read_only_folder
+    arguments = [argument.format(root=root) for argument in command]
+    finished = subprocess.run([*prefix, sys.executable, "-m", "lib", *arguments], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr
+    assert finished.stderr.count("\n") == 1 and finished.stderr.startswith(f"error: cannot write {root}/out"), \
+        finished.stderr
+    assert finished.stderr.rstrip().endswith(": Permission denied; make its folder writable, or write elsewhere "
+                                             "(DATA_DIR=, RESULTS_DIR=)")

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config, parse_count
 from lib.errors import UserError
-from lib.io import read_json
+from lib.io import read_json, sha256_file
 from lib.prompts import assistant_tokens, loss_template
 from lib.train import (
     RunSpec,
@@ -196,7 +196,27 @@ def test_a_short_run_learns(tiny_model, demo_data, tmp_path):
     assert metrics["examples_per_step"] == 8 and metrics["tokens_per_step"] == metrics["train_tokens"] / 16
     assert metrics["attention"] == "sdpa" and 0 <= metrics["padding_fraction"] < 0.2
     assert metrics["gradient_checkpointing"] is False  # the demo profile's setting
-    assert read_json(out / "config.json")["resolved"]["gradient_accumulation_steps"] == 1
+    config = read_json(out / "config.json")
+    assert config["resolved"]["gradient_accumulation_steps"] == 1
+    # what the weights were made from, and the weights' digest: what the summary's staleness compares
+    splits = ("train-128.jsonl", "dev.jsonl")
+    assert config["inputs"]["data"] == {name: sha256_file(demo_data / name) for name in splits}
+    assert config["adapter_sha256"] == sha256_file(out / "adapter" / "adapter_model.safetensors")
+    # the same inputs again: nothing is trained, nothing is written
+    stamps = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    assert train(config_for(tiny_model, "lora", "train.learning_rate=5e-3"), spec_for("128"), demo_data, out) is None
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == stamps
+
+
+def test_target_modules_that_match_nothing_are_one_line_naming_the_modules_there(tiny_model, demo_data, tmp_path):
+    command = run_train_process(tiny_model, demo_data, tmp_path / "lora-64", sys.executable,
+                                extra=["lora.target_modules=[qproj,v_proj_x]"])
+    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr[-2000:]
+    assert finished.stderr.splitlines()[-1] == (
+        f"error: lora.target_modules=['qproj', 'v_proj_x'] matches no module of {tiny_model}; its linear layers are "
+        "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj (or all-linear: every one but the "
+        "output layer)")
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])

@@ -23,7 +23,9 @@ record is defined there too). The record shapes of this field:
     CMMLU        CSV columns ,Question,A,B,C,D,Answer
     Apollo       question, options "(A) ...\\n(B) ...", answer "(C)", source
 
-Field names are matched without regard to case. An item's source is its own `source` field, else
+Field names are matched without regard to case. A file with other keys is read through a mapping
+of its keys (eval.mcq_columns; make MCQ_COLUMNS="question=题目 options=选项 answer=答案"), of the
+roles question, options, answer and source. An item's source is its own `source` field, else
 <file>/<exam_type> for CMB, else the file's name. Question and options are normalised as the QA
 data is (lib.data.clean.normalise_text); Apollo's files end every option with ".", which is
 removed when all options of an item end with one. Items with several correct letters are
@@ -54,12 +56,14 @@ from lib.data import id_prefix, write_if_changed
 from lib.data.clean import normalise_text
 from lib.data.sources import (
     MCQ_ANSWER_FIELDS,
+    MCQ_COLUMN_ROLES,
     MCQ_OPTION_FIELDS,
     MCQ_QUESTION_FIELDS,
     MCQ_SHAPES,
     Malformed,
     ReadResult,
     Skipped,
+    check_mapped_keys,
     first_field,
     is_multiple_choice,
     letter_columns,
@@ -190,19 +194,39 @@ def check_shape(record: dict, where: str) -> str:
     is one error."""
     fields = ", ".join(map(str, record))
     if not is_multiple_choice(record):
-        raise UserError(f"{where}: not multiple-choice items (fields: {fields}); expected {MCQ_SHAPES}")
+        roles = " ".join(f"{role}=<key>" for role in MCQ_COLUMN_ROLES[:3])
+        raise UserError(f"{where}: not multiple-choice items (fields: {fields}); expected {MCQ_SHAPES}; "
+                        f'or name its keys: MCQ_COLUMNS="{roles}" (eval.mcq_columns)')
     return fields
+
+
+def mapped(record: dict, columns: dict[str, str] | None) -> dict:
+    """A record with the keys eval.mcq_columns names renamed to their roles."""
+    if not columns:
+        return record
+    renamed = {role: record[key] for role, key in columns.items() if key in record}
+    return {**{key: value for key, value in record.items() if key not in columns.values()}, **renamed}
 
 
 # --- one file ----------------------------------------------------------------------------------
 
 
-def read_items(path: str | Path, file_source: str, max_bad_fraction: float) -> ReadResult:
-    """Every single-answer item of a local file (`examples`; `shape` is the fields of its first
-    record); malformed records counted with their lines, multiple-answer ones in `skipped`."""
+def read_items(path: str | Path, file_source: str, max_bad_fraction: float,
+               columns: dict[str, str] | None = None) -> ReadResult:
+    """Every single-answer item of a local file, its keys mapped by `columns` (eval.mcq_columns)
+    where given (`examples`; `shape` is the fields of its first record); malformed records counted
+    with their lines, multiple-answer ones in `skipped`."""
     prefix = id_prefix(file_source)
-    return read_records(path, check_shape, lambda record, _, line: to_item(record, file_source, prefix, line),
-                        max_bad_fraction)
+
+    def detect(record: dict, where: str) -> str:
+        if columns:
+            check_mapped_keys(record, list(columns.values()), where, "eval.mcq_columns")
+        return check_shape(mapped(record, columns), where)
+
+    def convert(record: dict, _, line: int) -> dict:
+        return to_item(mapped(record, columns), file_source, prefix, line)
+
+    return read_records(path, detect, convert, max_bad_fraction)
 
 
 def sample(items: list[dict], size: int, seed: int) -> list[dict]:
@@ -250,8 +274,9 @@ def collect(config: Config) -> tuple[ReadResult, dict]:
             raise UserError(f"eval.mcq_source: {settings.mcq_source!r} is not hub, synthetic or an existing file")
         name = path.name.split(".")[0]
         source = {"type": "local", "path": shown(path)}
-    read = read_items(path, name, config.data.max_bad_fraction)
-    source.update({"sha256": sha256_file(path), "fields": read.shape, "encoding": read.encoding})
+    read = read_items(path, name, config.data.max_bad_fraction, settings.mcq_columns)
+    source.update({"sha256": sha256_file(path), "fields": read.shape, "columns": settings.mcq_columns,
+                   "encoding": read.encoding})
     return read, source
 
 

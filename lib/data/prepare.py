@@ -111,7 +111,7 @@ def prepare(config: Config, raw_dir: str | Path, out_dir: str | Path, sizes: lis
 
     source = raw_source(config.data, raw_dir)
     lap("source")
-    read = read_examples(source.path, source.name, config.data.max_bad_fraction)
+    read = read_examples(source.path, source.name, config.data.max_bad_fraction, config.data.columns)
     lap("read")
     cleaned = clean(read.examples, config.cleaning, tokens_rule(config, tokenizer), total=len(read.examples))
     lap("clean")
@@ -123,7 +123,7 @@ def prepare(config: Config, raw_dir: str | Path, out_dir: str | Path, sizes: lis
     write_if_changed(out_dir / "cleaning_report.md", report_markdown(report, source).encode("utf-8"))
     settings = {"data": dataclasses.asdict(config.data), "cleaning": dataclasses.asdict(config.cleaning)}
     manifest = {
-        "source": {**source.manifest, "shape": read.shape, "encoding": read.encoding},
+        "source": {**source.manifest, "shape": read.shape, "columns": config.data.columns, "encoding": read.encoding},
         "config": settings,
         "clean_records": report["kept"],
         "files": {name: {"count": f["count"], "sha256": f["sha256"]} for name, f in files.items()},

@@ -304,7 +304,11 @@ def _dirty(kind: str, rng: random.Random, earlier: list[dict]) -> dict:
     if kind == "non_answer":
         return {**record, "output": rng.choice(_NON_ANSWERS)}
     if kind == "duplicate":
-        return dict(rng.choice(earlier))
+        # Every other one also holds its question in its answer field (pages that copy the
+        # question into the answer), for the repeats_question rule: that rule drops it before the
+        # duplicate rule would, so the records kept are the same either way.
+        copy = dict(rng.choice(earlier))
+        return copy if len(earlier) % 2 else {**copy, "output": copy["instruction"]}
     # near_duplicate: a long question, so that two added characters keep the 3-gram Jaccard
     # above 14/16 = 0.875
     long_ones = [r for r in earlier[-500:] if len(r["input"] or r["instruction"]) >= 18]

@@ -263,6 +263,9 @@ class Metric:
     compute: Callable[[Answers], dict | None] | None = None  # metrics of generated text only
     computed_in: str = "lib/evaluate/metrics.py"  # where a metric without `compute` comes from
     optional: bool = False  # measured only when switched on: a summary column only where a run has it
+    # in the `metrics` of every finished evaluation, with a number: an eval.json without it is damaged
+    # (lib.runs); distinct-n is undefined where no answer has n words, MCQ accuracy comes from `mcq`
+    always: bool = True
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
@@ -276,18 +279,18 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("bleu4_char", "BLEU-4（字）", "BLEU-4 (characters)", 1, True, "characters (sacrebleu zh)",
            CORPUS_OVER_ITEMS, corpus_bleu("zh")),
     Metric("bleu4_word", "BLEU-4（词）", "BLEU-4 (words)", 1, True, WORDS, CORPUS_OVER_ITEMS, corpus_bleu("none")),
-    Metric("distinct1", "Distinct-1", "distinct-1 (%)", 1, True, WORDS, RECENTRED, distinct(1)),
-    Metric("distinct2", "Distinct-2", "distinct-2 (%)", 1, True, WORDS, RECENTRED, distinct(2)),
+    Metric("distinct1", "Distinct-1", "distinct-1 (%)", 1, True, WORDS, RECENTRED, distinct(1), always=False),
+    Metric("distinct2", "Distinct-2", "distinct-2 (%)", 1, True, WORDS, RECENTRED, distinct(2), always=False),
     Metric("answer_chars", "答案长度（字）", "answer length (characters)", 0, None, CHARACTERS, MEAN_OVER_ITEMS,
            answer_chars),
     Metric("empty_rate", "空答案（%）", "empty answers (%)", 1, False, NOT_TOKENISED, MEAN_OVER_ITEMS, empty_rate),
     Metric("truncated_rate", "截断（%）", "answers cut at the token limit (%)", 1, False, MODEL_TOKENS,
            MEAN_OVER_ITEMS, truncated_rate),
     Metric("mcq_accuracy", "选择题准确率（%）", "MCQ accuracy (%)", 1, True, MODEL_TOKENS, MEAN_OVER_ITEMS,
-           computed_in="lib/evaluate/mcq.py mcq_summary (eval.json mcq.overall)"),
+           computed_in="lib/evaluate/mcq.py mcq_summary (eval.json mcq.overall)", always=False),
     *(Metric(f"judge_{aspect}", f"评审{chinese}（1-5）", f"judge: {aspect} (1-5)", 2, True, NOT_TOKENISED,
              "percentile bootstrap of the mean over the items the judge scored",
-             computed_in="lib/evaluate/judge.py judge_predictions", optional=True)
+             computed_in="lib/evaluate/judge.py judge_predictions", optional=True, always=False)
       for aspect, chinese in (("accuracy", "准确性"), ("helpfulness", "帮助性"), ("safety", "安全性"))),
 )}
 

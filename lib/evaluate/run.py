@@ -19,7 +19,10 @@ Writes into the run folder:
                      knowledge track, generation settings and provenance (written last)
 
 Generation is the slow part; finished batches are kept in predictions.partial.jsonl, so an
-interrupted evaluation continues where it stopped.
+interrupted evaluation continues where it stopped. eval.json records what the scores were made
+from (`inputs`: the settings they depend on, the sha256 of the test set, the multiple-choice items
+and the adapter); a run already evaluated on the same inputs is not evaluated again (make REDO=1
+runs this command on a finished run, and only what changed is redone).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -35,9 +39,19 @@ import numpy as np
 
 from lib.config import UNTUNED_RUNS
 from lib.errors import UserError
-from lib.io import exclusive, jsonl_bytes, provenance, read_jsonl, read_log, shown, write_json, write_jsonl
+from lib.io import (
+    exclusive,
+    jsonl_bytes,
+    provenance,
+    read_jsonl,
+    read_log,
+    sha256_file,
+    shown,
+    write_json,
+    write_jsonl,
+)
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
-from lib.runs import DONE_MARKER, RUN_LOCK, adapter_to_load
+from lib.runs import DONE_MARKER, RUN_LOCK, adapter_digest, adapter_to_load, readable_run_files
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 
 PARTIAL = "predictions.partial.jsonl"
@@ -114,6 +128,27 @@ def make_generator(config, backend: str, model, tokenizer, decoding, adapter_dir
     return TransformersGenerator(model, tokenizer, decoding)
 
 
+# --- what the scores are made from ----------------------------------------------------------------
+
+
+def evaluation_inputs(config, run_dir: Path, data_dir: Path) -> dict:
+    """Everything a run's scores depend on: the settings of the model, its loading, decoding and
+    scoring (train.max_length cuts the scored answers, data.system_prompt starts the MCQ prompts),
+    the sha256 of the test set and the multiple-choice items, and of the adapter's weights."""
+    settings = config.to_dict()
+    return {"settings": {"model": settings["model"], "quantization": settings["quantization"], "eval": settings["eval"],
+                         "max_length": config.train.max_length, "system_prompt": config.data.system_prompt},
+            "data": {name: sha256_file(data_dir / name) if (data_dir / name).is_file() else None
+                     for name in ("test.jsonl", "mcq.jsonl")},
+            "adapter": adapter_digest(run_dir)}
+
+
+def evaluated_on(run_dir: Path, inputs: dict) -> dict | None:
+    """The run's eval.json where it is sound and made from exactly these inputs, else None."""
+    result = readable_run_files(run_dir, ("eval.json",)).get("eval.json")
+    return result if result is not None and result.get("inputs") == inputs else None
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -130,6 +165,11 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
         raise UserError(f"{shown(run_dir)}: the run has not finished training (no train.done); "
                         f"train it first with make exp-{name}")
     test = load_test_set(data_dir / "test.jsonl")
+    inputs = evaluation_inputs(config, run_dir, data_dir)
+    if (result := evaluated_on(run_dir, inputs)) is not None:
+        print(f"evaluate: {name} is already evaluated on these data, weights and settings; nothing to redo")
+        os.utime(run_dir / "eval.json")  # up to date: newer than the train.done make compares it with
+        return result
     backend = choose_backend(config.eval.backend)
     tokenizer, model = load_for_inference(config, adapter_dir)
     n_samples = config.eval.bootstrap_samples
@@ -169,7 +209,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
                **corpus_metrics([a.text for a in answers], references, [a.hit_length_limit for a in answers],
                                 n_samples=n_samples, item_rouge=[p["scores"] for p in predictions])}
     result = {"run": name, "n_items": len(test), "metrics": metrics, "generation": settings,
-              "model_origin": model_origin(config.model.name_or_path), **knowledge}
+              "model_origin": model_origin(config.model.name_or_path), "inputs": inputs, **knowledge}
     if config.eval.judge:
         from lib.evaluate.judge import judge_predictions
 

@@ -93,8 +93,9 @@ def untuned_note(study: Study) -> str | None:
 
 
 def run_notes(rows: list[dict]) -> str | None:
-    """summary.csv's notes under the table: why a run is incomplete, or which of its settings
-    (decoding, adapter precision) differ from the other runs' so that its numbers do not compare."""
+    """summary.csv's notes under the table: why a run is incomplete, that its data changed after it
+    was made (stale), or which of its settings (decoding, adapter precision) differ from the other
+    runs' so that its numbers do not compare."""
     notes = [f"{escape(row['run'])}：{escape(row['note'])}" for row in rows if row.get("note")]
     return "注：" + "；".join(notes) + "。" if notes else None
 
