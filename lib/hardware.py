@@ -122,6 +122,15 @@ def peak_memory() -> dict:
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process, GiB."""
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in KiB on Linux, bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+    """Peak resident memory of this process, GiB.
+
+    On Linux, VmHWM of /proc/self/status: ru_maxrss survives exec, so a process started by a large
+    one (pytest after many tests, make plan from a notebook) would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return kib / 2**20
+    except (OSError, StopIteration):
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in KiB on Linux, bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30

@@ -76,11 +76,12 @@ def test_layer_formula_is_what_autograd_saves(dtype):
 
 
 MEASURE_TRAINING_RSS = """
-import json, resource, sys, tempfile
+import json, sys, tempfile
 from pathlib import Path
 import torch
 from lib.architecture import tiny_architecture
 from lib.bench.gpu import Lengths, Variant, measure_variant, save_random_model, variant_config
+from lib.hardware import peak_rss_gb
 from lib.model import process_state
 
 seq = int(sys.argv[1])
@@ -92,7 +93,7 @@ config = variant_config("demo", variant, save_random_model(tiny, torch.float32, 
 # rows of seq tokens, one a token shorter: every micro-batch is a padded 8 x seq
 lengths = Lengths(((seq, seq // 2),) * 7 + ((seq - 1, seq // 2),), "fixed")
 measured = measure_variant(config, variant, lengths, tiny.vocab_size, 1, 1, 0, scratch / "run")
-print(json.dumps({"peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+print(json.dumps({"peak_gb": peak_rss_gb(),
                   "largest": measured["largest_batch"]}))
 """
 
@@ -218,3 +219,13 @@ def test_bench_results_of_another_architecture_are_left_out(monkeypatch, tmp_pat
     assert result["measured"] == []
     assert result["notes"] == [f"{bench}: measured 'tiny', not 'qwen2.5-3b': left out"]
     assert result["settings"]["allocator_slack_source"] == "assumed"
+
+
+def test_a_child_of_a_large_process_reports_its_own_peak():
+    """ru_maxrss survives exec: a child of a 1 GiB process would report 1 GiB before its first import."""
+    child = "from lib.hardware import peak_rss_gb; print(peak_rss_gb())"
+    ballast = bytearray(2**30)
+    ballast[::4096] = b"\1" * len(range(0, 2**30, 4096))  # touch every page: resident, not only reserved
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    del ballast
+    assert float(done.stdout) < 0.5
