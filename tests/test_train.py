@@ -228,6 +228,30 @@ def run_train_process(tiny_model, demo_data, out, *launcher, extra=()):
     return command
 
 
+# `python -m lib <arguments>` as a process of its own, saying at exit which libraries it imported
+RUN_AND_REPORT_IMPORTS = ("import atexit, runpy, sys\n"
+                          "imported = lambda name: sys.modules.get(name) is not None\n"
+                          "atexit.register(lambda: print('imported:', [n for n in ('torch', 'bitsandbytes') "
+                          "if imported(n)]))\n"
+                          "runpy.run_module('lib', run_name='__main__', alter_sys=True)")
+
+
+def imports_of(*arguments: str) -> str:
+    done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_IMPORTS, *arguments], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()[-1]
+
+
+def test_bitsandbytes_stays_out_of_lora_training_and_evaluate_help(tiny_model, demo_data, tmp_path):
+    # peft imports bitsandbytes wherever it is installed, and it costs seconds of CPU in every process
+    out = tmp_path / "lora-128"
+    lora_training = run_train_process(tiny_model, demo_data, out, extra=["train.epochs=0.125"])[2:]  # after -m lib
+    assert imports_of(*lora_training) == "imported: ['torch']"
+    assert (out / "train.done").is_file()
+    assert imports_of("evaluate", "--help") == "imported: []"
+
+
 def test_resume_after_a_kill_finishes_at_the_same_step(tiny_model, demo_data, tmp_path):
     out = tmp_path / "lora-128"
     command = run_train_process(tiny_model, demo_data, out, sys.executable)
