@@ -45,6 +45,27 @@ def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_dat
     assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
 
 
+def test_generation_sets_one_length_limit(tiny_model, demo_data, caplog, monkeypatch):
+    # transformers warns at every generate call whose configuration sets max_length beside max_new_tokens
+    import logging
+
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
+    from lib.model import load_for_inference
+    from lib.prompts import prompt_messages, render_prompt
+
+    config = eval_config(tiny_model)
+    tokenizer, model = load_for_inference(config)
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:2]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    generator = TransformersGenerator(model, tokenizer, study_decoding(config, tokenizer, model))
+    # transformers' loggers stop at their own handler: on to caplog's (after loading, which sets them up)
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
+    with caplog.at_level(logging.WARNING):
+        answers = generator.generate(prompts, batch_size=2, progress=False)
+    assert [record.getMessage() for record in caplog.records if "max_length" in record.getMessage()] == []
+    assert max(answer.new_tokens for answer in answers) <= config.eval.max_new_tokens
+
+
 def test_a_lora_adapter_merged_for_generation_gives_the_answers_of_the_unmerged_one(trained_run, tiny_model, demo_data):
     from lib.evaluate.generate import TransformersGenerator, study_decoding
     from lib.model import load_for_inference

@@ -33,10 +33,12 @@ class Decoding:
     def generation_config(self):
         """transformers' GenerationConfig of this decoding, every value explicit: generate() fills
         only values left unset from the model's own generation_config.json, so none is left unset
-        (the library's neutral defaults first, then the study's)."""
+        (the library's neutral defaults first, then the study's) but max_length, which
+        max_new_tokens replaces (transformers warns at every call that sets both)."""
         from transformers import GenerationConfig
 
         neutral = GenerationConfig._get_default_generation_params()
+        neutral.pop("max_length")
         return GenerationConfig(**neutral | {
             "do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens,
             "repetition_penalty": self.repetition_penalty, "eos_token_id": list(self.stop_ids),
