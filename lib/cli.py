@@ -115,6 +115,10 @@ def not_writable(err: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Without `argv` (python -m lib, medqa) this process is the command's own, and
+    the command may leave out of it what it will not use (args.own_process); a caller's process,
+    which may run other commands after this one, passes `argv`."""
+    own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     quiet_known_noise()
     if not argv or argv[0] not in COMMANDS:
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m lib {name}", description=help_text)
     module.add_arguments(parser)
+    parser.set_defaults(own_process=own_process)
     args = parser.parse_args(rest)
     try:
         module.run(args)

@@ -37,7 +37,7 @@ from pathlib import Path
 from lib.config import Config, parse_count
 from lib.errors import UserError
 from lib.io import atomic_write, exclusive, provenance, read_json, sha256_file, shown, write_json
-from lib.model import dtype_name, model_origin
+from lib.model import dtype_name, import_bitsandbytes_only_for_4bit, model_origin
 from lib.prompts import assistant_tokens, conversations, loss_template
 from lib.runs import ADAPTER_FILES, DONE_MARKER, RUN_LOCK, adapter_digest, readable_run_files
 
@@ -582,6 +582,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"train: {batch.effective} examples per step = {batch.per_device} per device x "
               f"{batch.accumulation} accumulated x {batch.processes} processes")
         return
+    if args.own_process:
+        import_bitsandbytes_only_for_4bit(config)
     spec = RunSpec(name=args.out.name, profile=args.profile, method=args.method, size=args.size,
                    examples=parse_count(args.size), seed=args.seed)
     # Under torchrun or accelerate every process runs this; the first holds the run's lock (its

@@ -45,6 +45,56 @@ def test_batched_generation_gives_the_answers_of_one_by_one(tiny_model, demo_dat
     assert all(a.hit_length_limit == (a.new_tokens == 16) for a in batched)  # random model: rarely stops
 
 
+def test_a_batch_goes_on_without_its_finished_rows_with_the_answers_of_one_by_one(tiny_model, demo_data, monkeypatch):
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
+    from lib.model import load_for_inference
+    from lib.prompts import prompt_messages, render_prompt
+
+    config = load_config("demo", "lora", overrides=demo_overrides(tiny_model, "eval.max_new_tokens=96"))
+    tokenizer, model = load_for_inference(config)
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:16]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    generator = TransformersGenerator(model, tokenizer, study_decoding(config, tokenizer, model))
+    widths = []  # the rows of each generate() call
+    generate = model.generate
+
+    def counted(**kwargs):
+        widths.append(len(kwargs["input_ids"]))
+        return generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", counted)
+    batched = generator.generate(prompts, batch_size=16, progress=False)
+    lengths = sorted(answer.new_tokens for answer in batched)
+    assert lengths[0] * 2 < lengths[-1]  # answers that end apart, as the pretrained model writes them
+    # once at most half of the rows still write, those go on alone, until every one has ended
+    assert widths[0] == 16 and len(widths) > 1
+    assert all(0 < after <= before / 2 for before, after in zip(widths, widths[1:]))
+    single = generator.generate(prompts, batch_size=1, progress=False)
+    assert [(a.text, a.new_tokens, a.hit_length_limit) for a in batched] == \
+        [(a.text, a.new_tokens, a.hit_length_limit) for a in single]
+
+
+def test_generation_sets_one_length_limit(tiny_model, demo_data, caplog, monkeypatch):
+    # transformers warns at every generate call whose configuration sets max_length beside max_new_tokens
+    import logging
+
+    from lib.evaluate.generate import TransformersGenerator, study_decoding
+    from lib.model import load_for_inference
+    from lib.prompts import prompt_messages, render_prompt
+
+    config = eval_config(tiny_model)
+    tokenizer, model = load_for_inference(config)
+    test = list(read_jsonl(demo_data / "test.jsonl"))[:2]
+    prompts = [render_prompt(tokenizer, prompt_messages(r["messages"])) for r in test]
+    generator = TransformersGenerator(model, tokenizer, study_decoding(config, tokenizer, model))
+    # transformers' loggers stop at their own handler: on to caplog's (after loading, which sets them up)
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)
+    with caplog.at_level(logging.WARNING):
+        answers = generator.generate(prompts, batch_size=2, progress=False)
+    assert [record.getMessage() for record in caplog.records if "max_length" in record.getMessage()] == []
+    assert max(answer.new_tokens for answer in answers) <= config.eval.max_new_tokens
+
+
 def test_a_lora_adapter_merged_for_generation_gives_the_answers_of_the_unmerged_one(trained_run, tiny_model, demo_data):
     from lib.evaluate.generate import TransformersGenerator, study_decoding
     from lib.model import load_for_inference

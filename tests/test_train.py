@@ -240,12 +240,42 @@ def test_the_saved_adapter_reloads_to_the_trained_logits(method, tiny_model, dem
         assert not torch.allclose(reloaded(**inputs).logits, again, atol=1e-3)  # the adapter does something
 
 
-def run_train_process(tiny_model, demo_data, out, *launcher, extra=()):
-    command = [*launcher, "-m", "lib", "train", "--profile", "demo", "--method", "lora", "--size", "128",
+def run_train_process(tiny_model, demo_data, out, *launcher, extra=(), method="lora"):
+    command = [*launcher, "-m", "lib", "train", "--profile", "demo", "--method", method, "--size", "128",
                "--seed", "42", "--data", str(demo_data), "--out", str(out)]
     for override in demo_overrides(tiny_model, "train.learning_rate=5e-3", *extra):
         command += ["--set", override]
     return command
+
+
+# `python -m lib <arguments>` as a process of its own, saying at exit which libraries it imported
+RUN_AND_REPORT_IMPORTS = ("import atexit, runpy, sys\n"
+                          "imported = lambda name: sys.modules.get(name) is not None\n"
+                          "atexit.register(lambda: print('imported:', [n for n in ('torch', 'bitsandbytes') "
+                          "if imported(n)]))\n"
+                          "runpy.run_module('lib', run_name='__main__', alter_sys=True)")
+
+
+def run_reporting_imports(*arguments: str) -> tuple[str, str]:
+    """(the line that names the libraries imported, stderr) of `python -m lib <arguments>`."""
+    done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_IMPORTS, *arguments], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()[-1], done.stderr
+
+
+def test_only_a_4bit_process_imports_bitsandbytes(tiny_model, demo_data, tmp_path):
+    # peft imports bitsandbytes wherever it is installed, and it costs seconds of CPU in every process
+    short = ["train.epochs=0.125"]  # 2 steps
+    lora_training = run_train_process(tiny_model, demo_data, tmp_path / "lora-128", extra=short)[2:]  # after -m lib
+    assert run_reporting_imports(*lora_training)[0] == "imported: ['torch']"
+    assert (tmp_path / "lora-128" / "train.done").is_file()
+    assert run_reporting_imports("evaluate", "--help")[0] == "imported: []"
+
+    qlora_training = run_train_process(tiny_model, demo_data, tmp_path / "qlora-128", extra=short, method="qlora")[2:]
+    imported, stderr = run_reporting_imports(*qlora_training)
+    assert imported == "imported: ['torch', 'bitsandbytes']" and (tmp_path / "qlora-128" / "train.done").is_file()
+    assert "kernels-community" not in stderr  # an optional CPU kernel bitsandbytes would fetch from the hub
 
 
 def test_resume_after_a_kill_finishes_at_the_same_step(tiny_model, demo_data, tmp_path):

@@ -247,10 +247,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from lib.cli import config_from_args
+    from lib.model import import_bitsandbytes_only_for_4bit
 
     if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")
     config = config_from_args(args)
+    if args.own_process:
+        import_bitsandbytes_only_for_4bit(config)
     if args.run_dir.name not in UNTUNED_RUNS and not args.run_dir.is_dir():
         raise UserError(f"{shown(args.run_dir)}: no such run; `make exp-{args.run_dir.name}` trains and evaluates it")
     with exclusive(args.run_dir / RUN_LOCK, f"evaluating {args.run_dir.name}"):
