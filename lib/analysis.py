@@ -95,7 +95,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lib.cli import add_config_arguments, add_grid_arguments, config_from_args
+from lib.arguments import add_config_arguments, add_grid_arguments, config_from_args
 from lib.config import (
     BASE_RUN,
     UNTUNED_RUNS,

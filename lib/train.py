@@ -558,7 +558,7 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--size", required=True, help="train subset label, e.g. 10k (data/.../train-10k.jsonl)")
@@ -572,7 +572,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     if args.method is None:
         raise UserError("train needs --method (lora or qlora)")

@@ -789,7 +789,7 @@ def headline(check: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, default=Path("results/bench"),

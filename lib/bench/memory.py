@@ -388,7 +388,7 @@ def measured_allocator_slack(measured: list[dict]) -> tuple[float, str] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--model-config", default=None, choices=sorted(ARCHITECTURES),

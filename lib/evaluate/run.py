@@ -237,7 +237,7 @@ def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, required=True,
@@ -246,7 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("evaluate needs --method for a trained run (the base model is --run-dir .../base)")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lib.cli import add_grid_arguments
+from lib.arguments import add_grid_arguments
 from lib.io import atomic_write, provenance, shown, write_json
 from lib.report.sections import SECTIONS
 from lib.report.status import missing_items, status_tex
