@@ -157,8 +157,8 @@ def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype)
     from transformers import AutoConfig
 
     from lib.architecture import architecture_of
-    from lib.bench.memory import CUDA_CONTEXT_GB, checkpointing_needed, training_setting
     from lib.hardware import peak_rss_gb
+    from lib.memory import CUDA_CONTEXT_GB, checkpointing_needed, training_setting
     from lib.model import model_location
 
     arch = architecture_of(AutoConfig.from_pretrained(model_location(config.model.name_or_path)))

@@ -15,8 +15,8 @@ import torch
 
 from builders import REPO_ROOT
 from lib.architecture import QWEN2_5_3B, lora_parameter_count, qwen2_config, tiny_architecture
-from lib.bench.memory import GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes, training_setting
 from lib.config import load_config
+from lib.memory import GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes, training_setting
 
 
 def test_qlora_weights_are_nf4_linear_layers_and_16_bit_rest():
@@ -166,7 +166,7 @@ def plan_in_process(monkeypatch, *args) -> dict:
     (measuring it imports the training stack in a subprocess: seconds, and not what is tested)."""
     import argparse
 
-    from lib.bench import memory as planner
+    from lib import memory as planner
 
     monkeypatch.setattr(planner, "cpu_runtime_baseline_gb", lambda: 1.0)
     parser = argparse.ArgumentParser()
