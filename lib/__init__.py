@@ -12,8 +12,9 @@ What training costs, beside the stages:
 
     lib.architecture  the model shapes (Qwen2.5-3B, the demo's tiny one) and their parameter counts
     lib.hardware      MFU and the peak memory a run or benchmark measured
-    lib.bench         the benchmarks, among them bench-gpu (lib.bench.gpu) and the memory plan
-                      without a GPU, `python -m lib plan` (lib.bench.memory)
+    lib.memory        the peak memory of a training micro-batch, estimated without a GPU
+    lib.plan          `python -m lib plan`: that estimate for the grid, beside measured peaks
+    lib.bench         the benchmarks, among them bench-gpu (lib.bench.gpu)
 
 `python -m lib <command>` (or `medqa <command>`) is the one entry point; the Makefile calls it.
 """

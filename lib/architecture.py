@@ -2,7 +2,7 @@
 
 No command of its own: `--model-config` of these two commands names one of its records,
 
-    python -m lib plan --profile paper --model-config qwen2.5-3b      (lib.bench.memory)
+    python -m lib plan --profile paper --model-config qwen2.5-3b      (lib.plan)
     python -m lib bench-gpu --out results/bench --model-config tiny    (lib.bench.gpu)
 
 It holds

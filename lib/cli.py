@@ -41,7 +41,7 @@ COMMANDS = {
                "blind side-by-side rating of the runs' answers in a browser; invite, export, analyse votes"),
     "paper": ("lib.paper",
               "compile paper/report.tex against one generated folder into a PDF; --check: can TeX build it here"),
-    "plan": ("lib.memory",
+    "plan": ("lib.plan",
              "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
     "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
     "bench-collation": ("lib.bench.collation",

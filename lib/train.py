@@ -145,7 +145,7 @@ def batching(config: Config) -> str:
             else "padded")
 
 
-def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype) -> bool:
+def gradient_checkpointing(config: Config, batch: BatchPlan, dtype) -> bool:
     """train.gradient_checkpointing, auto resolved by the memory plan of one micro-batch of
     max_length examples on this device: on a GPU its whole memory (the CUDA context aside), on a
     CPU the memory available now (this process's present size aside)."""
@@ -163,7 +163,7 @@ def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype)
 
     arch = architecture_of(AutoConfig.from_pretrained(model_location(config.model.name_or_path)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    plan = training_setting(config, method, batch.per_device, config.train.max_length, dtype_name(dtype), device)
+    plan = training_setting(config, batch.per_device, config.train.max_length, dtype_name(dtype), device)
     if device == "cuda":
         return checkpointing_needed(arch, plan, torch.cuda.mem_get_info()[1] / 2**30, CUDA_CONTEXT_GB)
     return checkpointing_needed(arch, plan, psutil.virtual_memory().available / 2**30, peak_rss_gb())
@@ -290,7 +290,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         train_sampling_strategy="group_by_length" if layout == "padded" else "random",
         remove_unused_columns=False,  # the collator reads `length` to tell training batches (PaddingMeter)
         pad_to_multiple_of=train.pad_to_multiple_of,
-        **checkpointing_settings(gradient_checkpointing(config, spec.method, batch, dtype)),
+        **checkpointing_settings(gradient_checkpointing(config, batch, dtype)),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),

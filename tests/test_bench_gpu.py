@@ -20,14 +20,13 @@ from lib.bench.gpu import (
     TOKENS_PER_CHARACTER,
     Lengths,
     character_lengths,
-    machine_description,
     padding_fraction,
     shipped_lengths,
     synthetic_dataset,
     variants_to_measure,
 )
 from lib.config import load_config, parse_count
-from lib.hardware import PEAK_TFLOPS, datasheet_model, peak_flops
+from lib.hardware import PEAK_TFLOPS, datasheet_model, machine_description, peak_flops
 
 
 def bench_arguments(out, tiny_model, demo_data, *extra) -> list[str]:

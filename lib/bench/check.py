@@ -12,7 +12,7 @@ built, one line naming what is missing or too old and how to bring it; a check t
 package is skipped with the reason. Every check ends as "ok", "failed: <reason>" or "skipped:
 <reason>", and one failing never stops the others:
 
-- environment: GPU, driver, CUDA, the library versions (lib.bench.gpu.machine_description).
+- environment: GPU, driver, CUDA, the library versions (lib.hardware.machine_description).
 - padding-free loss: on a small random Qwen2, the loss of a few variable-length examples in one row
   whose position ids restart at each example (train.batching=padding_free) equals their loss one
   by one, for each attention kernel here (sdpa; flash_attention_2 where installed): 1e-5 in fp32,
@@ -68,7 +68,6 @@ from lib.bench.gpu import (
     example_lengths,
     flash_attention_missing,
     installed,
-    machine_description,
     measure_variant,
     measured_fields,
     method_missing,
@@ -79,7 +78,7 @@ from lib.bench.gpu import (
 )
 from lib.config import Config, Grid, load_config, load_grid, parse_count
 from lib.errors import UserError
-from lib.hardware import datasheet_model, free_memory, peak_flops
+from lib.hardware import datasheet_model, free_memory, machine_description, peak_flops
 from lib.io import atomic_write, exclusive, library_versions, provenance, shown, write_json
 from lib.versions import HOW_TO_BRING_THEM, REQUIRED, missing_or_too_old, problem, versions_used
 

@@ -24,7 +24,7 @@ Before any model is built, a missing trl, peft or datasets is a one-line error; 
 bitsandbytes, flash_attn or liger_kernel skips the variants that need it, with the reason.
 
 Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
-machine and the library versions; `python -m lib plan` (lib.bench.memory) compares its estimates with them.
+machine and the library versions; `python -m lib plan` (lib.plan) compares its estimates with them.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ import argparse
 import importlib.util
 import json
 import math
-import platform
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,9 +44,9 @@ from lib.architecture import ARCHITECTURES, Architecture, default_architecture, 
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
-from lib.hardware import MFU_FORMULA, free_memory, peak_flops
-from lib.io import hardware, provenance, read_jsonl, shown
-from lib.versions import HOW_TO_BRING_THEM, problem, versions_used
+from lib.hardware import MFU_FORMULA, free_memory, machine_description, peak_flops
+from lib.io import provenance, read_jsonl, shown
+from lib.versions import HOW_TO_BRING_THEM, problem
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
 # gone are skipped (and recorded as skipped).
@@ -349,7 +346,7 @@ def make_measured_window(warmup_steps: int, last_step: int):
 
 class LargestBatch:
     """Wraps the trainer's collator and notes the micro-batch with the most token positions: the one
-    that sets the memory peak, and the shape at which lib.bench.memory compares its estimate."""
+    that sets the memory peak, and the shape at which lib.plan compares its estimate."""
 
     def __init__(self, collate):
         self.collate = collate
@@ -473,40 +470,6 @@ def projected_hours(tokens_per_s: float | None, config: Config, lengths: Lengths
     return {size: parse_count(size) * config.train.epochs * per_example / tokens_per_s / 3600 for size in grid_sizes}
 
 
-# --- the machine -----------------------------------------------------------------------------------
-
-def machine_description() -> dict:
-    """Where the benchmark ran: platform, CPU, GPU and driver, and the versions of the packages training uses."""
-    import torch
-
-    info = {**hardware(), "cpu": cpu_name(), "torch_cuda": torch.version.cuda}
-    if torch.cuda.is_available():
-        properties = torch.cuda.get_device_properties(0)
-        info |= {"gpu": properties.name, "gpu_memory_gb": properties.total_memory / 2**30,
-                 "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
-    else:
-        info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
-    info["packages"] = versions_used()
-    return info
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def nvidia_driver_version() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            check=False, capture_output=True, text=True)
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
-
-
 # --- the command -----------------------------------------------------------------------------------
 
 
@@ -527,7 +490,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch  # noqa: F401  (lib.io.hardware describes GPUs only once torch is loaded)
+    import torch  # noqa: F401  (lib.hardware.machine describes GPUs only once torch is loaded)
 
     from lib.model import compute_dtype, process_state
     from lib.train import check_hardware
