@@ -34,7 +34,7 @@ COMMANDS = {
     "push": ("lib.push", "upload a run's adapter (or its merged export) to a Hugging Face Hub model repository"),
     "serve": ("lib.serve",
               "serve a run or the base model behind an OpenAI-compatible API (vLLM or transformers serve)"),
-    "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
+    "summarize": ("lib.summarize", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
     "report": ("lib.report.write", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
     "review": ("lib.review.cli",

@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.analysis import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES, NF4_BASE_RUN
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.runs import readable_run_files
+from lib.summarize import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
 from lib.tex import printable
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure

@@ -15,7 +15,6 @@ from pypdf import PdfReader
 
 from builders import write_run
 from lib import fonts
-from lib.analysis import power_law
 from lib.cli import main
 from lib.errors import UserError
 from lib.figures import (
@@ -29,6 +28,7 @@ from lib.figures import (
     set_style,
     wrap_text,
 )
+from lib.summarize import power_law
 
 CHINESE = "测试集损失"
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lib.analysis import read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES, Grid, requested_grid
 from lib.evaluate.metrics import METRICS
 from lib.io import read_json
 from lib.report.columns import Column, metric_column
 from lib.report.formatting import path_text
 from lib.runs import readable_run_files
+from lib.summarize import read_summary_rows
 
 
 @dataclass

@@ -4,12 +4,12 @@ trends per doubling (scaling.json's loss_fits and trends)."""
 
 from __future__ import annotations
 
-from lib.analysis import FIT_PARAMETERS, TREND_METRICS
 from lib.io import nested_value
 from lib.report.columns import fixed, interval_macros, metric_column, stat_cell
 from lib.report.formatting import CONFIDENCE_TEXT, interval_scope, method_name
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
+from lib.summarize import FIT_PARAMETERS, TREND_METRICS
 from lib.tex import escape, format_count, format_number, format_significant, macro_name
 
 FIT_FORMATS = {"E": fixed(3), "A": format_significant, "alpha": format_significant}  # of FIT_PARAMETERS
