@@ -5,7 +5,7 @@ Data flows one way, one module per stage:
     lib.data      raw -> processed: download or read, clean, split (nested train subsets)
     lib.train     processed -> runs/<run>/adapter: TRL SFTTrainer on the chat template
     lib.evaluate  runs/<run> -> predictions.jsonl, eval.json
-    lib.analysis  runs -> summary.csv, scaling fits
+    lib.summarize runs -> summary.csv, scaling fits
     lib.figures   summary -> figures;  lib.report  summary -> LaTeX tables and macros
 
 What training costs, beside the stages:

@@ -24,7 +24,7 @@ from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, read_json
 from lib.model import local_copy
 from lib.runs import readable_run_files
-from lib.summarize import markdown_table
+from lib.summarize.markdown import markdown_table
 
 MERGED = "merged"
 ADAPTER = "adapter"

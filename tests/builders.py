@@ -342,7 +342,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
     """Every input of `report` for the profile's grid under `root` (its training seeds, or
     `seeds`: the first is the default one); `unfinished` maps run names to a status other than
     done (missing, training, not_evaluated) for a partial study. With several seeds the
-    comparisons have p-values and the intervals resample the seeds, as lib.analysis writes them.
+    comparisons have p-values and the intervals resample the seeds, as lib.summarize writes them.
     Returns the command's paths."""
     unfinished = unfinished or {}
     grid = load_grid(profile)

@@ -28,7 +28,7 @@ from lib.figures import (
     set_style,
     wrap_text,
 )
-from lib.summarize import power_law
+from lib.summarize.fits import power_law
 
 CHINESE = "测试集损失"
 

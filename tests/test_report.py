@@ -309,7 +309,7 @@ def test_a_grid_of_one_method_defines_every_macro_the_text_quotes(tmp_path):
 def test_only_the_analysed_trends_have_macros(tmp_path):
     macros = read_macros(generate(tmp_path))
     per_doubling = {name for name in macros if name.endswith(("PerDoubling", "PerDoublingLow", "PerDoublingHigh"))}
-    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
+    # rougeL and mcq_accuracy (lib.summarize.schema.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
     # x 2 methods x value, low, high
     assert len(per_doubling) == 3 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
     assert (macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200"

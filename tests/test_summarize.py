@@ -1,4 +1,4 @@
-"""lib/analysis.py: the table of runs, the power-law fit, trends, LoRA vs QLoRA, examples.
+"""lib/summarize/: the table of runs, the power-law fit, trends, LoRA vs QLoRA, examples.
 
 Run directories are built in tmp_path by tests/builders.py's `write_run`, following the schemas
 of the run files (config.json, train_metrics.json, train.done, predictions.jsonl, eval.json).
@@ -12,32 +12,29 @@ import json
 import numpy as np
 import pytest
 
-import lib.summarize
+import lib.summarize.item_scores
 from builders import write_run
 from lib.cli import main
 from lib.config import Grid, load_grid
 from lib.errors import UserError
 from lib.io import write_json
 from lib.stats import token_weighted_loss
-from lib.summarize import (
-    COST_COLUMNS,
-    LOSS_ESTIMATES,
-    aligned_items,
+from lib.summarize import scaling_analysis
+from lib.summarize.example_answers import choose_examples
+from lib.summarize.fits import (
     bootstrap_loss_fits,
-    choose_examples,
-    collect_runs,
     fit_power_law,
     fit_warnings,
     interval,
     points_by_size,
     power_law,
-    read_predictions,
-    scaling_analysis,
     seed_item_losses,
     slope_per_doubling,
-    summary_columns,
-    summary_markdown,
 )
+from lib.summarize.item_scores import aligned_items, read_predictions
+from lib.summarize.markdown import summary_markdown
+from lib.summarize.schema import COST_COLUMNS, LOSS_ESTIMATES
+from lib.summarize.table import collect_runs, summary_columns
 
 SEED = 42
 GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SEED,))
@@ -124,8 +121,9 @@ def test_each_predictions_file_is_read_once(tmp_path, monkeypatch):
     write_run(runs, "lora-1k", [2.0] * 5)
     write_run(runs, "lora-2k", [1.0] * 5)  # the best run: its answers and base's go to examples.json
     reads = []
-    read_jsonl = lib.summarize.read_jsonl
-    monkeypatch.setattr(lib.summarize, "read_jsonl", lambda path: reads.append(path.parent.name) or read_jsonl(path))
+    read_jsonl = lib.summarize.item_scores.read_jsonl
+    monkeypatch.setattr(lib.summarize.item_scores, "read_jsonl",
+                        lambda path: reads.append(path.parent.name) or read_jsonl(path))
     main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo",
           "--methods", "lora", "--sizes", "1k", "2k", "--seeds", "42"])
     assert sorted(reads) == ["base", "lora-1k", "lora-2k"]
@@ -340,7 +338,7 @@ def test_a_run_decoded_or_trained_otherwise_than_the_others_is_marked(tmp_path):
                             cost={"adapter_dtype": "bfloat16" if name == "qlora-2k" else "float32"})
         eval_result = json.loads((run_dir / "eval.json").read_text()) | {"generation": {"decoding": decoding}}
         write_json(run_dir / "eval.json", eval_result)
-    rows = {row["run"]: row for row in lib.summarize.collect_runs(runs, GRID, 42)}
+    rows = {row["run"]: row for row in collect_runs(runs, GRID, 42)}
 
     assert rows["base"]["note"] is None and rows["lora-1k"]["note"] is None
     assert '"repetition_penalty": 1.05' in rows["lora-2k"]["note"] and rows["lora-2k"]["status"] == "done"

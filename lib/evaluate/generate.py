@@ -53,7 +53,7 @@ class Decoding:
 
     def record(self, backend: str) -> dict:
         """What eval.json says of how its answers were written; runs are comparable only when
-        these agree (lib.analysis checks it)."""
+        these agree (lib.summarize.table checks it)."""
         return {"backend": backend, "strategy": "greedy", "max_new_tokens": self.max_new_tokens,
                 "repetition_penalty": self.repetition_penalty, "stop_ids": list(self.stop_ids)}
 
