@@ -108,7 +108,7 @@ class Inputs:
     examples: Examples | None
     runs_dir: Path
     cjk_font: str | None  # the family that renders Chinese, or None: English labels only
-    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where there is one
+    preference: dict | None = None  # the blind review's analysis (lib.review.bradley_terry), where there is one
 
     @property
     def chinese(self) -> bool:

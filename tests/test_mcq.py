@@ -1,5 +1,5 @@
 """The knowledge track: reading multiple-choice files (lib/data/mcq.py) and scoring them by the
-option letter's log-probability (lib/evaluate/mcq.py) on a real tiny Qwen2 model."""
+option letter's log-probability (lib/evaluate/multiple_choice.py) on a real tiny Qwen2 model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from lib.data.sources import read_examples
 from lib.data.synthetic import generate_mcq
 from lib.errors import UserError
 from lib.evaluate.generate import left_padded
-from lib.evaluate.mcq import letter_token_ids, mcq_summary, render, score_mcq, user_turn
+from lib.evaluate.multiple_choice import letter_token_ids, mcq_summary, render, score_mcq, user_turn
 from lib.io import read_json, read_jsonl
 
 SYSTEM_PROMPT = "你是一名专业、严谨的医学助手。"

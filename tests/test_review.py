@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from builders import REPO_ROOT, read_macros, run_unprivileged, write_jsonl, write_run, write_study
-from lib.review.analysis import agreement, analyse
+from lib.review.bradley_terry import agreement, analyse
 from lib.review.schedule import make_schedule
 from lib.review.store import Store, Vote
 

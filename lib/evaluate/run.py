@@ -226,7 +226,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
 
 def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) -> dict:
     """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set."""
-    from lib.evaluate.mcq import mcq_summary, score_mcq
+    from lib.evaluate.multiple_choice import mcq_summary, score_mcq
 
     path = data_dir / "mcq.jsonl"
     if not path.is_file():

@@ -29,7 +29,7 @@ class Study:
     metrics: list[Column] = field(default_factory=list)  # metric columns of summary.csv
     scaling: Scaling | None = None
     examples: Examples | None = None
-    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where people voted
+    preference: dict | None = None  # the blind review's analysis (lib.review.bradley_terry), where people voted
     cleaning: dict | None = None
     manifest: dict | None = None
     configs: dict[str, dict] = field(default_factory=dict)  # run -> config.json
