@@ -35,7 +35,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
 from lib.errors import UserError
 from lib.io import REPO_ROOT, shown
 
@@ -101,9 +100,9 @@ class OneOf:
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # auto: lib.model.compute_dtype picks per device
-# transformers' own attention paths (AttentionInterface, plus the model's eager code); the
-# tests keep this list equal to the installed transformers' list.
-# transformers' attn_implementation names, and auto: the fastest this machine has (lib.model.attention_kernel)
+# transformers' attn_implementation names (AttentionInterface, plus the model's eager code; the tests
+# keep this list equal to the installed transformers'), and auto: the fastest this machine has
+# (lib.model.attention_kernel)
 ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
 # transformers' SchedulerType names that need nothing but the warmup and the step count: the
 # other three (cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay) need scheduler
@@ -113,6 +112,15 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 # transformers' reporting integrations (INTEGRATION_TO_CALLBACK) with its "all" and "none"
 REPORT_TO = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte",
              "kubeflow", "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")
+
+# The roles data.columns may map a file's keys to, as LLaMA-Factory's dataset_info names them
+# (question and answer are this project's names for prompt and response); lib.data.sources reads
+# a file through them.
+QUESTION_ROLES = ("question", "prompt")
+ANSWER_ROLES = ("answer", "response")
+TAG_ROLES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
+COLUMN_ROLES = (*QUESTION_ROLES, "query", *ANSWER_ROLES, "history", "system", "messages", *TAG_ROLES)
+MCQ_COLUMN_ROLES = ("question", "options", "answer", "source")  # eval.mcq_columns maps a file's keys to these
 
 # --- the settings ------------------------------------------------------------------------------
 # Each field: its type, its allowed values, its meaning. Its default is in experiments/base.yaml.

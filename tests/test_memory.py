@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from builders import REPO_ROOT
-from lib.architecture import QWEN2_5_3B, lora_parameter_count, qwen2_config, tiny_architecture
+from lib.architecture import QWEN2_5_3B, TINY, lora_parameter_count, qwen2_config
 from lib.config import load_config
 from lib.memory import GIB, cpu_runtime_baseline_gb, estimate_memory, layer_activation_bytes, training_setting
 
@@ -64,7 +64,7 @@ def saved_bytes(arch, config, dtype) -> int:
 def test_layer_formula_is_what_autograd_saves(dtype):
     """One layer more adds exactly the formula's bytes per token (on a CPU: dropout keeps its noise)."""
     config = load_config("demo", "lora")
-    tiny = replace(tiny_architecture(), vocab_size=500)
+    tiny = replace(TINY, vocab_size=500)
     one, two = (replace(tiny, num_hidden_layers=layers) for layers in (1, 2))
     torch_dtype = getattr(torch, dtype)
     measured = saved_bytes(two, config, torch_dtype) - saved_bytes(one, config, torch_dtype)
@@ -78,19 +78,18 @@ MEASURE_TRAINING_RSS = """
 import json, resource, sys, tempfile
 from pathlib import Path
 import torch
-from lib.architecture import tiny_architecture
+from lib.architecture import TINY
 from lib.bench.gpu import Lengths, Variant, measure_variant, save_random_model, variant_config
 from lib.model import process_state
 
 seq = int(sys.argv[1])
 process_state()
 scratch = Path(tempfile.mkdtemp())
-tiny = tiny_architecture()
 variant = Variant("lora", batching="padded", attention="sdpa")
-config = variant_config("demo", variant, save_random_model(tiny, torch.float32, scratch / "model"), (), [])
+config = variant_config("demo", variant, save_random_model(TINY, torch.float32, scratch / "model"), (), [])
 # rows of seq tokens, one a token shorter: every micro-batch is a padded 8 x seq
 lengths = Lengths(((seq, seq // 2),) * 7 + ((seq - 1, seq // 2),), "fixed")
-measured = measure_variant(config, variant, lengths, tiny.vocab_size, 1, 1, 0, scratch / "run")
+measured = measure_variant(config, variant, lengths, TINY.vocab_size, 1, 1, 0, scratch / "run")
 print(json.dumps({"peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "largest": measured["largest_batch"]}))
 """
@@ -109,7 +108,7 @@ def test_tiny_estimate_is_within_30_percent_of_a_measured_training_run():
     assert measured["largest"]["rows"] == config.train.per_device_batch_size and measured["largest"]["length"] == seq
 
     setting = training_setting(config, config.train.per_device_batch_size, seq, "float32", "cpu")
-    estimated = estimate_memory(tiny_architecture(), setting, baseline_gb)
+    estimated = estimate_memory(TINY, setting, baseline_gb)
     # The estimate counts live tensors; glibc keeps some freed blocks in its heap, so the
     # process's peak resident size runs 10-20% above it here.
     assert measured["peak_gb"] / estimated.total == pytest.approx(1.0, abs=0.3)

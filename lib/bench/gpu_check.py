@@ -55,11 +55,11 @@ from pathlib import Path
 
 from lib.architecture import (
     ARCHITECTURES,
+    TINY,
     Architecture,
     architecture_of,
     default_architecture,
     qwen2_config,
-    tiny_architecture,
 )
 from lib.bench.gpu import (
     Lengths,
@@ -272,7 +272,7 @@ def small_model(dtype, attention: str):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(qwen2_config(tiny_architecture()), dtype=dtype,
+    model = AutoModelForCausalLM.from_config(qwen2_config(TINY), dtype=dtype,
                                              attn_implementation=attention)
     return model.to(device_name()).eval()
 

@@ -51,12 +51,11 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from lib.config import Config, EvalConfig
+from lib.config import MCQ_COLUMN_ROLES, Config, EvalConfig
 from lib.data import id_prefix, write_if_changed
 from lib.data.clean import normalise_text
 from lib.data.sources import (
     MCQ_ANSWER_FIELDS,
-    MCQ_COLUMN_ROLES,
     MCQ_OPTION_FIELDS,
     MCQ_QUESTION_FIELDS,
     MCQ_SHAPES,
