@@ -511,17 +511,30 @@ def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[
 
 
 BASE_RUN = "base"  # the untuned model's row: evaluated like a run, trained on 0 examples
-# The untuned model quantised to NF4 as QLoRA loads it (evaluated with qlora's config and no
-# adapter): QLoRA's 0-data row, so that QLoRA's gain over it leaves out what quantising costs.
+# The untuned model quantised to NF4 as a 4-bit method (QLoRA) loads it, evaluated with that
+# method's config and no adapter: its 0-data row, so that its gain over it leaves out what
+# quantising costs.
 NF4_BASE_RUN = "base-nf4"
 UNTUNED_RUNS = (BASE_RUN, NF4_BASE_RUN)  # rows of method BASE_RUN, told apart by their run name
-ZERO_DATA_RUNS = {"qlora": NF4_BASE_RUN}  # a method's 0-data row where it is not BASE_RUN
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 
 
+def loads_in_4bit(method: str) -> bool:
+    """Whether a method's recipe, experiments/<method>.yaml over base.yaml, loads the base in 4-bit
+    (quantization.load_in_4bit). The Makefile reads the same key of the same file (four_bit)."""
+    layers = Layers()
+    for path in (EXPERIMENTS_DIR / "base.yaml", EXPERIMENTS_DIR / f"{method}.yaml"):
+        layers.apply(read_yaml(path), origin=shown(path))
+    return layers.values["quantization"]["load_in_4bit"]
+
+
 def zero_data_run(method: str) -> str:
-    """The untuned row a method starts from: the base model as the method loads it."""
-    return ZERO_DATA_RUNS.get(method, BASE_RUN)
+    """The untuned row a method starts from, the base model as the method loads it: base-nf4 for a
+    method whose recipe loads the base in 4-bit, else base (also for a run found beyond the grid
+    whose method has no recipe)."""
+    if not (EXPERIMENTS_DIR / f"{method}.yaml").is_file():
+        return BASE_RUN
+    return NF4_BASE_RUN if loads_in_4bit(method) else BASE_RUN
 
 
 def run_name(method: str, size: str, seed: int, default_seed: int) -> str:

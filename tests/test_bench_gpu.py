@@ -189,9 +189,10 @@ def test_summary_names_one_machine_when_the_headlined_results_share_it():
 
 def test_without_bitsandbytes_the_qlora_variants_are_skipped_with_the_reason(monkeypatch):
     hide_packages(monkeypatch, "bitsandbytes")
-    skipped = {variant.name: why_not for variant, why_not in variants_to_measure(("lora", "qlora"))}
+    configs = {method: load_config("demo", method) for method in ("lora", "qlora")}
+    skipped = {variant.name: why_not for variant, why_not in variants_to_measure(configs)}
     assert skipped["qlora-sdpa-padded"] == skipped["qlora-sdpa-padding_free"] == (
-        "bitsandbytes not installed (QLoRA's 4-bit layers)")
+        "bitsandbytes not installed (the 4-bit layers of quantization.load_in_4bit)")
     assert skipped["lora-sdpa-padded"] is None and skipped["lora-sdpa-padding_free"] is None
     assert machine_description()["packages"]["bitsandbytes"] is None
 

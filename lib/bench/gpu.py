@@ -251,7 +251,8 @@ class Variant:
 # --- what is installed ------------------------------------------------------------------------------
 
 # (import name, distribution name) of the packages training needs: without one (or with one older
-# than lib.versions supports), nothing can be measured. bitsandbytes is QLoRA's alone (method_missing).
+# than lib.versions supports), nothing can be measured. bitsandbytes is the 4-bit methods' alone
+# (quantization_missing).
 REQUIRED_PACKAGES = (("transformers", "transformers"), ("trl", "trl"), ("peft", "peft"), ("accelerate", "accelerate"),
                      ("datasets", "datasets"))
 
@@ -274,20 +275,22 @@ def check_required_packages() -> None:
         raise UserError(f"{why}: {HOW_TO_BRING_THEM}")
 
 
-def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
-    """Every variant, most informative first, with the reason it cannot run here (or None)."""
+def variants_to_measure(configs: dict[str, Config]) -> list[tuple[Variant, str | None]]:
+    """Every variant of the methods (by name, their configurations), most informative first, with
+    the reason it cannot run here (or None)."""
     flash = flash_attention_missing()
     liger = None if installed("liger_kernel") else "liger_kernel is not installed"
     kernels = [("sdpa", False, None), ("flash_attention_2", False, flash), ("sdpa", True, liger)]
-    return [(Variant(method, batching, attention, use_liger), method_missing(method) or why_not)
+    return [(Variant(method, batching, attention, use_liger), quantization_missing(config) or why_not)
             for attention, use_liger, why_not in kernels for batching in ("padded", "padding_free")
-            for method in methods]
+            for method, config in configs.items()]
 
 
-def method_missing(method: str) -> str | None:
-    """Why `method` cannot run here: QLoRA quantises through bitsandbytes."""
-    why = problem("bitsandbytes", "bitsandbytes") if method == "qlora" else None
-    return f"{why} (QLoRA's 4-bit layers)" if why else None
+def quantization_missing(config: Config) -> str | None:
+    """Why a method cannot run here: one that loads its base in 4-bit (quantization.load_in_4bit,
+    QLoRA) quantises through bitsandbytes."""
+    why = problem("bitsandbytes", "bitsandbytes") if config.quantization.load_in_4bit else None
+    return f"{why} (the 4-bit layers of quantization.load_in_4bit)" if why else None
 
 
 def flash_attention_missing() -> str | None:
@@ -502,7 +505,9 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     process_state()  # fix accelerate's process count before the first trainer asks
     grid = load_grid(args.profile)
-    base = load_config(args.profile, grid.methods[0], tuple(args.variant), args.overrides)
+    configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides)
+               for method in grid.methods}
+    base = configs[grid.methods[0]]
     check_required_packages()
     arch = default_architecture(base, args.model_config)
     if arch.name != "tiny":
@@ -515,7 +520,7 @@ def run(args: argparse.Namespace) -> None:
         model_dir = save_random_model(arch, dtype, Path(scratch) / "model")
         print(f"bench-gpu: random {arch.name} saved ({time.perf_counter() - started:.0f} s); "
               f"lengths from {lengths.source}")
-        for variant, why_not in tqdm(variants_to_measure(grid.methods), desc="bench-gpu", unit="variant"):
+        for variant, why_not in tqdm(variants_to_measure(configs), desc="bench-gpu", unit="variant"):
             if why_not is None and time.perf_counter() - started > args.time_budget:
                 why_not = f"time budget of {args.time_budget:.0f} s spent"
             if why_not is not None:

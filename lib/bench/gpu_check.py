@@ -70,13 +70,13 @@ from lib.bench.gpu import (
     installed,
     measure_variant,
     measured_fields,
-    method_missing,
     padding_fraction,
+    quantization_missing,
     save_random_model,
     training_unavailable,
     variant_config,
 )
-from lib.config import Config, Grid, load_config, load_grid, parse_count
+from lib.config import METHOD_NAMES, Config, Grid, load_config, load_grid, parse_count
 from lib.errors import UserError
 from lib.hardware import datasheet_model, free_memory, machine_description, peak_flops
 from lib.io import atomic_write, exclusive, library_versions, provenance, shown, write_json
@@ -417,11 +417,11 @@ class SpeedBench:
 
     def measure(self, variant: Variant, checkpointing: bool) -> dict:
         args = self.args
-        if method_missing(variant.method):
-            raise Skipped(method_missing(variant.method))
-        self.budget.admit(f"training speed {variant.method}")
         overrides = [*args.overrides, f"train.gradient_checkpointing={str(checkpointing).lower()}"]
         config = variant_config(args.profile, variant, self.model_dir, tuple(args.variant), overrides)
+        if why := quantization_missing(config):
+            raise Skipped(why)
+        self.budget.admit(f"training speed {variant.method}")
         scratch = self.model_dir.parent / f"{variant.name}-{'checkpointing' if checkpointing else 'no-checkpointing'}"
         measured = measure_variant(config, variant, self.lengths, self.arch.vocab_size, args.warmup, args.steps,
                                    self.grid.default_seed, scratch)
@@ -644,7 +644,7 @@ def targets(checks: list[dict], gpu: str | None) -> list[dict]:
         best = max(mfus, default=None)
         why = ("no GPU" if gpu is None else "no speed check ran" if not speed
                else f"no datasheet peak for {gpu}")
-        rows.append(target_row(f"{'QLoRA' if method == 'qlora' else 'LoRA'} MFU", f">= {goal:.0%}", best,
+        rows.append(target_row(f"{METHOD_NAMES[method]} MFU", f">= {goal:.0%}", best,
                                None if best is None else best >= goal,
                                "not measured" if best is None else f"{best:.1%}",
                                "the faster of its speed checks" if best is not None else why))
