@@ -45,6 +45,21 @@ from lib.io import write_json
 from lib.stats import bootstrap, token_weighted_loss
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the Makefile and the files it includes, each a section of `make help` or more
+MAKE_FILES = (REPO_ROOT / "Makefile", *sorted((REPO_ROOT / "make").glob("*.mk")))
+
+
+def make_sections(path: Path) -> dict[str, list[str]]:
+    """{`##@` heading: the targets with a `##` help line under it} of one make file; targets before
+    its first heading come under None."""
+    sections, heading = {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("##@ "):
+            heading = line[4:]
+            sections.setdefault(heading, [])
+        elif match := re.match(r"([A-Za-z0-9_%.-]+):.*## ", line):
+            sections.setdefault(heading, []).append(match.group(1))
+    return sections
 
 
 def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
