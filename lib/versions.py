@@ -2,7 +2,7 @@
 
 pyproject.toml pins every package exactly (`make setup` installs those). Below a pin the study
 supports older releases only where they were tried: OLDEST_SUPPORTED names them, and
-tests/test_oldest.py trains a step with them. They are what GPU images ship (Python 3.12, torch
+tests/test_wheelhouse.py trains a step with them. They are what GPU images ship (Python 3.12, torch
 2.11 + CUDA 13, transformers 5.17, huggingface_hub 1.33; no trl, datasets or bitsandbytes), so
 that a venv that reuses an image's torch (`make setup WHEELHOUSE=...` from a SLIM bundle) runs
 the study. Any other package older than its pin counts as too old.

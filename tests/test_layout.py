@@ -91,3 +91,6 @@ def test_the_layer_test_sees_imports_inside_functions(tmp_path):
 def test_no_two_modules_share_a_file_name():
     names = Counter(path.name for path in MODULES.values() if path.name not in ("__init__.py", "__main__.py"))
     assert [name for name, count in names.items() if count > 1] == []
+    # nor two test files: pytest imports each by its file name (tests/ mirrors lib/'s folders)
+    tests = Counter(path.name for path in (REPO_ROOT / "tests").rglob("test_*.py"))
+    assert [name for name, count in tests.items() if count > 1] == []

@@ -9,7 +9,7 @@ hit the length limit; eval.json records the decoding and the backend.
 
 - TransformersGenerator (always): `generate` on left-padded batches of prompts of similar
   length (sorted by length, so little padding is computed). Batched greedy decoding gives the
-  same text as one prompt at a time (tests/test_evaluate.py) and is several times faster.
+  same text as one prompt at a time (tests/evaluate/test_run.py) and is several times faster.
 - VllmGenerator (a GPU with vLLM installed): the base model with the LoRA adapter attached per
   request, never merged (merging into a 4-bit base loses quality).
 """

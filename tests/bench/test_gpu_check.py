@@ -45,7 +45,7 @@ def gpu_check_arguments(out, model, *extra) -> list[str]:
 def test_demo_run_on_a_cpu_writes_every_check_the_targets_and_says_no_gpu_measured(tmp_path, monkeypatch, capsys):
     from lib.cli import main
 
-    # the speed checks are bench-gpu's measurements (tests/test_bench_gpu.py): estimated beyond the
+    # the speed checks are bench-gpu's measurements (tests/bench/test_gpu.py): estimated beyond the
     # budget here, so that the budget skips them and says why
     monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed lora", 10**6)
     monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed qlora", 10**6)

@@ -1,5 +1,5 @@
 """The LLM judge as a rater of the blind review (lib/review/model_rater.py): `review judge` against a fake
-OpenAI-compatible server on loopback (as tests/test_judge.py builds one) with canned verdicts, its
+OpenAI-compatible server on loopback (as tests/evaluate/test_judge.py builds one) with canned verdicts, its
 votes stored apart as judge:<model>, analysed apart from people's, and shown apart in the report."""
 
 from __future__ import annotations
