@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -106,7 +106,7 @@ def lock_if_free(lock_file: str | Path):
             return
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {platform.node()} since "
-                     f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+                     f"{datetime.now(UTC).isoformat(timespec='seconds')}\n")
         handle.flush()
         yield handle
 
@@ -243,7 +243,7 @@ def library_versions() -> dict:
 def provenance(config: dict | None = None, seed: int | None = None) -> dict:
     """What a result needs to be reproduced: resolved config, commit, versions, seed, machine."""
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
         "versions": library_versions(),
         "hardware": machine(),
