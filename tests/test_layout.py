@@ -5,8 +5,11 @@ file name per module, and the maps of the READMEs, docs/extending.md and lib/__i
 from __future__ import annotations
 
 import ast
+import subprocess
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from builders import REPO_ROOT
 
@@ -94,3 +97,55 @@ def test_no_two_modules_share_a_file_name():
     # nor two test files: pytest imports each by its file name (tests/ mirrors lib/'s folders)
     tests = Counter(path.name for path in (REPO_ROOT / "tests").rglob("test_*.py"))
     assert [name for name, count in tests.items() if count > 1] == []
+
+
+# --- the maps: every folder, make target and command, and the module behind each command ------------
+
+MAPS = {  # the file, and the text of its map
+    "README.md": lambda text: section(text, "## 地图"),
+    "README.en.md": lambda text: section(text, "## Map"),
+    "docs/extending.md": lambda text: section(text, "## Map"),
+    "lib/__init__.py": lambda text: ast.get_docstring(ast.parse(text)),
+}
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under a `## ` heading, up to the next one."""
+    start = markdown.index(f"\n{heading}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start:end if end > 0 else None]
+
+
+def folders() -> list[str]:
+    """The repository's folders (those git tracks files in, at the top), models/ (which make fills)
+    and lib/'s packages."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    top = {f"{line.split('/')[0]}/" for line in tracked.splitlines() if "/" in line}
+    packages = {f"{module.replace('.', '/')}/" for module, path in MODULES.items() if path.name == "__init__.py"}
+    return sorted(top | packages | {"models/"})
+
+
+def make_targets() -> list[str]:
+    """Every target of every make file with a `##` help line, as a user types it (exp-% as exp-<run>)."""
+    from builders import MAKE_FILES, make_sections
+
+    return [target.replace("%", "<run>") for path in MAKE_FILES for targets in make_sections(path).values()
+            for target in targets]
+
+
+@pytest.mark.parametrize("name", MAPS)
+def test_each_map_names_every_folder_target_command_and_the_module_behind_each_command(name):
+    from lib.cli import COMMANDS
+
+    localized = {"README.md": "<实验>"}
+    text = MAPS[name]((REPO_ROOT / name).read_text(encoding="utf-8"))
+    missing = [folder for folder in folders() if folder not in text]
+    missing += [f"make {target}" for target in make_targets()
+                if f"`make {target.replace('<run>', localized.get(name, '<run>'))}" not in text]
+    for command, (module, _) in COMMANDS.items():
+        path = MODULES[module]
+        shown_path = str(path.relative_to(REPO_ROOT).parent if path.name == "__init__.py" else
+                         path.relative_to(REPO_ROOT)) + ("/" if path.name == "__init__.py" else "")
+        missing += [f"`{command}`" for _ in [0] if f"`{command}`" not in text]
+        missing += [shown_path for _ in [0] if shown_path not in text]
+    assert missing == []
