@@ -76,7 +76,7 @@ from lib.bench.gpu import (
     training_unavailable,
     variant_config,
 )
-from lib.config import METHOD_NAMES, Config, Grid, load_config, load_grid, parse_count
+from lib.config import METHOD_NAMES, Config, Grid, load_config, load_grid, loads_in_4bit, parse_count
 from lib.errors import UserError
 from lib.hardware import datasheet_model, free_memory, machine_description, peak_flops
 from lib.io import atomic_write, exclusive, library_versions, provenance, shown, write_json
@@ -109,12 +109,14 @@ EVALUATION_TARGET_GPUS = ("H100", "H200", "H100 NVL", "H100 PCIe", "H200 NVL")
 # quantising and the trainer's set-up dominate; the stand-in is ~25 s, most of it writing 6.2 GB;
 # the evaluation batch is 512 decoding steps of ~0.1 s at batch 1,000), scaled by the datasheet
 # peak of another GPU. On a CPU: measured for the demo profile on this project's 2-core machine.
-# Once stages have run, the remaining estimates are scaled by how long those took against theirs.
+# A method's speed checks are estimated by its precision (method_estimates): a 4-bit base
+# (quantization.load_in_4bit) is quantised while it loads. Once stages have run, the remaining
+# estimates are scaled by how long those took against theirs.
 GPU_ESTIMATES_S = {"padding-free loss": 5, "adapters in fp32": 5, "model for the checks": 30,
-                   "training speed lora": 25, "training speed qlora": 40, "padding fraction": 10,
+                   "training speed 16-bit": 25, "training speed 4-bit": 40, "padding fraction": 10,
                    "generation speed": 25, "evaluation time": 60, "vllm": 90}
 CPU_ESTIMATES_S = {"padding-free loss": 3, "adapters in fp32": 3, "model for the checks": 4,
-                   "training speed lora": 12, "training speed qlora": 12, "padding fraction": 2,
+                   "training speed 16-bit": 12, "training speed 4-bit": 12, "padding fraction": 2,
                    "generation speed": 4, "evaluation time": 25, "vllm": 0}
 GPU_ESTIMATES_FOR = "H100"
 
@@ -186,6 +188,14 @@ def device_estimates() -> tuple[dict[str, float], str]:
     scale = reference / here
     return ({stage: seconds * scale for stage, seconds in GPU_ESTIMATES_S.items()},
             f"an {GPU_ESTIMATES_FOR}'s, from arithmetic, x {scale:.2g} for {name} ({here / 1e12:.0f} TFLOP/s {dtype})")
+
+
+def method_estimates(estimates: dict[str, float], methods: tuple[str, ...]) -> dict[str, float]:
+    """`estimates` and the stage of each method's speed checks, `training speed <method>`, at the
+    estimate of its precision: 4-bit where its recipe loads the base in 4-bit, else 16-bit."""
+    precision = {method: "4-bit" if loads_in_4bit(method) else "16-bit" for method in methods}
+    return estimates | {f"training speed {method}": estimates[f"training speed {bits}"]
+                        for method, bits in precision.items()}
 
 
 def run_check(name: str, check, budget: Budget | None = None) -> dict:
@@ -830,6 +840,7 @@ def run(args: argparse.Namespace) -> None:
 def check_machine(args: argparse.Namespace, grid: Grid, base: Config, scratch: Path) -> None:
     checked = preflight()
     estimates, source = device_estimates()
+    estimates = method_estimates(estimates, grid.methods)
     budget = Budget(args.time_budget, estimates)
     cases = padding_free_cases()
     stages = (["padding-free loss"] * len(cases) + ["adapters in fp32", "model for the checks"]

@@ -105,9 +105,10 @@ def points_by_size(rows: list[SummaryRow], method: str, metric: str) -> list[dic
 
 
 def zero_data_point(rows: list[SummaryRow], method: str, metric: str) -> ZeroDataPoint | None:
-    """The method's point at 0 examples: the untuned model as the method loads it (base-nf4 for
-    QLoRA, base otherwise: lib.config.zero_data_run), where that row is done. Not a point of the
-    fits (D^(-alpha) and log2 D have no value at 0): the start every size's gain is measured from."""
+    """The method's point at 0 examples: the untuned model as the method loads it (base-nf4 for a
+    4-bit method such as QLoRA, base otherwise: lib.config.zero_data_run), where that row is done.
+    Not a point of the fits (D^(-alpha) and log2 D have no value at 0): the start every size's gain
+    is measured from."""
     run = zero_data_run(method)
     row = next((row for row in rows if row["run"] == run and row["status"] == "done"), None)
     if row is None or is_missing(row.get(metric)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import replace
 
 import pytest
 
+import lib.config
 from builders import REPO_ROOT, hide_packages
 from lib.architecture import QWEN2_5_3B, architecture_of, parameter_counts
 from lib.bench import gpu_check
@@ -47,8 +49,8 @@ def test_demo_run_on_a_cpu_writes_every_check_the_targets_and_says_no_gpu_measur
 
     # the speed checks are bench-gpu's measurements (tests/bench/test_gpu.py): estimated beyond the
     # budget here, so that the budget skips them and says why
-    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed lora", 10**6)
-    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed qlora", 10**6)
+    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed 16-bit", 10**6)
+    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed 4-bit", 10**6)
     out = tmp_path / "bench"
     main(gpu_check_arguments(out, tmp_path / "not-on-disk"))
     printed = capsys.readouterr().out.splitlines()
@@ -172,8 +174,9 @@ def test_the_speed_checks_train_the_checks_model_where_it_has_the_measured_shape
     # what a GPU does with the full-size stand-in, on its 2-layer one: the study's trainer with the
     # placeholder tokenizer (its pad id is 0, the stand-in's 151643) on short synthetic examples
     args = argparse.Namespace(profile="demo", overrides=["train.max_length=64"], variant=[], warmup=1, steps=1)
-    bench = gpu_check.SpeedBench(args, load_grid("demo"), arch, Lengths(((32, 16),), "short"), tmp_path / "model",
-                             gpu_check.Budget(360, gpu_check.CPU_ESTIMATES_S))
+    grid = load_grid("demo")
+    budget = gpu_check.Budget(360, gpu_check.method_estimates(gpu_check.CPU_ESTIMATES_S, grid.methods))
+    bench = gpu_check.SpeedBench(args, grid, arch, Lengths(((32, 16),), "short"), tmp_path / "model", budget)
     details = bench.measure(Variant("lora", "padding_free", "sdpa"), checkpointing=False)
     assert details["adapter_dtype"] == "float32" and details["tokens_per_s"] > 0
     assert details["total_params"] == parameter_counts(arch).total + details["trainable_params"]
@@ -219,10 +222,21 @@ def test_without_trl_the_speed_checks_are_skipped_with_the_reason(monkeypatch, t
     grid = load_grid("demo")
     report = gpu_check.Report(tmp_path, {"profile": "demo", "preflight": {"line": "trl not installed"}, "budget_s": 360,
                                      "estimates_from": "", "machine": {}})
+    budget = gpu_check.Budget(360, gpu_check.method_estimates(gpu_check.CPU_ESTIMATES_S, grid.methods))
     records = gpu_check.speed_checks(args, load_config("demo", grid.methods[0]), grid, {"status": "ok"}, tmp_path,
-                                 gpu_check.Budget(360, gpu_check.CPU_ESTIMATES_S), report)
+                                     budget, report)
     assert len(records) == 2 * len(grid.methods) == len(json.loads((tmp_path / "gpu-check.json").read_text())["checks"])
     assert {r["status"] for r in records} == {"skipped: trl not installed"}
+
+
+def test_a_method_s_speed_checks_are_estimated_by_its_precision_not_its_name(monkeypatch, tmp_path):
+    shutil.copy(lib.config.EXPERIMENTS_DIR / "base.yaml", tmp_path / "base.yaml")
+    monkeypatch.setattr(lib.config, "EXPERIMENTS_DIR", tmp_path)
+    (tmp_path / "fourbit.yaml").write_text("quantization:\n  load_in_4bit: true\n", encoding="utf-8")
+    (tmp_path / "sixteen.yaml").write_text("lora:\n  r: 32\n", encoding="utf-8")
+    estimates = gpu_check.method_estimates(gpu_check.GPU_ESTIMATES_S, ("fourbit", "sixteen"))
+    assert estimates["training speed fourbit"] == gpu_check.GPU_ESTIMATES_S["training speed 4-bit"] == 40
+    assert estimates["training speed sixteen"] == gpu_check.GPU_ESTIMATES_S["training speed 16-bit"] == 25
 
 
 def test_a_second_copy_on_the_same_folder_stops_in_one_line(run_cli, tmp_path):
