@@ -71,20 +71,11 @@ QWEN2_5_3B = Architecture(
 
 
 # The demo's tiny Qwen2 (lib.tiny_model builds and pretrains it at this shape), with Qwen2Config's
-# defaults for what it leaves unset (rope_theta, rms_norm_eps).
-TINY = Architecture(
-    name="tiny",
-    vocab_size=2_500,  # with tokens of at most two Chinese characters, about all BPE finds in the demo's text
-    hidden_size=128,
-    intermediate_size=384,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=2_048,
-    tie_word_embeddings=True,
-    rope_theta=10_000.0,
-    rms_norm_eps=1e-6,
-)
+# defaults for what it leaves unset (rope_theta, rms_norm_eps). Its 2,500 tokens, of at most two
+# Chinese characters, are about all that BPE finds in the demo's text.
+TINY = Architecture(name="tiny", vocab_size=2_500, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2_048,
+                    tie_word_embeddings=True, rope_theta=10_000.0, rms_norm_eps=1e-6)
 
 
 def architecture_of(model_config) -> Architecture:
