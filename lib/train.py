@@ -522,13 +522,13 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
     where the run is already trained on these inputs."""
     from lib.model import process_state
 
+    check_hardware(config)  # the first thing a user on the wrong machine must hear
     inputs = training_inputs(config, spec, split_path(data_dir, f"train-{spec.size}.jsonl"),
                              split_path(data_dir, "dev.jsonl"))
     if trained_on(out, inputs):
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"train: {spec.name} is already trained on these data and settings ({shown(out)}); nothing to redo")
         return None
-    check_hardware(config)
     state = process_state()
     batch = plan_batches(config.train.effective_batch_size, config.train.per_device_batch_size, state.num_processes)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
