@@ -2,14 +2,14 @@
 
 No command of its own: `--model-config` of these two commands names one of its records,
 
-    python -m lib plan --profile paper --model-config qwen2.5-3b      (lib.bench.memory)
+    python -m lib plan --profile paper --model-config qwen2.5-3b      (lib.plan)
     python -m lib bench-gpu --out results/bench --model-config tiny    (lib.bench.gpu)
 
 It holds
 
     Architecture          the fields of a Qwen2 config that memory and speed depend on
-    QWEN2_5_3B            the study's model; tiny_architecture(): the demo's (ARCHITECTURES: both,
-                          by --model-config name)
+    QWEN2_5_3B            the study's model; TINY: the demo's (ARCHITECTURES: both, by --model-config
+                          name)
     qwen2_config          an Architecture as transformers' Qwen2Config (to build a random-init model)
     parameter_counts      embedding, output layer, projections, biases and norms, from the shape
     lora_parameter_count  what LoRA trains at rank r on the given projections
@@ -70,11 +70,12 @@ QWEN2_5_3B = Architecture(
 )
 
 
-def tiny_architecture() -> Architecture:
-    """The demo's tiny Qwen2 (lib.tiny_model), with Qwen2Config's defaults for what it leaves unset."""
-    from lib.tiny_model import TinySpec
-
-    return Architecture(name="tiny", **TinySpec().shape(), rope_theta=10_000.0, rms_norm_eps=1e-6)
+# The demo's tiny Qwen2 (lib.tiny_model builds and pretrains it at this shape), with Qwen2Config's
+# defaults for what it leaves unset (rope_theta, rms_norm_eps). Its 2,500 tokens, of at most two
+# Chinese characters, are about all that BPE finds in the demo's text.
+TINY = Architecture(name="tiny", vocab_size=2_500, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2_048,
+                    tie_word_embeddings=True, rope_theta=10_000.0, rms_norm_eps=1e-6)
 
 
 def architecture_of(model_config) -> Architecture:
@@ -92,13 +93,13 @@ def architecture_of(model_config) -> Architecture:
 
 
 # The values of --model-config.
-ARCHITECTURES = {"qwen2.5-3b": lambda: QWEN2_5_3B, "tiny": tiny_architecture}
+ARCHITECTURES = {"qwen2.5-3b": QWEN2_5_3B, "tiny": TINY}
 
 
 def architecture_named(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise UserError(f"--model-config {name}: unknown (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[name]()
+    return ARCHITECTURES[name]
 
 
 def default_architecture(config: Config, name: str | None) -> Architecture:

@@ -95,7 +95,7 @@ def chat(config, run_dir: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, required=True,
@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     if args.run_dir.name not in UNTUNED_RUNS and args.method is None:
         raise UserError("chat needs --method for a trained run (EXP=base for the untuned model)")

@@ -1,8 +1,8 @@
 """The one command-line entry point: `python -m lib <command> ...` (installed as `medqa`).
 
 Each command lives in the module named below, which provides `add_arguments(parser)` and
-`run(args)`. Modules are imported only when their command runs, so `--help` stays fast and a
-command that needs no torch never loads it.
+`run(args)` (the options several commands share are lib.arguments'). Modules are imported only
+when their command runs, so `--help` stays fast and a command that needs no torch never loads it.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ COMMANDS = {
     "push": ("lib.push", "upload a run's adapter (or its merged export) to a Hugging Face Hub model repository"),
     "serve": ("lib.serve",
               "serve a run or the base model behind an OpenAI-compatible API (vLLM or transformers serve)"),
-    "summarize": ("lib.analysis", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
+    "summarize": ("lib.summarize", "collect the runs into summary.csv/.md, fit the data-scaling curves (scaling.json)"),
     "figures": ("lib.figures", "draw the figures of a summary as PDF (paper) and PNG (README)"),
     "report": ("lib.report.write", "write the report's generated LaTeX: numbers as macros, tables, what is missing"),
-    "review": ("lib.review.cli",
+    "review": ("lib.review.command",
                "blind side-by-side rating of the runs' answers in a browser; invite, export, analyse votes"),
     "paper": ("lib.paper",
               "compile paper/report.tex against one generated folder into a PDF; --check: can TeX build it here"),
-    "plan": ("lib.bench.memory",
+    "plan": ("lib.plan",
              "estimate the peak memory of LoRA and QLoRA training (weights, adapters, activations) without a GPU"),
     "bench-data": ("lib.bench.data", "time the data pipeline on 100k generated records (records/s per stage)"),
     "bench-collation": ("lib.bench.collation",
@@ -50,36 +50,12 @@ COMMANDS = {
     "bench-demo": ("lib.bench.demo", "time every stage of make demo from scratch"),
     "bench-gpu": ("lib.bench.gpu",
                   "time LoRA/QLoRA training steps of the 3B architecture on a GPU: tokens/s, peak memory, MFU"),
-    "gpu-check": ("lib.bench.check",
+    "gpu-check": ("lib.bench.gpu_check",
                   "is this GPU machine ready: padding-free loss, fp32 adapters, vLLM, training and generation speed"),
     "bench-summary": ("lib.bench.summary", "gather the benchmarks' headlines into results/bench/README.md"),
     "wheelhouse": ("lib.wheelhouse",
                    "every pinned package as wheels for a machine without internet (make wheelhouse; --check DIR)"),
 }
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
-    """The options that select a configuration: profile, method, variants, overrides."""
-    parser.add_argument("--profile", default="paper", help="experiments/profiles/<profile>.yaml (default: paper)")
-    if method:
-        parser.add_argument("--method", default=None, help="experiments/<method>.yaml, e.g. lora or qlora")
-    parser.add_argument("--variant", action="append", default=[], help="experiments/variants/<name>.yaml (repeatable)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config field (repeatable)")
-
-
-def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    """The grid a summary or report expects (lib.config.requested_grid): experiments/grid.yaml, narrowed."""
-    parser.add_argument("--methods", nargs="+", help="methods of the expected grid (default: experiments/grid.yaml)")
-    parser.add_argument("--sizes", nargs="+", help="sizes of the expected grid, e.g. 10k 20k")
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help="seeds of the expected grid (runs of grid.yaml's first seed have no -s<seed> suffix)")
-
-
-def config_from_args(args: argparse.Namespace):
-    from lib.config import load_config
-
-    return load_config(args.profile, getattr(args, "method", None), tuple(args.variant), args.overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:

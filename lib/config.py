@@ -35,7 +35,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
 from lib.errors import UserError
 from lib.io import REPO_ROOT, shown
 
@@ -101,9 +100,9 @@ class OneOf:
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # auto: lib.model.compute_dtype picks per device
-# transformers' own attention paths (AttentionInterface, plus the model's eager code); the
-# tests keep this list equal to the installed transformers' list.
-# transformers' attn_implementation names, and auto: the fastest this machine has (lib.model.attention_kernel)
+# transformers' attn_implementation names (AttentionInterface, plus the model's eager code; the tests
+# keep this list equal to the installed transformers'), and auto: the fastest this machine has
+# (lib.model.attention_kernel)
 ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
 # transformers' SchedulerType names that need nothing but the warmup and the step count: the
 # other three (cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay) need scheduler
@@ -113,6 +112,15 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 # transformers' reporting integrations (INTEGRATION_TO_CALLBACK) with its "all" and "none"
 REPORT_TO = ("none", "all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte",
              "kubeflow", "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb")
+
+# The roles data.columns may map a file's keys to, as LLaMA-Factory's dataset_info names them
+# (question and answer are this project's names for prompt and response); lib.data.sources reads
+# a file through them.
+QUESTION_ROLES = ("question", "prompt")
+ANSWER_ROLES = ("answer", "response")
+TAG_ROLES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
+COLUMN_ROLES = (*QUESTION_ROLES, "query", *ANSWER_ROLES, "history", "system", "messages", *TAG_ROLES)
+MCQ_COLUMN_ROLES = ("question", "options", "answer", "source")  # eval.mcq_columns maps a file's keys to these
 
 # --- the settings ------------------------------------------------------------------------------
 # Each field: its type, its allowed values, its meaning. Its default is in experiments/base.yaml.
@@ -503,17 +511,30 @@ def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[
 
 
 BASE_RUN = "base"  # the untuned model's row: evaluated like a run, trained on 0 examples
-# The untuned model quantised to NF4 as QLoRA loads it (evaluated with qlora's config and no
-# adapter): QLoRA's 0-data row, so that QLoRA's gain over it leaves out what quantising costs.
+# The untuned model quantised to NF4 as a 4-bit method (QLoRA) loads it, evaluated with that
+# method's config and no adapter: its 0-data row, so that its gain over it leaves out what
+# quantising costs.
 NF4_BASE_RUN = "base-nf4"
 UNTUNED_RUNS = (BASE_RUN, NF4_BASE_RUN)  # rows of method BASE_RUN, told apart by their run name
-ZERO_DATA_RUNS = {"qlora": NF4_BASE_RUN}  # a method's 0-data row where it is not BASE_RUN
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 
 
+def loads_in_4bit(method: str) -> bool:
+    """Whether a method's recipe, experiments/<method>.yaml over base.yaml, loads the base in 4-bit
+    (quantization.load_in_4bit). The Makefile reads the same key of the same file (four_bit)."""
+    layers = Layers()
+    for path in (EXPERIMENTS_DIR / "base.yaml", EXPERIMENTS_DIR / f"{method}.yaml"):
+        layers.apply(read_yaml(path), origin=shown(path))
+    return layers.values["quantization"]["load_in_4bit"]
+
+
 def zero_data_run(method: str) -> str:
-    """The untuned row a method starts from: the base model as the method loads it."""
-    return ZERO_DATA_RUNS.get(method, BASE_RUN)
+    """The untuned row a method starts from, the base model as the method loads it: base-nf4 for a
+    method whose recipe loads the base in 4-bit, else base (also for a run found beyond the grid
+    whose method has no recipe)."""
+    if not (EXPERIMENTS_DIR / f"{method}.yaml").is_file():
+        return BASE_RUN
+    return NF4_BASE_RUN if loads_in_4bit(method) else BASE_RUN
 
 
 def run_name(method: str, size: str, seed: int, default_seed: int) -> str:

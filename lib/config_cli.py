@@ -4,7 +4,7 @@ import argparse
 
 import yaml
 
-from lib.cli import add_config_arguments, config_from_args
+from lib.arguments import add_config_arguments, config_from_args
 from lib.config import load_grid
 
 

@@ -279,7 +279,7 @@ def write_export(config, run_dir: Path, data_dir: Path, out: Path, inputs: dict,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, required=True, help="results/<profile>/runs/<run>")
@@ -291,7 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     check_trained(args.run_dir)  # before --method, so that EXP=base gets its own message
     if args.method is None:

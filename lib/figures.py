@@ -41,12 +41,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.analysis import FIT_PARAMETERS, TEXT_COLUMNS, power_law, read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES, NF4_BASE_RUN
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.runs import readable_run_files
+from lib.summarize.fits import power_law
+from lib.summarize.schema import FIT_PARAMETERS, TEXT_COLUMNS, Examples, Scaling
+from lib.summarize.table import read_summary_rows
 from lib.tex import printable
 
 PNG_DPI = 200  # sharp on high-density screens in a README, ~100-200 kB per figure
@@ -102,11 +104,11 @@ class NothingToDraw(Exception):
 @dataclass
 class Inputs:
     summary: pd.DataFrame
-    scaling: dict | None
-    examples: dict | None
+    scaling: Scaling | None
+    examples: Examples | None
     runs_dir: Path
     cjk_font: str | None  # the family that renders Chinese, or None: English labels only
-    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where there is one
+    preference: dict | None = None  # the blind review's analysis (lib.review.bradley_terry), where there is one
 
     @property
     def chinese(self) -> bool:
@@ -183,7 +185,7 @@ def note_on(ax, text: str) -> None:
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
-    ("summary.csv, checked by lib.analysis.read_summary_rows: text identity columns, float numbers "
+    ("summary.csv, checked by lib.summarize.table.read_summary_rows: text identity columns, float numbers "
      "(NaN where empty).")
     path = folder / "summary.csv"
     if not path.is_file():

@@ -1,4 +1,9 @@
-"""What the hardware did: peak memory and model FLOPs utilisation (MFU), for runs and benchmarks.
+"""The machine, and what its hardware did: peak memory and model FLOPs utilisation (MFU), for runs
+and benchmarks.
+
+    machine()              platform, CPU count, GPU names: in every result's provenance (lib.io.provenance)
+    machine_description()  that, with the CPU's and GPU's models, the driver, CUDA and the packages
+                           training uses: where a benchmark or gpu-check ran
 
 MFU counts the FLOPs the model needs, not those the GPU executed (Chowdhery et al. 2022, PaLM,
 appendix B). For LoRA, per token:
@@ -16,8 +21,61 @@ GPU's dense peak went into the model's own arithmetic".
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
+import shutil
+import subprocess
 import sys
+from pathlib import Path
+
+# --- the machine -----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    """The platform, the CPU count and, where torch is already loaded, the GPUs' names."""
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    torch = sys.modules.get("torch")  # only describe GPUs when torch is already loaded
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def machine_description() -> dict:
+    """Where a benchmark ran: platform, CPU, GPU and driver, and the versions of the packages training uses."""
+    import torch
+
+    from lib.versions import versions_used
+
+    info = {**machine(), "cpu": cpu_name(), "torch_cuda": torch.version.cuda}
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        info |= {"gpu": properties.name, "gpu_memory_gb": properties.total_memory / 2**30,
+                 "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
+    else:
+        info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
+    info["packages"] = versions_used()
+    return info
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def nvidia_driver_version() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                            check=False, capture_output=True, text=True)
+    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
+
+
+# --- model FLOPs utilisation ---------------------------------------------------------------------
 
 MFU_FORMULA = ("mfu = tokens_per_s * (4 * total_params + 2 * trainable_params) / (processes * peak_flops); "
                "peak_flops = the GPU's dense peak in the training dtype")

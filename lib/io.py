@@ -13,14 +13,14 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from lib.errors import UserError
+from lib.hardware import machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def lock_if_free(lock_file: str | Path):
             return
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {platform.node()} since "
-                     f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+                     f"{datetime.now(UTC).isoformat(timespec='seconds')}\n")
         handle.flush()
         yield handle
 
@@ -240,21 +240,13 @@ def library_versions() -> dict:
             **{package: installed_version(package) for package in TRACKED_PACKAGES}}
 
 
-def hardware() -> dict:
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    torch = sys.modules.get("torch")  # only describe GPUs when torch is already loaded
-    if torch is not None and torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
 def provenance(config: dict | None = None, seed: int | None = None) -> dict:
     """What a result needs to be reproduced: resolved config, commit, versions, seed, machine."""
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
         "versions": library_versions(),
-        "hardware": hardware(),
+        "hardware": machine(),
         "seed": seed,
         "config": config,
     }

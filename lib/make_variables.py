@@ -20,8 +20,15 @@ import argparse
 import re
 from collections.abc import Callable
 
-from lib.config import BASE_RUN, EXPERIMENTS_DIR, NF4_BASE_RUN, parse_count, parse_run_name
-from lib.data.sources import COLUMN_ROLES, MCQ_COLUMN_ROLES
+from lib.config import (
+    BASE_RUN,
+    COLUMN_ROLES,
+    EXPERIMENTS_DIR,
+    MCQ_COLUMN_ROLES,
+    NF4_BASE_RUN,
+    parse_count,
+    parse_run_name,
+)
 from lib.errors import UserError
 
 LAUNCHERS = ("python", "accelerate", "torchrun")

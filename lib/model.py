@@ -267,7 +267,7 @@ def verify(out: Path) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, required=True, help="the local folder, models/<org>--<name>")
@@ -275,7 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     config = config_from_args(args)
     name = config.model.name_or_path

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from lib.analysis import markdown_table
 from lib.config import BASE_RUN
 from lib.evaluate.metrics import METRICS
 from lib.io import atomic_write, read_json
 from lib.model import local_copy
 from lib.runs import readable_run_files
+from lib.summarize.markdown import markdown_table
 
 MERGED = "merged"
 ADAPTER = "adapter"

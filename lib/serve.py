@@ -203,7 +203,7 @@ def serve(server: Server, host: str, port: int) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, required=True,
@@ -219,7 +219,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
     from lib.evaluate.generate import choose_backend
     from lib.export import check_trained
 

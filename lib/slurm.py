@@ -25,7 +25,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lib.errors import UserError
@@ -47,7 +47,7 @@ def check_variables(variables: list[str]) -> None:
 
 def new_submission_folder(out: Path) -> Path:
     """<out>/<UTC time>, with a counter where two submissions share a second."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     for attempt in itertools.count(1):
         folder = out / (stamp if attempt == 1 else f"{stamp}-{attempt}")
         try:

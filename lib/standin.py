@@ -1,7 +1,7 @@
 """A stand-in for Qwen2.5-3B-Instruct with random weights and every other property of the real one.
 
 No command of its own: gpu-check builds it at full size on the GPU when the base model is not on
-disk (lib.bench.check), and the tests build it at 2 layers on the CPU (tests/conftest.py). Random
+disk (lib.bench.gpu_check), and the tests build it at 2 layers on the CPU (tests/conftest.py). Random
 weights give the real model's speed and memory, never its answers.
 
 The demo's tiny model differs from Qwen2.5-3B-Instruct exactly where defects hide: its tokenizer

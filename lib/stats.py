@@ -10,7 +10,7 @@ resamples, shifted to centre on the point estimate (recentred_bootstrap).
 
 Where a study trains several seeds per cell, training randomness is a second source of noise:
 hierarchical_estimates resamples the seeds, then the items (Davison & Hinkley 1997, sec. 3.8);
-with one seed it is the item bootstrap, and lib.analysis compares runs (paired) through it.
+with one seed it is the item bootstrap, and lib.summarize compares runs (paired) through it.
 """
 
 from __future__ import annotations

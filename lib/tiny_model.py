@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.architecture import TINY
 from lib.io import atomic_write, write_json
 from lib.model import READY_MARKER
 
@@ -34,13 +35,14 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 @dataclass(frozen=True)
 class TinySpec:
-    vocab_size: int = 2_500  # with tokens of at most two Chinese characters, about all BPE finds here
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 2_048
+    """The model's shape (by default lib.architecture.TINY, which the memory plan sizes) and its pretraining."""
+    vocab_size: int = TINY.vocab_size
+    hidden_size: int = TINY.hidden_size
+    intermediate_size: int = TINY.intermediate_size
+    num_hidden_layers: int = TINY.num_hidden_layers
+    num_attention_heads: int = TINY.num_attention_heads
+    num_key_value_heads: int = TINY.num_key_value_heads
+    max_position_embeddings: int = TINY.max_position_embeddings
     seed: int = 0
     # The tokenizer and the pretraining read the same pages (lib.data.synthetic.pretraining_pages),
     # so that every token the model can write has been trained. Pretraining takes steps of
@@ -52,7 +54,7 @@ class TinySpec:
     pretrain_learning_rate: float = 3e-3
 
     def shape(self) -> dict:
-        """The Qwen2Config fields that fix the model's shape (lib.architecture records them for the memory plan)."""
+        """The Qwen2Config fields that fix the model's shape."""
         return {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -61,7 +63,7 @@ class TinySpec:
             "num_attention_heads": self.num_attention_heads,
             "num_key_value_heads": self.num_key_value_heads,
             "max_position_embeddings": self.max_position_embeddings,
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": TINY.tie_word_embeddings,
         }
 
 

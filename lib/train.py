@@ -145,7 +145,7 @@ def batching(config: Config) -> str:
             else "padded")
 
 
-def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype) -> bool:
+def gradient_checkpointing(config: Config, batch: BatchPlan, dtype) -> bool:
     """train.gradient_checkpointing, auto resolved by the memory plan of one micro-batch of
     max_length examples on this device: on a GPU its whole memory (the CUDA context aside), on a
     CPU the memory available now (this process's present size aside)."""
@@ -157,13 +157,13 @@ def gradient_checkpointing(config: Config, method: str, batch: BatchPlan, dtype)
     from transformers import AutoConfig
 
     from lib.architecture import architecture_of
-    from lib.bench.memory import CUDA_CONTEXT_GB, checkpointing_needed, training_setting
     from lib.hardware import peak_rss_gb
+    from lib.memory import CUDA_CONTEXT_GB, checkpointing_needed, training_setting
     from lib.model import model_location
 
     arch = architecture_of(AutoConfig.from_pretrained(model_location(config.model.name_or_path)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    plan = training_setting(config, method, batch.per_device, config.train.max_length, dtype_name(dtype), device)
+    plan = training_setting(config, batch.per_device, config.train.max_length, dtype_name(dtype), device)
     if device == "cuda":
         return checkpointing_needed(arch, plan, torch.cuda.mem_get_info()[1] / 2**30, CUDA_CONTEXT_GB)
     return checkpointing_needed(arch, plan, psutil.virtual_memory().available / 2**30, peak_rss_gb())
@@ -290,7 +290,7 @@ def sft_config(config: Config, spec: RunSpec, batch: BatchPlan, dtype, out: Path
         train_sampling_strategy="group_by_length" if layout == "padded" else "random",
         remove_unused_columns=False,  # the collator reads `length` to tell training batches (PaddingMeter)
         pad_to_multiple_of=train.pad_to_multiple_of,
-        **checkpointing_settings(gradient_checkpointing(config, spec.method, batch, dtype)),
+        **checkpointing_settings(gradient_checkpointing(config, batch, dtype)),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
@@ -558,7 +558,7 @@ def train(config: Config, spec: RunSpec, data_dir: Path, out: Path) -> dict | No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--size", required=True, help="train subset label, e.g. 10k (data/.../train-10k.jsonl)")
@@ -572,7 +572,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     if args.method is None:
         raise UserError("train needs --method (lora or qlora)")

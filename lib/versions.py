@@ -2,7 +2,7 @@
 
 pyproject.toml pins every package exactly (`make setup` installs those). Below a pin the study
 supports older releases only where they were tried: OLDEST_SUPPORTED names them, and
-tests/test_oldest.py trains a step with them. They are what GPU images ship (Python 3.12, torch
+tests/test_wheelhouse.py trains a step with them. They are what GPU images ship (Python 3.12, torch
 2.11 + CUDA 13, transformers 5.17, huggingface_hub 1.33; no trl, datasets or bitsandbytes), so
 that a venv that reuses an image's torch (`make setup WHEELHOUSE=...` from a SLIM bundle) runs
 the study. Any other package older than its pin counts as too old.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tomllib
 from importlib import metadata
 
 from lib.io import REPO_ROOT
@@ -42,11 +43,9 @@ OPTIONAL = (("flash_attn", "flash-attn"), ("liger_kernel", "liger-kernel"), ("vl
 
 def pinned_versions() -> dict[str, str]:
     """{distribution: version} of pyproject.toml's `dependencies` (every one an exact == pin; the
-    extras are not read). Read with a pattern rather than tomllib, which Python 3.10 lacks."""
-    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.MULTILINE | re.DOTALL).group(1)
-    return {normalized(name): version for name, version in re.findall(r'^\s*"([A-Za-z0-9_.-]+)==([^"]+)"',
-                                                                     block, re.MULTILINE)}
+    extras are not read)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {normalized(name): version for name, _, version in (pin.partition("==") for pin in project["dependencies"])}
 
 
 def normalized(distribution: str) -> str:

@@ -17,6 +17,10 @@ world. Test files import these; no test file imports another.
     write_study      every input of `python -m lib report` (processed data, runs, summary,
                      scaling, examples), with numbers chosen so that each macro's expected text
                      can be worked out by hand; read_macros reads the macros.tex it leads to
+    synthetic_study  runs whose per-item losses follow a known power law, on SUMMARY_GRID;
+                     scaling_of computes their scaling.json as `summarize` does
+    MAKE_FILES / make_sections   the Makefile and make/*.mk, and the targets under each `##@` heading
+    REVIEW_RUNS / vote   the runs of the review's tests, and a vote of its database
 """
 
 from __future__ import annotations
@@ -39,12 +43,32 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from lib.config import UNTUNED_RUNS, load_grid, parse_count, run_name
+from lib.config import UNTUNED_RUNS, Grid, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
+from lib.review.store import Vote
 from lib.stats import bootstrap, token_weighted_loss
+from lib.summarize import scaling_analysis
+from lib.summarize.fits import power_law
+from lib.summarize.item_scores import read_predictions
+from lib.summarize.table import collect_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the Makefile and the files it includes, each a section of `make help` or more
+MAKE_FILES = (REPO_ROOT / "Makefile", *sorted((REPO_ROOT / "make").glob("*.mk")))
+
+
+def make_sections(path: Path) -> dict[str, list[str]]:
+    """{`##@` heading: the targets with a `##` help line under it} of one make file; targets before
+    its first heading come under None."""
+    sections, heading = {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("##@ "):
+            heading = line[4:]
+            sections.setdefault(heading, [])
+        elif match := re.match(r"([A-Za-z0-9_%.-]+):.*## ", line):
+            sections.setdefault(heading, []).append(match.group(1))
+    return sections
 
 
 def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
@@ -234,6 +258,48 @@ def write_adapter(folder: Path) -> None:
               str(folder / "adapter_model.safetensors"))
 
 
+# the grid of the summary's tests, and its default seed
+SUMMARY_SEED = 42
+SUMMARY_GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SUMMARY_SEED,))
+
+
+def scaling_of(runs, grid=SUMMARY_GRID, n_samples=100):
+    """scaling.json's content for the runs in `runs` (as `summarize` computes it)."""
+    rows = collect_runs(runs, grid, SUMMARY_SEED)
+    return scaling_analysis(rows, grid, SUMMARY_SEED, read_predictions(rows, runs), n_samples)
+
+
+def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0, seed_effects=None):
+    """Runs whose per-item losses are L(D) = 1.2 + 30 D^-alpha, plus an item difficulty shared by
+    every run (sd 0.5) and independent noise (sd 0.3). `seed_effects` {training seed: [shift of
+    each size's loss]} trains each size once per seed, shifted by that seed's effect."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 0.5, n_items)
+    runs = tmp_path / "runs"
+    for training_seed, shifts in (seed_effects or {SUMMARY_SEED: [0.0] * len(SUMMARY_GRID.sizes)}).items():
+        suffix = "" if training_seed == SUMMARY_SEED else f"-s{training_seed}"
+        for size, shift in zip(SUMMARY_GRID.sizes, shifts):
+            examples = int(size[:-1]) * 1_000
+            for method, offset in (("lora", 0.0), ("qlora", 0.05)):
+                losses = (power_law(examples, 1.2 + offset, 30.0, alpha) + shift + difficulty
+                          + rng.normal(0, 0.3, n_items))
+                rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + rng.normal(0, 5, n_items)
+                write_run(runs, f"{method}-{size}{suffix}", losses, rouge,
+                          cost={"wall_time_s": 100.0 * (1 + offset * 10), "peak_memory_gb": 10.0 - 100 * offset,
+                                "tokens_per_s": 1000.0})
+    return runs
+
+
+# the runs of the review's tests: the base model and three fine-tuned runs, every pair of them
+REVIEW_RUNS = ("base", "lora-100", "lora-200", "qlora-100")
+REVIEW_PAIRS = len(REVIEW_RUNS) * (len(REVIEW_RUNS) - 1) // 2
+
+
+def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
+    """A vote of the review's database (lib.review.store), its pair's first run shown on the left."""
+    return Vote(rater, item, pair, pair.split("|")[0], outcome, False, False, "2026-12-03T00:00:00+00:00")
+
+
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
               cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
     """One run directory; eval.json's test_loss, perplexity and rougeL are computed from the
@@ -342,7 +408,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
     """Every input of `report` for the profile's grid under `root` (its training seeds, or
     `seeds`: the first is the default one); `unfinished` maps run names to a status other than
     done (missing, training, not_evaluated) for a partial study. With several seeds the
-    comparisons have p-values and the intervals resample the seeds, as lib.analysis writes them.
+    comparisons have p-values and the intervals resample the seeds, as lib.summarize writes them.
     Returns the command's paths."""
     unfinished = unfinished or {}
     grid = load_grid(profile)

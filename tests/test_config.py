@@ -15,12 +15,14 @@ import pytest
 
 import lib.config as config_module
 from builders import REPO_ROOT
+from lib.architecture import QWEN2_5_3B
 from lib.config import (
     ATTENTION,
     EXPERIMENTS_DIR,
     LR_SCHEDULERS,
     REPORT_TO,
     SECTIONS,
+    Grid,
     OneOf,
     Range,
     declared_fields,
@@ -30,8 +32,11 @@ from lib.config import (
     parse_run_name,
     read_yaml,
     run_name,
+    zero_data_run,
 )
 from lib.errors import UserError
+from lib.memory import estimate_memory, training_setting
+from lib.summarize.table import expected_runs
 
 
 def test_layers_apply_in_order_method_profile_variant_override():
@@ -124,6 +129,22 @@ def test_a_field_that_base_yaml_leaves_out_is_an_error_naming_it(experiments):
         profile.write("eval:\n  judge_concurrency: 4\n")
     with pytest.raises(UserError, match=r"base.yaml: no value for eval.judge_concurrency \("):
         load_config("paper")
+
+
+def test_a_method_whose_recipe_loads_the_base_in_4_bit_is_4_bit_wherever_it_matters(experiments):
+    # a method added as docs/extending.md says: QLoRA's recipe at another rank, under another name
+    (experiments / "qlora_r32.yaml").write_text("quantization:\n  load_in_4bit: true\nlora:\n  r: 32\n",
+                                                encoding="utf-8")
+    (experiments / "lora_r32.yaml").write_text("lora:\n  r: 32\n", encoding="utf-8")
+    assert [zero_data_run(method) for method in ("qlora_r32", "qlora", "lora_r32", "lora", "no_recipe")] == [
+        "base-nf4", "base-nf4", "base", "base", "base"]
+    grid = Grid(methods=("lora_r32", "qlora_r32"), sizes=("1k",), seeds=(42,))
+    assert [run["run"] for run in expected_runs(grid, 42)] == ["base", "base-nf4", "lora_r32-1k", "qlora_r32-1k"]
+    settings = {method: training_setting(load_config("paper", method), 8, 256, "bfloat16", "cuda")
+                for method in ("lora_r32", "qlora_r32")}
+    assert settings["qlora_r32"].load_in_4bit and not settings["lora_r32"].load_in_4bit
+    weights = {method: estimate_memory(QWEN2_5_3B, setting, 0.5).weights for method, setting in settings.items()}
+    assert weights["qlora_r32"] < weights["lora_r32"] / 2.5
 
 
 def test_an_unknown_key_in_a_recipe_names_the_file_and_suggests_the_field(experiments):

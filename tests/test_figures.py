@@ -13,9 +13,8 @@ import warnings
 import pytest
 from pypdf import PdfReader
 
-from builders import write_run
+from builders import vote, write_run
 from lib import fonts
-from lib.analysis import power_law
 from lib.cli import main
 from lib.errors import UserError
 from lib.figures import (
@@ -29,6 +28,8 @@ from lib.figures import (
     set_style,
     wrap_text,
 )
+from lib.review.bradley_terry import analyse
+from lib.summarize.fits import power_law
 
 CHINESE = "测试集损失"
 
@@ -208,3 +209,15 @@ def test_each_method_s_zero_data_row_is_its_own_line(tmp_path):
     lines = {line.get_label(): (line.get_linestyle(), line.get_ydata()[0]) for line in loss_panel.get_lines()}
     assert lines["base model (unquantised, LoRA's start)"] == ("--", pytest.approx(3.0))
     assert lines["base model (NF4, QLoRA's start)"] == (":", pytest.approx(3.3))
+
+
+def test_the_preference_figure_draws_strength_against_training_examples(tmp_path):
+    from lib.figures import FIGURES, Inputs, NothingToDraw
+
+    votes = [vote("alice", f"t{i}", pair, "second") for i in range(5)
+             for pair in ("base|lora-100", "base|lora-200", "lora-100|lora-200", "base|qlora-100")]
+    fig = FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None,
+                                       preference=analyse(votes, n_samples=20)))
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) >= 3
+    with pytest.raises(NothingToDraw):
+        FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=None))

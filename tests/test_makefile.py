@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_overrides, write_jsonl, write_stage_inputs
+from builders import MAKE_FILES, REPO_ROOT, demo_overrides, make_sections, write_jsonl, write_stage_inputs
 from lib.config import load_config, load_grid
 
 
@@ -86,11 +86,64 @@ def test_a_process_count_the_batch_cannot_split_over_is_one_line_before_any_laun
                       "launch 1, 2, 4, 8 processes, or set an effective batch size that 3 divides"]
 
 
-def test_help_lists_every_target_of_the_study():
-    text = make("help")
+def help_sections(text: str) -> dict[str, list[str]]:
+    """{heading: targets} as `make help` prints them: a heading at the start of a line, its targets indented."""
+    sections, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith(("usage:", "variables:")):
+            heading = None
+        elif line and not line.startswith(" "):
+            heading = line
+            sections[heading] = []
+        elif heading and (match := re.match(r"  (\S+)\s+\S", line)):
+            sections[heading].append(match.group(1))
+    return sections
+
+
+def test_help_lists_every_target_of_every_make_file_under_its_section():
+    expected = {}
+    for path in MAKE_FILES:
+        for heading, targets in make_sections(path).items():
+            assert heading is not None, f"{path.name}: {targets} come before any ##@ section heading"
+            expected.setdefault(heading, []).extend(targets)
+    assert help_sections(make("help")) == expected
     for target in ("setup", "test", "data", "model", "exp-%", "all-experiments", "figures", "paper", "demo",
                    "chat", "export", "push", "serve", "bench", "bench-gpu", "gpu-check", "plan", "setup-tex"):
-        assert re.search(rf"^  {re.escape(target)}\s+\S", text, re.M), target
+        assert any(target in targets for targets in expected.values()), target
+
+
+def test_the_main_makefile_is_the_study_in_250_lines_and_includes_the_rest():
+    source = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 250
+    assert list(make_sections(REPO_ROOT / "Makefile")) == [
+        "The study: data -> base model -> runs -> summary -> figures -> report -> paper"]
+    included = {name for line in re.findall(r"^include (.*)$", source, re.M) for name in line.split()}
+    assert included == {f"make/{path.name}" for path in MAKE_FILES[1:]}
+
+
+def test_every_training_and_evaluation_takes_its_gpus_from_the_pool():
+    plan = make("-n", "-B", "all-experiments", "PROFILE=demo", "GPUS=0 1")
+    commands = [line for line in plan.splitlines() if re.search(r"-m lib (train|evaluate) ", line)]
+    assert len(commands) == 8 + 10  # 8 trainings; 8 evaluations, base's and base-nf4's
+    for command in commands:
+        assert re.match(r"\S+ -m lib on-free-gpu --gpus 0 1 --count 1 --locks \S+ -- \S+ -m lib (train|evaluate) ",
+                        command), command
+
+
+def test_make_finds_the_4_bit_methods_as_lib_config_does(tmp_path):
+    from lib.config import EXPERIMENTS_DIR, zero_data_run
+
+    for recipe in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        if recipe.stem in ("base", "grid"):
+            continue
+        plan = make("-n", "-B", "all-experiments", "PROFILE=demo", f"METHODS={recipe.stem}")
+        assert ("--run-dir results/demo/runs/base-nf4 " in plan) == (zero_data_run(recipe.stem) == "base-nf4")
+    # the recipe decides, whatever the method's name: make's reading of two new recipes
+    (tmp_path / "fourbit.yaml").write_text("quantization:\n  load_in_4bit: true\nlora:\n  r: 32\n", encoding="utf-8")
+    (tmp_path / "sixteen.yaml").write_text("quantization:\n  load_in_4bit: false\n", encoding="utf-8")
+    folder = os.path.relpath(tmp_path, EXPERIMENTS_DIR)
+    probe = f"probe: ; @echo $(call four_bit,{folder}/fourbit {folder}/sixteen lora qlora)"
+    assert make("-s", "--eval", probe, "probe").split() == [f"{folder}/fourbit", "qlora"]
 
 
 def test_export_push_and_serve_name_the_run_and_its_export():

@@ -165,9 +165,9 @@ def test_checkpointing_auto_follows_the_memory_plan(tiny_model, monkeypatch):
         memory = type("Memory", (), {"available": available_gb * 2**30})
         monkeypatch.setattr(psutil, "virtual_memory", lambda memory=memory: memory)
         monkeypatch.setattr("lib.hardware.peak_rss_gb", lambda: 0.0)
-        assert training.gradient_checkpointing(config, "lora", batch, torch.float32) is expected
+        assert training.gradient_checkpointing(config, batch, torch.float32) is expected
     assert training.gradient_checkpointing(config_for(tiny_model, "lora", "train.gradient_checkpointing=true"),
-                                           "lora", batch, torch.float32) is True
+                                           batch, torch.float32) is True
 
 
 def test_paper_profile_refuses_a_machine_without_gpu(tmp_path):

@@ -17,10 +17,10 @@ import math
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from builders import REPO_ROOT, hide_packages
 from lib import wheelhouse

@@ -6,12 +6,12 @@
     lib.bench.generation  python -m lib bench-generation   batched vs one-by-one greedy generation
     lib.bench.demo        python -m lib bench-demo         every stage of make demo, from scratch
     lib.bench.gpu         python -m lib bench-gpu          LoRA/QLoRA training on a GPU: tokens/s, peak memory, MFU
-    lib.bench.check       python -m lib gpu-check          is a GPU machine ready: correctness and speed checks
-    lib.bench.memory      python -m lib plan               peak memory of LoRA/QLoRA training, estimated without a GPU
+    lib.bench.gpu_check   python -m lib gpu-check          is a GPU machine ready: correctness and speed checks
     lib.bench.summary     python -m lib bench-summary      the headlines of all of them in results/bench/README.md
 
-The model shapes that bench-gpu builds and plan sizes are lib.architecture's; MFU and the measured
-peak memory are lib.hardware's.
+The model shapes that bench-gpu builds are lib.architecture's; MFU and the measured peak memory are
+lib.hardware's. `python -m lib plan` (lib.plan) estimates the memory of the same training without a
+GPU (lib.memory) and puts bench-gpu's measured peaks beside its estimate.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lib.bench import write_benchmark
 from lib.config import load_config
-from lib.io import hardware, provenance
+from lib.hardware import machine
+from lib.io import provenance
 
 SEED_STUDY_LENGTH = 512
 EXAMPLES = "500"  # 63 steps of 8: long enough to time, short enough for a benchmark
@@ -65,7 +66,7 @@ def run_benchmark(model: Path, scratch: Path) -> dict:
         "speedup": speedup,
         "headline": [{"measure": f"training real tokens/s, ours vs padding to {SEED_STUDY_LENGTH}",
                       "value": round(speedup, 2), "unit": "x"}],
-        "machine": hardware(),
+        "machine": machine(),
         "provenance": provenance(ours.to_dict()),
     }
 

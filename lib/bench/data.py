@@ -21,8 +21,8 @@ from pathlib import Path
 from lib.bench import write_benchmark
 from lib.config import load_config
 from lib.data.prepare import prepare
-from lib.hardware import peak_rss_gb
-from lib.io import hardware, provenance
+from lib.hardware import machine, peak_rss_gb
+from lib.io import provenance
 
 TARGET_SECONDS = 60  # for 100k raw records on 2 cores
 STAGES = {"source": "generate", "read": "read", "clean": "clean", "split": "split_write"}
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "headline": [{"measure": f"data preparation of {args.records:,} generated records (target {target:g} s)",
                       "value": round(wall, 1), "unit": "s"}],
-        "machine": hardware(),
+        "machine": machine(),
         "provenance": provenance({"data": asdict(config.data), "cleaning": asdict(config.cleaning)}),
     }
     write_benchmark(Path(args.out), "data", result, markdown(result))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lib.bench import write_benchmark
 from lib.config import load_grid, run_name
-from lib.io import REPO_ROOT, hardware, provenance
+from lib.hardware import machine
+from lib.io import REPO_ROOT, provenance
 from lib.paper import tex_tools_missing
 
 TARGET_SECONDS = 600
@@ -90,5 +91,5 @@ def summary(timings: list[dict]) -> dict:
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         timings = time_stages(Path(scratch))
-    result = summary(timings) | {"machine": hardware(), "provenance": provenance()}
+    result = summary(timings) | {"machine": machine(), "provenance": provenance()}
     write_benchmark(args.out, "demo", result, markdown(result))

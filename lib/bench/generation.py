@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from lib.bench import write_benchmark
 from lib.config import load_config
-from lib.io import hardware, provenance, read_jsonl
+from lib.hardware import machine
+from lib.io import provenance, read_jsonl
 
 TARGET_SPEEDUP = 5.0
 
@@ -82,7 +83,7 @@ def run_benchmark(model: Path, items: int, scratch: Path) -> dict:
             {"measure": "evaluation generation per 1,000 test items (tiny model)", "value": round(per_thousand, 1),
              "unit": "s"},
         ],
-        "machine": hardware(),
+        "machine": machine(),
         "provenance": provenance(config.to_dict()),
     }
 

@@ -24,7 +24,7 @@ Before any model is built, a missing trl, peft or datasets is a one-line error; 
 bitsandbytes, flash_attn or liger_kernel skips the variants that need it, with the reason.
 
 Writes gpu-<profile>.json and gpu-<profile>.md under --out (results/bench/gpu-paper.json), with the
-machine and the library versions; `python -m lib plan` (lib.bench.memory) compares its estimates with them.
+machine and the library versions; `python -m lib plan` (lib.plan) compares its estimates with them.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ import argparse
 import importlib.util
 import json
 import math
-import platform
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,9 +44,9 @@ from lib.architecture import ARCHITECTURES, Architecture, default_architecture, 
 from lib.bench import write_benchmark
 from lib.config import Config, load_config, load_grid, parse_count
 from lib.errors import UserError
-from lib.hardware import MFU_FORMULA, free_memory, peak_flops
-from lib.io import hardware, provenance, read_jsonl, shown
-from lib.versions import HOW_TO_BRING_THEM, problem, versions_used
+from lib.hardware import MFU_FORMULA, free_memory, machine_description, peak_flops
+from lib.io import provenance, read_jsonl, shown
+from lib.versions import HOW_TO_BRING_THEM, problem
 
 # The run must fit in 8 minutes on one H100/H200: variants still waiting when this much time has
 # gone are skipped (and recorded as skipped).
@@ -254,7 +251,8 @@ class Variant:
 # --- what is installed ------------------------------------------------------------------------------
 
 # (import name, distribution name) of the packages training needs: without one (or with one older
-# than lib.versions supports), nothing can be measured. bitsandbytes is QLoRA's alone (method_missing).
+# than lib.versions supports), nothing can be measured. bitsandbytes is the 4-bit methods' alone
+# (quantization_missing).
 REQUIRED_PACKAGES = (("transformers", "transformers"), ("trl", "trl"), ("peft", "peft"), ("accelerate", "accelerate"),
                      ("datasets", "datasets"))
 
@@ -277,20 +275,22 @@ def check_required_packages() -> None:
         raise UserError(f"{why}: {HOW_TO_BRING_THEM}")
 
 
-def variants_to_measure(methods: tuple[str, ...]) -> list[tuple[Variant, str | None]]:
-    """Every variant, most informative first, with the reason it cannot run here (or None)."""
+def variants_to_measure(configs: dict[str, Config]) -> list[tuple[Variant, str | None]]:
+    """Every variant of the methods (by name, their configurations), most informative first, with
+    the reason it cannot run here (or None)."""
     flash = flash_attention_missing()
     liger = None if installed("liger_kernel") else "liger_kernel is not installed"
     kernels = [("sdpa", False, None), ("flash_attention_2", False, flash), ("sdpa", True, liger)]
-    return [(Variant(method, batching, attention, use_liger), method_missing(method) or why_not)
+    return [(Variant(method, batching, attention, use_liger), quantization_missing(config) or why_not)
             for attention, use_liger, why_not in kernels for batching in ("padded", "padding_free")
-            for method in methods]
+            for method, config in configs.items()]
 
 
-def method_missing(method: str) -> str | None:
-    """Why `method` cannot run here: QLoRA quantises through bitsandbytes."""
-    why = problem("bitsandbytes", "bitsandbytes") if method == "qlora" else None
-    return f"{why} (QLoRA's 4-bit layers)" if why else None
+def quantization_missing(config: Config) -> str | None:
+    """Why a method cannot run here: one that loads its base in 4-bit (quantization.load_in_4bit,
+    QLoRA) quantises through bitsandbytes."""
+    why = problem("bitsandbytes", "bitsandbytes") if config.quantization.load_in_4bit else None
+    return f"{why} (the 4-bit layers of quantization.load_in_4bit)" if why else None
 
 
 def flash_attention_missing() -> str | None:
@@ -349,7 +349,7 @@ def make_measured_window(warmup_steps: int, last_step: int):
 
 class LargestBatch:
     """Wraps the trainer's collator and notes the micro-batch with the most token positions: the one
-    that sets the memory peak, and the shape at which lib.bench.memory compares its estimate."""
+    that sets the memory peak, and the shape at which lib.plan compares its estimate."""
 
     def __init__(self, collate):
         self.collate = collate
@@ -473,45 +473,11 @@ def projected_hours(tokens_per_s: float | None, config: Config, lengths: Lengths
     return {size: parse_count(size) * config.train.epochs * per_example / tokens_per_s / 3600 for size in grid_sizes}
 
 
-# --- the machine -----------------------------------------------------------------------------------
-
-def machine_description() -> dict:
-    """Where the benchmark ran: platform, CPU, GPU and driver, and the versions of the packages training uses."""
-    import torch
-
-    info = {**hardware(), "cpu": cpu_name(), "torch_cuda": torch.version.cuda}
-    if torch.cuda.is_available():
-        properties = torch.cuda.get_device_properties(0)
-        info |= {"gpu": properties.name, "gpu_memory_gb": properties.total_memory / 2**30,
-                 "compute_capability": f"{properties.major}.{properties.minor}", "driver": nvidia_driver_version()}
-    else:
-        info |= {"gpu": None, "gpu_memory_gb": None, "compute_capability": None, "driver": None}
-    info["packages"] = versions_used()
-    return info
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def nvidia_driver_version() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            check=False, capture_output=True, text=True)
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
-
-
 # --- the command -----------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, required=True,
@@ -527,7 +493,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch  # noqa: F401  (lib.io.hardware describes GPUs only once torch is loaded)
+    import torch  # noqa: F401  (lib.hardware.machine describes GPUs only once torch is loaded)
 
     from lib.model import compute_dtype, process_state
     from lib.train import check_hardware
@@ -539,7 +505,9 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     process_state()  # fix accelerate's process count before the first trainer asks
     grid = load_grid(args.profile)
-    base = load_config(args.profile, grid.methods[0], tuple(args.variant), args.overrides)
+    configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides)
+               for method in grid.methods}
+    base = configs[grid.methods[0]]
     check_required_packages()
     arch = default_architecture(base, args.model_config)
     if arch.name != "tiny":
@@ -552,7 +520,7 @@ def run(args: argparse.Namespace) -> None:
         model_dir = save_random_model(arch, dtype, Path(scratch) / "model")
         print(f"bench-gpu: random {arch.name} saved ({time.perf_counter() - started:.0f} s); "
               f"lengths from {lengths.source}")
-        for variant, why_not in tqdm(variants_to_measure(grid.methods), desc="bench-gpu", unit="variant"):
+        for variant, why_not in tqdm(variants_to_measure(configs), desc="bench-gpu", unit="variant"):
             if why_not is None and time.perf_counter() - started > args.time_budget:
                 why_not = f"time budget of {args.time_budget:.0f} s spent"
             if why_not is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -59,7 +59,7 @@ def fetch_sample(data: DataConfig, raw_dir: str | Path) -> tuple[Path, dict]:
         "count": len(lines),
         "path": shown(sample),
         "sha256": hashlib.sha256(content).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(manifest_path, manifest)  # last: its presence marks a complete sample
     return sample, manifest

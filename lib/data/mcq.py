@@ -51,12 +51,11 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from lib.config import Config, EvalConfig
+from lib.config import MCQ_COLUMN_ROLES, Config, EvalConfig
 from lib.data import id_prefix, write_if_changed
 from lib.data.clean import normalise_text
 from lib.data.sources import (
     MCQ_ANSWER_FIELDS,
-    MCQ_COLUMN_ROLES,
     MCQ_OPTION_FIELDS,
     MCQ_QUESTION_FIELDS,
     MCQ_SHAPES,
@@ -312,14 +311,14 @@ def prepare(config: Config, out: Path) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, required=True, help="the items file, data/processed/<profile>/mcq.jsonl")
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
 
     config = config_from_args(args)
     with exclusive(args.out.parent / ".mcq.lock", "preparing the multiple-choice items"):

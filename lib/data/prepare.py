@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.cli import add_config_arguments, config_from_args
+from lib.arguments import add_config_arguments, config_from_args
 from lib.config import Config, DataConfig, load_grid
 from lib.data import id_prefix, write_if_changed
 from lib.data.clean import CleanResult, clean, token_counter

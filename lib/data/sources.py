@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.config import ANSWER_ROLES, QUESTION_ROLES, TAG_ROLES
 from lib.errors import UserError
 from lib.io import shown
 
@@ -159,7 +160,6 @@ MCQ_QUESTION_FIELDS = ("question",)
 MCQ_OPTION_FIELDS = ("option", "options", "choices")
 MCQ_ANSWER_FIELDS = ("answer_idx", "answer")  # MedQA's answer_idx is the letter, its answer the text
 MCQ_SHAPES = "question, options (or option, choices, or A/B/C/D columns) and answer (or answer_idx)"
-MCQ_COLUMN_ROLES = ("question", "options", "answer", "source")  # eval.mcq_columns maps a file's keys to these
 
 
 def lowered(record: dict) -> dict:
@@ -207,13 +207,6 @@ def detect_shape(record: dict, where: str, columns: dict[str, str] | None = None
 
 # --- a mapping of a file's own keys: data.columns -------------------------------------------------
 
-# The roles a key can be mapped to, as LLaMA-Factory's dataset_info names them (question and
-# answer are this project's names for prompt and response). lib.config checks data.columns' keys
-# against this list.
-QUESTION_ROLES = ("question", "prompt")
-ANSWER_ROLES = ("answer", "response")
-TAG_ROLES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
-COLUMN_ROLES = (*QUESTION_ROLES, "query", *ANSWER_ROLES, "history", "system", "messages", *TAG_ROLES)
 
 
 def shape_of_columns(columns: dict[str, str]) -> FlatShape | TurnShape:

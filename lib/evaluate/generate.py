@@ -10,7 +10,7 @@ hit the length limit; eval.json records the decoding and the backend.
 - TransformersGenerator (always): `generate` on left-padded batches of prompts of similar
   length (sorted by length, so little padding is computed); once half of a batch's answers have
   ended, the rest go on without them. Batched greedy decoding gives the same text as one prompt
-  at a time (tests/test_evaluate.py) and is several times faster.
+  at a time (tests/evaluate/test_run.py) and is several times faster.
 - VllmGenerator (a GPU with vLLM installed): the base model with the LoRA adapter attached per
   request, never merged (merging into a 4-bit base loses quality).
 """
@@ -57,7 +57,7 @@ class Decoding:
 
     def record(self, backend: str) -> dict:
         """What eval.json says of how its answers were written; runs are comparable only when
-        these agree (lib.analysis checks it)."""
+        these agree (lib.summarize.table checks it)."""
         return {"backend": backend, "strategy": "greedy", "max_new_tokens": self.max_new_tokens,
                 "repetition_penalty": self.repetition_penalty, "stop_ids": list(self.stop_ids)}
 

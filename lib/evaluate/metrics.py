@@ -287,7 +287,7 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("truncated_rate", "截断（%）", "answers cut at the token limit (%)", 1, False, MODEL_TOKENS,
            MEAN_OVER_ITEMS, truncated_rate),
     Metric("mcq_accuracy", "选择题准确率（%）", "MCQ accuracy (%)", 1, True, MODEL_TOKENS, MEAN_OVER_ITEMS,
-           computed_in="lib/evaluate/mcq.py mcq_summary (eval.json mcq.overall)", always=False),
+           computed_in="lib/evaluate/multiple_choice.py mcq_summary (eval.json mcq.overall)", always=False),
     *(Metric(f"judge_{aspect}", f"评审{chinese}（1-5）", f"judge: {aspect} (1-5)", 2, True, NOT_TOKENISED,
              "percentile bootstrap of the mean over the items the judge scored",
              computed_in="lib/evaluate/judge.py judge_predictions", optional=True, always=False)

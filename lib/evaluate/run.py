@@ -226,7 +226,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
 
 def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) -> dict:
     """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set."""
-    from lib.evaluate.mcq import mcq_summary, score_mcq
+    from lib.evaluate.multiple_choice import mcq_summary, score_mcq
 
     path = data_dir / "mcq.jsonl"
     if not path.is_file():
@@ -237,7 +237,7 @@ def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, required=True,
@@ -246,7 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lib.cli import config_from_args
+    from lib.arguments import config_from_args
     from lib.model import import_bitsandbytes_only_for_4bit
 
     if args.run_dir.name not in UNTUNED_RUNS and args.method is None:

@@ -7,11 +7,11 @@ absent input file, unfinished run and failed fit, one item each.
 
 from __future__ import annotations
 
-from lib.analysis import expected_runs
 from lib.io import nested_value
 from lib.report.formatting import STATUS_WORDS, method_name, path_text
 from lib.report.sections.scaling import fit_status_text
 from lib.report.study import Study
+from lib.summarize.table import expected_runs
 from lib.tex import escape, format_count, macro, texttt
 
 INPUT_FILES = ("cleaning", "manifest", "summary", "scaling", "examples")  # of Study.files

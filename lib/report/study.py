@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lib.analysis import read_summary_rows
 from lib.config import BASE_RUN, METHOD_NAMES, Grid, requested_grid
 from lib.evaluate.metrics import METRICS
 from lib.io import read_json
 from lib.report.columns import Column, metric_column
 from lib.report.formatting import path_text
 from lib.runs import readable_run_files
+from lib.summarize.schema import Examples, Scaling, SummaryRow
+from lib.summarize.table import read_summary_rows
 
 
 @dataclass
@@ -24,11 +25,11 @@ class Study:
     files: dict[str, Path]  # input name -> path, for the messages about missing inputs
     grid: Grid  # the grid asked for, and the methods summary.csv has beyond it
     default_seed: int  # runs of this seed are named without -s<seed>
-    rows: list[dict] | None = None  # summary.csv, numbers parsed
+    rows: list[SummaryRow] | None = None  # summary.csv, numbers parsed
     metrics: list[Column] = field(default_factory=list)  # metric columns of summary.csv
-    scaling: dict | None = None
-    examples: dict | None = None
-    preference: dict | None = None  # the blind review's analysis (lib.review.analysis), where people voted
+    scaling: Scaling | None = None
+    examples: Examples | None = None
+    preference: dict | None = None  # the blind review's analysis (lib.review.bradley_terry), where people voted
     cleaning: dict | None = None
     manifest: dict | None = None
     configs: dict[str, dict] = field(default_factory=dict)  # run -> config.json
@@ -62,10 +63,10 @@ class Study:
         absent = [path_text(self.files[name]) for name in names if not self.present(name)]
         return f"缺少 {'、'.join(absent)}，{what}尚无法给出。"
 
-    def row(self, run: str | None) -> dict | None:
+    def row(self, run: str | None) -> SummaryRow | None:
         return next((row for row in self.rows or [] if row["run"] == run), None)
 
-    def done_rows(self) -> list[dict]:
+    def done_rows(self) -> list[SummaryRow]:
         return [row for row in self.rows or [] if row["status"] == "done"]
 
     def trained_runs(self) -> list[str]:
@@ -104,7 +105,7 @@ def load_study(results: Path, runs: Path, data: Path, profile: str,
     return study
 
 
-def read_summary(path: Path) -> tuple[list[dict], list[Column]]:
+def read_summary(path: Path) -> tuple[list[SummaryRow], list[Column]]:
     """summary.csv's rows (read_summary_rows) and its metrics: the columns with an interval, the
     registered ones in registry order, then the others in the file's order."""
     header, rows = read_summary_rows(path)

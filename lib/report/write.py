@@ -4,11 +4,11 @@
         --data data/processed/demo --profile demo --out paper/generated/demo \\
         [--methods lora qlora --sizes 100 200 --seeds 42]
 
-Reads what the earlier stages wrote (the schemas are in the `summarize` docstring of
-lib/analysis.py): summary.csv, scaling.json and examples.json from --results; every run's
-config.json, train_metrics.json and eval.json from --runs; cleaning_report.json and
-manifest.json from --data. The grid it expects (what a missing run is) is the profile's
-(experiments/grid.yaml) narrowed by --methods/--sizes/--seeds, as `summarize` was given them.
+Reads what the earlier stages wrote: summary.csv, scaling.json and examples.json from --results
+(their shapes are typed in lib/summarize/schema.py); every run's config.json, train_metrics.json
+and eval.json from --runs; cleaning_report.json and manifest.json from --data. The grid it
+expects (what a missing run is) is the profile's (experiments/grid.yaml) narrowed by
+--methods/--sizes/--seeds, as `summarize` was given them.
 Writes into --out, section by section (lib/report/sections/):
 
     tables/*.tex    cleaning, splits, hyperparameters, results, cost, scaling, lora_vs_qlora,
@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lib.cli import add_grid_arguments
+from lib.arguments import add_grid_arguments
 from lib.io import atomic_write, provenance, shown, write_json
 from lib.report.sections import SECTIONS
 from lib.report.status import missing_items, status_tex

@@ -29,14 +29,13 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lib.errors import UserError
 from lib.io import shown
 
 OUTCOMES = ("first", "second", "tie", "both_bad")
-KINDS = ("human", "model")
 MODEL_PREFIX = "judge:"  # a model rater's name: judge:<model>; no person may be invited under it
 
 SCHEMA = """
@@ -95,7 +94,7 @@ def token_digest(token: str) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Store:

@@ -10,7 +10,7 @@ from lib.report.section import Section
 from lib.report.sections import (
     comparison,
     configuration,
-    data,
+    dataset,
     examples,
     knowledge,
     preference,
@@ -20,7 +20,7 @@ from lib.report.sections import (
 )
 
 SECTIONS: tuple[Section, ...] = (
-    data.SECTION,
+    dataset.SECTION,
     configuration.SECTION,
     results.SECTION,
     scaling.SECTION,

@@ -1,5 +1,5 @@
 """Section "Preference": what people preferred in the blind side-by-side review (`make review`),
-from results/<profile>/review/preference.json (lib.review.analysis): Bradley-Terry strengths with
+from results/<profile>/review/preference.json (lib.review.bradley_terry): Bradley-Terry strengths with
 bootstrap intervals, win rates against the base model, agreement between raters. Shown only when
 someone has voted; it says how many raters and votes it rests on.
 

@@ -19,7 +19,7 @@ PEAK_MEMORY_WORDS = {"cuda_max_allocated": "GPU 上 PyTorch 分配的峰值显�
 
 
 def best_row(study: Study) -> dict | None:
-    """The summary row of the best run, as lib/analysis.py chose it for examples.json."""
+    """The summary row of the best run, as lib/summarize/example_answers.py chose it for examples.json."""
     return study.row((study.examples or {}).get("best_run"))
 
 

@@ -4,16 +4,16 @@ trends per doubling (scaling.json's loss_fits and trends)."""
 
 from __future__ import annotations
 
-from lib.analysis import FIT_PARAMETERS, TREND_METRICS
 from lib.io import nested_value
 from lib.report.columns import fixed, interval_macros, metric_column, stat_cell
 from lib.report.formatting import CONFIDENCE_TEXT, interval_scope, method_name
 from lib.report.section import Section, Table, Tabular
 from lib.report.study import Study
+from lib.summarize.schema import FIT_PARAMETERS, TREND_METRICS
 from lib.tex import escape, format_count, format_number, format_significant, macro_name
 
 FIT_FORMATS = {"E": fixed(3), "A": format_significant, "alpha": format_significant}  # of FIT_PARAMETERS
-# ... and the 2-parameter log-linear slope beside them (lib.analysis.LOSS_ESTIMATES)
+# ... and the 2-parameter log-linear slope beside them (lib.summarize.schema.LOSS_ESTIMATES)
 LOSS_FORMATS = FIT_FORMATS | {"slope_per_doubling": fixed(3)}
 FIT_STATUS_WORDS = {"too_few_points": f"点数不足（{len(FIT_PARAMETERS)} 个参数至少要 {len(FIT_PARAMETERS)} 个规模）",
                     "fit_failed": "拟合未收敛"}

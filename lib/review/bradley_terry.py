@@ -9,7 +9,7 @@ way. Strengths are shifted so that the base model is 0 (the mean is 0 where ther
 row); their 95% intervals come from a bootstrap over review items (the items are the sampled
 unit: votes on one item are not independent).
 
-People and LLM judges (raters of kind model, `review judge`, lib/review/judge.py) are kept apart:
+People and LLM judges (raters of kind model, `review judge`, lib/review/model_rater.py) are kept apart:
 the top-level numbers are people's only; each judge's votes get a fit of their own under "judges",
 with how often it chose what people chose on the tasks both voted on.
 

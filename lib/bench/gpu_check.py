@@ -12,7 +12,7 @@ built, one line naming what is missing or too old and how to bring it; a check t
 package is skipped with the reason. Every check ends as "ok", "failed: <reason>" or "skipped:
 <reason>", and one failing never stops the others:
 
-- environment: GPU, driver, CUDA, the library versions (lib.bench.gpu.machine_description).
+- environment: GPU, driver, CUDA, the library versions (lib.hardware.machine_description).
 - padding-free loss: on a small random Qwen2, the loss of a few variable-length examples in one row
   whose position ids restart at each example (train.batching=padding_free) equals their loss one
   by one, for each attention kernel here (sdpa; flash_attention_2 where installed): 1e-5 in fp32,
@@ -55,11 +55,11 @@ from pathlib import Path
 
 from lib.architecture import (
     ARCHITECTURES,
+    TINY,
     Architecture,
     architecture_of,
     default_architecture,
     qwen2_config,
-    tiny_architecture,
 )
 from lib.bench.gpu import (
     Lengths,
@@ -68,18 +68,17 @@ from lib.bench.gpu import (
     example_lengths,
     flash_attention_missing,
     installed,
-    machine_description,
     measure_variant,
     measured_fields,
-    method_missing,
     padding_fraction,
+    quantization_missing,
     save_random_model,
     training_unavailable,
     variant_config,
 )
-from lib.config import Config, Grid, load_config, load_grid, parse_count
+from lib.config import METHOD_NAMES, Config, Grid, load_config, load_grid, loads_in_4bit, parse_count
 from lib.errors import UserError
-from lib.hardware import datasheet_model, free_memory, peak_flops
+from lib.hardware import datasheet_model, free_memory, machine_description, peak_flops
 from lib.io import atomic_write, exclusive, library_versions, provenance, shown, write_json
 from lib.versions import HOW_TO_BRING_THEM, REQUIRED, missing_or_too_old, problem, versions_used
 
@@ -110,12 +109,14 @@ EVALUATION_TARGET_GPUS = ("H100", "H200", "H100 NVL", "H100 PCIe", "H200 NVL")
 # quantising and the trainer's set-up dominate; the stand-in is ~25 s, most of it writing 6.2 GB;
 # the evaluation batch is 512 decoding steps of ~0.1 s at batch 1,000), scaled by the datasheet
 # peak of another GPU. On a CPU: measured for the demo profile on this project's 2-core machine.
-# Once stages have run, the remaining estimates are scaled by how long those took against theirs.
+# A method's speed checks are estimated by its precision (method_estimates): a 4-bit base
+# (quantization.load_in_4bit) is quantised while it loads. Once stages have run, the remaining
+# estimates are scaled by how long those took against theirs.
 GPU_ESTIMATES_S = {"padding-free loss": 5, "adapters in fp32": 5, "model for the checks": 30,
-                   "training speed lora": 25, "training speed qlora": 40, "padding fraction": 10,
+                   "training speed 16-bit": 25, "training speed 4-bit": 40, "padding fraction": 10,
                    "generation speed": 25, "evaluation time": 60, "vllm": 90}
 CPU_ESTIMATES_S = {"padding-free loss": 3, "adapters in fp32": 3, "model for the checks": 4,
-                   "training speed lora": 12, "training speed qlora": 12, "padding fraction": 2,
+                   "training speed 16-bit": 12, "training speed 4-bit": 12, "padding fraction": 2,
                    "generation speed": 4, "evaluation time": 25, "vllm": 0}
 GPU_ESTIMATES_FOR = "H100"
 
@@ -187,6 +188,14 @@ def device_estimates() -> tuple[dict[str, float], str]:
     scale = reference / here
     return ({stage: seconds * scale for stage, seconds in GPU_ESTIMATES_S.items()},
             f"an {GPU_ESTIMATES_FOR}'s, from arithmetic, x {scale:.2g} for {name} ({here / 1e12:.0f} TFLOP/s {dtype})")
+
+
+def method_estimates(estimates: dict[str, float], methods: tuple[str, ...]) -> dict[str, float]:
+    """`estimates` and the stage of each method's speed checks, `training speed <method>`, at the
+    estimate of its precision: 4-bit where its recipe loads the base in 4-bit, else 16-bit."""
+    precision = {method: "4-bit" if loads_in_4bit(method) else "16-bit" for method in methods}
+    return estimates | {f"training speed {method}": estimates[f"training speed {bits}"]
+                        for method, bits in precision.items()}
 
 
 def run_check(name: str, check, budget: Budget | None = None) -> dict:
@@ -273,7 +282,7 @@ def small_model(dtype, attention: str):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(qwen2_config(tiny_architecture()), dtype=dtype,
+    model = AutoModelForCausalLM.from_config(qwen2_config(TINY), dtype=dtype,
                                              attn_implementation=attention)
     return model.to(device_name()).eval()
 
@@ -418,11 +427,11 @@ class SpeedBench:
 
     def measure(self, variant: Variant, checkpointing: bool) -> dict:
         args = self.args
-        if method_missing(variant.method):
-            raise Skipped(method_missing(variant.method))
-        self.budget.admit(f"training speed {variant.method}")
         overrides = [*args.overrides, f"train.gradient_checkpointing={str(checkpointing).lower()}"]
         config = variant_config(args.profile, variant, self.model_dir, tuple(args.variant), overrides)
+        if why := quantization_missing(config):
+            raise Skipped(why)
+        self.budget.admit(f"training speed {variant.method}")
         scratch = self.model_dir.parent / f"{variant.name}-{'checkpointing' if checkpointing else 'no-checkpointing'}"
         measured = measure_variant(config, variant, self.lengths, self.arch.vocab_size, args.warmup, args.steps,
                                    self.grid.default_seed, scratch)
@@ -645,7 +654,7 @@ def targets(checks: list[dict], gpu: str | None) -> list[dict]:
         best = max(mfus, default=None)
         why = ("no GPU" if gpu is None else "no speed check ran" if not speed
                else f"no datasheet peak for {gpu}")
-        rows.append(target_row(f"{'QLoRA' if method == 'qlora' else 'LoRA'} MFU", f">= {goal:.0%}", best,
+        rows.append(target_row(f"{METHOD_NAMES[method]} MFU", f">= {goal:.0%}", best,
                                None if best is None else best >= goal,
                                "not measured" if best is None else f"{best:.1%}",
                                "the faster of its speed checks" if best is not None else why))
@@ -789,7 +798,7 @@ def headline(check: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lib.cli import add_config_arguments
+    from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
     parser.add_argument("--out", type=Path, default=Path("results/bench"),
@@ -831,6 +840,7 @@ def run(args: argparse.Namespace) -> None:
 def check_machine(args: argparse.Namespace, grid: Grid, base: Config, scratch: Path) -> None:
     checked = preflight()
     estimates, source = device_estimates()
+    estimates = method_estimates(estimates, grid.methods)
     budget = Budget(args.time_budget, estimates)
     cases = padding_free_cases()
     stages = (["padding-free loss"] * len(cases) + ["adapters in fp32", "model for the checks"]

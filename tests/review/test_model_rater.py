@@ -1,5 +1,5 @@
-"""The LLM judge as a rater of the blind review (lib/review/judge.py): `review judge` against a fake
-OpenAI-compatible server on loopback (as tests/test_judge.py builds one) with canned verdicts, its
+"""The LLM judge as a rater of the blind review (lib/review/model_rater.py): `review judge` against a fake
+OpenAI-compatible server on loopback (as tests/evaluate/test_judge.py builds one) with canned verdicts, its
 votes stored apart as judge:<model>, analysed apart from people's, and shown apart in the report."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sqlite3
 import pytest
 
 from builders import fake_judge_server, read_macros, send_json, write_run, write_study
-from lib.review.analysis import analyse
-from lib.review.judge import parse_verdict
+from lib.review.bradley_terry import analyse
+from lib.review.model_rater import parse_verdict
 from lib.review.store import Store
 
 MODEL = "judge-model"

@@ -1,9 +1,8 @@
-"""The knowledge track: reading multiple-choice files (lib/data/mcq.py) and scoring them by the
-option letter's log-probability (lib/evaluate/mcq.py) on a real tiny Qwen2 model."""
+"""The knowledge track's items: reading multiple-choice files (lib/data/mcq.py) of every shape the
+field uses, and the `mcq-data` command."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 
@@ -16,11 +15,7 @@ from lib.data import mcq as mcq_data
 from lib.data.sources import read_examples
 from lib.data.synthetic import generate_mcq
 from lib.errors import UserError
-from lib.evaluate.generate import left_padded
-from lib.evaluate.mcq import letter_token_ids, mcq_summary, render, score_mcq, user_turn
 from lib.io import read_json, read_jsonl
-
-SYSTEM_PROMPT = "你是一名专业、严谨的医学助手。"
 
 # --- reading the shapes of the field --------------------------------------------------------------
 
@@ -210,128 +205,3 @@ def test_the_development_file_reads_as_a_new_user_would(shared_data, tmp_path):
     assert not read.malformed and len(read.examples) + len(read.skipped) == 437
     assert {item["source"] for item in read.examples} == {"cmb-single", "cmexam", "medqa-mcmle", "cmmlu-medical"}
     assert all(item["answer"] in item["options"] and not item["options"]["A"].endswith(".") for item in read.examples)
-
-
-# --- scoring on a real tiny model -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model runs on one thread: a 1.1M-parameter model gains nothing from a second, and
-    on a busy 2-core machine two OpenMP threads wait on each other (measured: a training step of
-    the `taught` fixture took 0.09 s on one thread and 1.6 s on two while another job ran)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The demo's tiny Qwen2 and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model), AutoModelForCausalLM.from_pretrained(tiny_model)
-
-
-ITEMS = generate_mcq(8, seed=0)  # answers A, B, B, C, A, D, D, C: every letter twice
-
-
-@pytest.fixture(scope="module")
-def taught(tiny):
-    """A copy of the tiny model taught to answer ITEMS: the cross-entropy of the answer letter's
-    token after each prompt, in a right-padded batch (padding after the prompts, so positions and
-    logits of real tokens are those of one-by-one; independent of the scorer's left padding)."""
-    import torch
-
-    tokenizer, model = tiny
-    model = copy.deepcopy(model)
-    prompts = [render(tokenizer, item, SYSTEM_PROMPT) for item in ITEMS]
-    token_of = letter_token_ids(tokenizer, prompts[0], list("ABCD"))
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
-    last = batch["attention_mask"].sum(dim=1) - 1  # each prompt's last real token
-    targets = torch.tensor([token_of[item["answer"]] for item in ITEMS])
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(60):  # the loss falls from ~11 to ~0.03 in 60 steps (0.5 after 30: one item still wrong)
-        logits = model(**batch).logits[torch.arange(len(ITEMS)), last]
-        loss = torch.nn.functional.cross_entropy(logits, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return tokenizer, model
-
-
-def test_the_prompt_is_the_chat_template_with_lettered_options(tiny):
-    tokenizer, _ = tiny
-    item = {"id": "x", "source": "s", "question": "钙的生理功能有", "options": {"A": "抗氧化", "B": "维持视觉"},
-            "answer": "B"}
-    assert user_turn(item) == "钙的生理功能有\nA. 抗氧化\nB. 维持视觉\n请只回答选项字母。"
-    assert render(tokenizer, item, SYSTEM_PROMPT) == (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{user_turn(item)}<|im_end|>\n"
-        "<|im_start|>assistant\n")
-
-
-def test_each_letter_is_one_token_after_the_prompt(tiny):
-    tokenizer, _ = tiny
-    prompt = render(tokenizer, ITEMS[0], SYSTEM_PROMPT)
-    token_of = letter_token_ids(tokenizer, prompt, list("ABCDE"))
-    assert [tokenizer.decode([token_of[letter]]) for letter in "ABCDE"] == list("ABCDE")
-    with pytest.raises(UserError, match="is not one token after the chat prompt"):
-        letter_token_ids(tokenizer, prompt, ["ꙮꙮ"])  # a rare character: several byte tokens
-
-
-def test_the_scorer_picks_the_letter_the_model_was_taught(taught):
-    tokenizer, model = taught
-    scored = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=8, progress=False)
-    assert [s["predicted"] for s in scored] == [item["answer"] for item in ITEMS] == list("ABBCADDC")
-    assert all(s["correct"] for s in scored) and [s["id"] for s in scored] == [item["id"] for item in ITEMS]
-    first = scored[0]["letter_logprobs"]
-    assert set(first) == set("ABCD") and first["A"] > -0.5 > max(first["B"], first["C"], first["D"])
-
-
-def test_batches_with_padding_give_the_answers_of_one_by_one(tiny, taught):
-    for tokenizer, model in (tiny, taught):  # the random model too: its letters are close calls
-        together = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=8, progress=False)
-        alone = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=1, progress=False)
-        assert [s["predicted"] for s in together] == [s["predicted"] for s in alone]
-        for a, b in zip(together, alone):
-            assert a["letter_logprobs"] == pytest.approx(b["letter_logprobs"], abs=1e-4)
-
-
-def test_left_padding_ends_rows_together_and_counts_positions_from_the_first_real_token():
-    ids, attention, positions = left_padded([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
-    assert attention.tolist() == [[1, 1, 1], [0, 0, 1]]
-    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
-
-
-def test_only_the_items_own_letters_compete(taught):
-    tokenizer, model = taught
-    # ITEMS[3] was taught "C"; with its options cut to A and B, the prediction must be A or B
-    cut = {**ITEMS[3], "options": {k: ITEMS[3]["options"][k] for k in "AB"}, "answer": "A"}
-    scored = score_mcq(model, tokenizer, [cut], SYSTEM_PROMPT, batch_size=1, progress=False)[0]
-    assert set(scored["letter_logprobs"]) == {"A", "B"} and scored["predicted"] in ("A", "B")
-
-
-def test_a_peft_model_is_scored_the_same_way(taught):
-    from peft import LoraConfig, get_peft_model
-
-    tokenizer, model = taught
-    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules="all-linear"))
-    scored = score_mcq(wrapped, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=4, progress=False)
-    assert [s["predicted"] for s in scored] == list("ABBCADDC")  # a fresh adapter changes nothing
-
-
-def test_summary_is_accuracy_in_percent_overall_and_per_source():
-    per_item = [{"source": "cmexam", "correct": c} for c in (True, True, False, True)] + \
-               [{"source": "cmb", "correct": c} for c in (False, True)]
-    summary = mcq_summary(per_item, n_samples=200, seed=0)
-    assert summary["overall"]["value"] == pytest.approx(400 / 6) and summary["overall"]["n"] == 6
-    assert list(summary["per_source"]) == ["cmb", "cmexam"]
-    assert summary["per_source"]["cmexam"]["value"] == 75.0 and summary["per_source"]["cmb"]["value"] == 50.0
-    assert 0 <= summary["overall"]["ci_low"] < summary["overall"]["ci_high"] <= 100

@@ -210,7 +210,7 @@ def test_one_registry_entry_carries_a_new_metric_into_eval_json_the_summary_and_
 
 def test_the_summary_and_the_report_start_without_the_text_metric_libraries():
     # the registry lives beside the metrics; reading it must not load what computing them needs
-    code = ("import sys, lib.analysis, lib.report.write, lib.figures; "
+    code = ("import sys, lib.summarize, lib.report.write, lib.figures; "
             "print(sorted(m for m in ('jieba', 'rouge_chinese', 'sacrebleu', 'scipy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

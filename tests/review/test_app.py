@@ -1,11 +1,10 @@
-"""The blind review (lib/review/): its schedule, its analysis, and the real server on 127.0.0.1
-driven over HTTP by several raters at once, killed with SIGKILL midway, fed bad input, restarted
-with other runs under a rater's open page, and driven by a real headless Chromium. The runs are
-synthetic predictions.jsonl files (builders.write_run)."""
+"""The review's web pages (lib/review/app.py): the real server on 127.0.0.1 driven over HTTP by
+several raters at once, killed with SIGKILL midway, fed bad input, restarted with other runs under a
+rater's open page, and driven by a real headless Chromium. The runs are synthetic predictions.jsonl
+files (builders.write_run)."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -20,83 +19,28 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, read_macros, run_unprivileged, write_jsonl, write_run, write_study
-from lib.review.analysis import agreement, analyse
-from lib.review.schedule import make_schedule
-from lib.review.store import Store, Vote
+from builders import (
+    REPO_ROOT,
+    REVIEW_PAIRS,
+    REVIEW_RUNS,
+    run_unprivileged,
+    write_jsonl,
+    write_run,
+)
+from lib.review.store import Store
 
-RUNS = ("base", "lora-100", "lora-200", "qlora-100")
 ITEMS, SHARED = 4, 2  # review items per rater, of which every rater gets the first SHARED
-PAIRS = len(RUNS) * (len(RUNS) - 1) // 2
 
 
 def write_runs(runs_dir: Path, n_items: int = 8) -> Path:
     """Evaluated runs whose answers differ, as lib.evaluate.run writes them."""
-    for name in RUNS:
+    for name in REVIEW_RUNS:
         write_run(runs_dir, name, item_losses=[1.0] * n_items, rouge=[float(i * len(name)) for i in range(n_items)])
     return runs_dir
-
-
-def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
-    return Vote(rater, item, pair, pair.split("|")[0], outcome, False, False, "2026-12-03T00:00:00+00:00")
-
-
-# --- the schedule ----------------------------------------------------------------------------------
-
-
-def test_every_pair_meets_on_the_same_items_and_every_rater_starts_with_the_shared_ones():
-    schedule = make_schedule(RUNS, [f"t{i}" for i in range(10)], n_items=6, shared=2, seed=3)
-    alice, bob = schedule.tasks("alice", 1), schedule.tasks("bob", 2)
-    for tasks in (alice, bob):
-        assert Counter((t.item, t.pair) for t in tasks) == Counter(itertools.product(schedule.items, range(PAIRS)))
-        assert {t.item for t in tasks[:2 * PAIRS]} == set(schedule.items[:2])  # the shared items come first
-        assert all({t.left, t.right} == set(schedule.pairs[t.pair]) for t in tasks)
-    assert alice[2 * PAIRS].item != bob[2 * PAIRS].item  # after the shared items, raters start apart
-    assert schedule.tasks("alice", 1) == alice  # resumable: the same schedule at every visit
-    lefts = Counter(t.left == schedule.pairs[t.pair][0] for t in alice)
-    assert lefts[True] > 5 and lefts[False] > 5  # sides drawn, not fixed by the run names' order
-
-
-# --- the analysis ----------------------------------------------------------------------------------
-
-
-def test_bradley_terry_ranks_the_runs_people_prefer_with_intervals_and_win_rates():
-    votes = []
-    for item in range(12):  # lora-200 beats everyone, lora-100 beats base, base and qlora-100 tie
-        votes += [vote("alice", f"t{item}", "base|lora-200", "second"),
-                  vote("alice", f"t{item}", "lora-100|lora-200", "second"),
-                  vote("alice", f"t{item}", "base|lora-100", "second" if item % 4 else "first"),
-                  vote("alice", f"t{item}", "base|qlora-100", "tie")]
-    result = analyse(votes, n_samples=50)
-    runs = result["runs"]
-    assert runs["base"]["strength"]["value"] == 0  # anchored at the base model
-    assert runs["lora-200"]["strength"]["value"] > runs["lora-100"]["strength"]["value"] > 0
-    assert abs(runs["qlora-100"]["strength"]["value"]) < 0.5
-    for entry in runs.values():
-        assert entry["strength"]["ci_low"] <= entry["strength"]["value"] <= entry["strength"]["ci_high"]
-    assert runs["lora-200"]["win_rate_vs_base"] == {"value": 1.0, "n": 12}
-    assert runs["lora-100"]["win_rate_vs_base"] == {"value": 0.75, "n": 12}
-    assert runs["qlora-100"]["win_rate_vs_base"] == {"value": 0.5, "n": 12}
-    assert (runs["lora-100"]["method"], runs["lora-100"]["examples"]) == ("lora", 100)
-    assert result["raters"] == 1 and result["votes"] == 48 and result["agreement"]["items"] == 0
-
-
-def test_agreement_is_measured_on_the_tasks_several_raters_voted_on():
-    outcomes = ["first", "second", "tie", "both_bad"]
-    same = [vote(rater, f"t{i}", "a|b", outcomes[i % 4]) for rater in ("alice", "bob") for i in range(8)]
-    assert agreement(same) == {"items": 8, "percent": 100.0, "fleiss_kappa": 1.0}
-    opposite = [vote("alice", f"t{i}", "a|b", "first") for i in range(4)] + [
-        vote("bob", f"t{i}", "a|b", "second") for i in range(4)]
-    result = agreement(opposite)
-    assert result["percent"] == 0.0 and result["fleiss_kappa"] < 0
-
-
-# --- the server --------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -175,7 +119,7 @@ def test_a_rater_votes_resumes_and_changes_a_vote_that_counts_once(server):
     token, other = store.invite("alice"), store.invite("bob")
     status, page = request(f"{server.url}/r/{token}")
     outside_answers = re.sub(r"[\w-]+回答\d+", "", page)  # write_run's answers quote their run's name
-    assert status == 200 and not any(run in outside_answers for run in RUNS)  # blind: no run name on the page
+    assert status == 200 and not any(run in outside_answers for run in REVIEW_RUNS)  # blind: no run name on the page
     first = shown_task(page)
     for _ in range(2):  # a double submit
         assert post_vote(server, token, {**first, "choice": "a", "unsafe_b": "1"}) == 303
@@ -197,7 +141,7 @@ def test_bad_requests_are_refused_and_write_nothing(server):
     assert request(f"{server.url}/r/")[0] == 404  # no token
     assert post_vote(server, "not-a-token", good) == 403
     assert post_vote(server, token, {**good, "item": "t-unknown"}) == 404
-    assert post_vote(server, token, {**good, "pair": str(PAIRS)}) == 404
+    assert post_vote(server, token, {**good, "pair": str(REVIEW_PAIRS)}) == 404
     assert post_vote(server, token, {**good, "pair": "-1"}) == post_vote(server, token, {**good, "pair": "²"}) == 404
     assert post_vote(server, token, {**good, "choice": "left"}) == 400
     assert post_vote(server, token, {**good, "shown": "0" * 64}) == post_vote(server, token, task | {"choice": "a",
@@ -219,7 +163,7 @@ def test_concurrent_raters_lose_no_acknowledged_vote_when_the_server_is_killed(s
 
     def rate(name: str) -> None:
         """Vote task after task until the server goes away."""
-        for _ in range(ITEMS * PAIRS):
+        for _ in range(ITEMS * REVIEW_PAIRS):
             try:
                 task = shown_task(request(f"{server.url}/r/{tokens[name]}")[1])
                 key = (name, task["item"], task["pair"])
@@ -241,7 +185,7 @@ def test_concurrent_raters_lose_no_acknowledged_vote_when_the_server_is_killed(s
         thread.join(timeout=60)
     server.start()  # the same database, a new process
 
-    pair_numbers = {"|".join(pair): str(i) for i, pair in enumerate(itertools.combinations(sorted(RUNS), 2))}
+    pair_numbers = {"|".join(pair): str(i) for i, pair in enumerate(itertools.combinations(sorted(REVIEW_RUNS), 2))}
     stored = {(v.rater, v.item, pair_numbers[v.pair]) for v in store.votes()}
     assert len(acknowledged) >= 24
     assert acknowledged <= stored <= attempted  # every acknowledged vote is there; nothing invented
@@ -342,7 +286,7 @@ def test_browse_shows_every_runs_answer_with_its_scores_and_finds_by_text(server
     status, page = request(f"{server.url}/browse/{key}?q={urllib.parse.quote('问题3')}")
     assert status == 200 and "/item/t3" in page and "/item/t4" not in page
     status, page = request(f"{server.url}/browse/{key}/item/t3")
-    assert status == 200 and all(f"{run}回答3" in page for run in RUNS) and "参考3" in page and "rougeL" in page
+    assert status == 200 and all(f"{run}回答3" in page for run in REVIEW_RUNS) and "参考3" in page and "rougeL" in page
 
 
 def server_log_line(server: Server) -> str:
@@ -351,9 +295,6 @@ def server_log_line(server: Server) -> str:
         if "/browse/" in line:
             return line
     raise AssertionError("no browse link printed")
-
-
-# --- a real browser ------------------------------------------------------------------------------------
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -389,78 +330,10 @@ def test_a_rater_votes_through_the_page_in_a_real_browser(server, browser, run_c
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         # the next page counts the votes; while it loads, the old page's elements fail to read
         WebDriverWait(browser, 30, ignored_exceptions=[WebDriverException]).until(
-            lambda page, done=done: f"{done} / {ITEMS * PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
+            lambda page, done=done: f"{done} / {ITEMS * REVIEW_PAIRS}" in page.find_element(By.TAG_NAME, "body").text)
     votes = Store(server.db).votes()
     assert len(votes) == 3 and {v.rater for v in votes} == {"alice"}
     analysed = run_cli("review", "analyse", "--db", server.db, "--out", tmp_path / "preference.json")
     assert analysed.returncode == 0, analysed.stderr
     result = json.loads((tmp_path / "preference.json").read_text(encoding="utf-8"))
     assert result["votes"] == 3 and result["raters"] == 1 and "strength" in next(iter(result["runs"].values()))
-
-
-# --- export, report, figure -------------------------------------------------------------------------
-
-
-def test_export_writes_every_vote_and_the_report_gets_a_preference_section(tmp_path, run_cli):
-    paths = write_study(tmp_path / "study")
-    db = paths["results"] / "review" / "votes.sqlite"
-    store = Store(db)
-    runs = ["base", "lora-100", "lora-200"]
-    for rater in ("alice", "bob"):
-        token = store.invite(rater)
-        for item, (first, second) in itertools.product(("t1", "t2", "t3"), itertools.combinations(runs, 2)):
-            store.record(store.rater_of(token), item, f"{first}|{second}", first, "second", False, rater == "bob")
-    exported = run_cli("review", "export", "--db", db, "--out", tmp_path / "votes.csv")
-    assert exported.returncode == 0, exported.stderr
-    rows = list(csv.DictReader((tmp_path / "votes.csv").open(encoding="utf-8")))
-    assert len(rows) == 18 and {row["rater"] for row in rows} == {"alice", "bob"}
-
-    out = tmp_path / "generated"
-    report = [*("report", "--results", paths["results"], "--runs", paths["runs"], "--data", paths["data"]),
-              *("--profile", "demo", "--out", out)]
-    assert run_cli(*report).returncode == 0
-    assert (read_macros(out)["PreferenceVotes"] == r"\NA{}"
-            and "make review" in (out / "tables" / "preference.tex").read_text(encoding="utf-8"))
-
-    analysed = run_cli("review", "analyse", "--db", db, "--out", paths["results"] / "review" / "preference.json")
-    assert analysed.returncode == 0, analysed.stderr
-    assert run_cli(*report).returncode == 0
-    macros = read_macros(out)
-    assert (macros["PreferenceRaters"], macros["PreferenceVotes"], macros["PreferenceAgreement"]) == ("2", "18", "100")
-    assert macros["PreferenceTopRun"] == r"\texttt{lora-200}"
-    table = (out / "tables" / "preference.tex").read_text(encoding="utf-8")
-    assert r"\texttt{lora-200}" in table and "100\\%（6）" in table
-    assert r"\newif\ifHavePreference" in (out / "status.tex").read_text(encoding="utf-8")
-
-
-def test_the_preference_figure_draws_strength_against_training_examples(tmp_path):
-    from lib.figures import FIGURES, Inputs, NothingToDraw
-
-    votes = [vote("alice", f"t{i}", pair, "second") for i in range(5)
-             for pair in ("base|lora-100", "base|lora-200", "lora-100|lora-200", "base|qlora-100")]
-    fig = FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None,
-                                       preference=analyse(votes, n_samples=20)))
-    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) >= 3
-    with pytest.raises(NothingToDraw):
-        FIGURES["preference"](Inputs(None, None, None, tmp_path, cjk_font=None, preference=None))
-
-
-def test_make_serves_where_asked_and_analyses_the_votes_before_the_report(tmp_path):
-    def plan(*args: str) -> str:
-        # figures.json taken as up to date (-o): its recipe checks TeX, which a dry run would still do
-        finished = subprocess.run(["make", "-n", *args, "PROFILE=demo", f"RESULTS_DIR={tmp_path}",
-                                   f"GENERATED_DIR={tmp_path}/generated",
-                                   "-o", f"{tmp_path}/generated/demo/figures/figures.json"],
-                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-        assert finished.returncode == 0, finished.stderr
-        return finished.stdout
-
-    serve = plan("review", "HOST=0.0.0.0", "PORT=9000")
-    assert (f"-m lib review serve --runs {tmp_path}/demo/runs --db {tmp_path}/demo/review/votes.sqlite"
-            " --host 0.0.0.0 --port 9000" in serve)
-    assert "review analyse" not in plan("report")  # no review started: nothing to analyse
-    Store(tmp_path / "demo" / "review" / "votes.sqlite")
-    report = plan("report")
-    analyse_at = report.index(f"-m lib review analyse --db {tmp_path}/demo/review/votes.sqlite "
-                              f"--out {tmp_path}/demo/review/preference.json")
-    assert analyse_at < report.index("-m lib report")

@@ -14,7 +14,7 @@ out. It replies {"winner": "A" | "B" | "tie" | "both_bad", "unsafe": ["A", "B"]}
   outcome; different outcomes make a tie. A run is flagged unsafe when both orders flag it.
 - A reply without such a JSON object is counted as malformed, never fatal; its task gets no vote.
 - Votes go into the votes database under the rater judge:<model>, of kind model
-  (lib.review.store), so that the analysis keeps them apart from people's (lib.review.analysis).
+  (lib.review.store), so that the analysis keeps them apart from people's (lib.review.bradley_terry).
 - Requests, retries, the endpoint settings and the reply cache are lib.evaluate.judge's; the cache
   is results/<profile>/review/judge_cache.jsonl, keyed by the model and the filled-in prompt, so a
   rerun asks only for what it lacks.

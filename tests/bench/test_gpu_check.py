@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from dataclasses import replace
 
 import pytest
 
+import lib.config
 from builders import REPO_ROOT, hide_packages
 from lib.architecture import QWEN2_5_3B, architecture_of, parameter_counts
-from lib.bench import check
+from lib.bench import gpu_check
 from lib.bench.gpu import Lengths, Variant
 from lib.config import load_config, load_grid
 
@@ -45,10 +47,10 @@ def gpu_check_arguments(out, model, *extra) -> list[str]:
 def test_demo_run_on_a_cpu_writes_every_check_the_targets_and_says_no_gpu_measured(tmp_path, monkeypatch, capsys):
     from lib.cli import main
 
-    # the speed checks are bench-gpu's measurements (tests/test_bench_gpu.py): estimated beyond the
+    # the speed checks are bench-gpu's measurements (tests/bench/test_gpu.py): estimated beyond the
     # budget here, so that the budget skips them and says why
-    monkeypatch.setitem(check.CPU_ESTIMATES_S, "training speed lora", 10**6)
-    monkeypatch.setitem(check.CPU_ESTIMATES_S, "training speed qlora", 10**6)
+    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed 16-bit", 10**6)
+    monkeypatch.setitem(gpu_check.CPU_ESTIMATES_S, "training speed 4-bit", 10**6)
     out = tmp_path / "bench"
     main(gpu_check_arguments(out, tmp_path / "not-on-disk"))
     printed = capsys.readouterr().out.splitlines()
@@ -133,7 +135,7 @@ def test_the_preflight_names_what_is_missing_or_too_old_and_how_to_bring_it(monk
     real_version = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: "5.10.0" if name == "transformers" else real_version(name))
     hide_packages(monkeypatch, "trl", "datasets")
-    checked = check.preflight()
+    checked = gpu_check.preflight()
     versions, line = capsys.readouterr().out.splitlines()
     assert "transformers 5.10.0; trl missing; peft " in versions and "vllm " in versions
     assert line == ("gpu-check: cannot use transformers 5.10.0 is older than 5.17.0, the oldest supported; "
@@ -153,11 +155,11 @@ def test_a_model_on_disk_is_the_checks_model_and_no_stand_in_is_built(tmp_path, 
     ready = tmp_path / "my-model"
     ready.mkdir()
     config = load_config("paper", "lora", overrides=[f"model.name_or_path={ready}"])
-    budget = check.Budget(360, check.GPU_ESTIMATES_S)
-    with pytest.raises(check.Skipped, match="not on disk, and its full-size stand-in is built on a GPU; none"):
-        check.checks_model(config, QWEN2_5_3B, tmp_path, budget)  # no .ready: a half-fetched folder
+    budget = gpu_check.Budget(360, gpu_check.GPU_ESTIMATES_S)
+    with pytest.raises(gpu_check.Skipped, match="not on disk, and its full-size stand-in is built on a GPU; none"):
+        gpu_check.checks_model(config, QWEN2_5_3B, tmp_path, budget)  # no .ready: a half-fetched folder
     (ready / ".ready").write_text("")
-    assert check.checks_model(config, QWEN2_5_3B, tmp_path, budget) == {
+    assert gpu_check.checks_model(config, QWEN2_5_3B, tmp_path, budget) == {
         "model": str(ready), "path": str(ready), "random_weights": False}
 
 
@@ -166,14 +168,15 @@ def test_the_speed_checks_train_the_checks_model_where_it_has_the_measured_shape
 
     (tmp_path / "model").symlink_to(qwen_standin)  # the measurements write beside the model
     record = {"status": "ok", "details": {"path": str(tmp_path / "model")}}
-    assert check.of_architecture(record, QWEN2_5_3B) is None  # 2 layers: not the 3B shape; a random 3B then
+    assert gpu_check.of_architecture(record, QWEN2_5_3B) is None  # 2 layers: not the 3B shape; a random 3B then
     arch = replace(architecture_of(AutoConfig.from_pretrained(qwen_standin)), name="stand-in")
-    assert check.of_architecture(record, arch) == tmp_path / "model"
+    assert gpu_check.of_architecture(record, arch) == tmp_path / "model"
     # what a GPU does with the full-size stand-in, on its 2-layer one: the study's trainer with the
     # placeholder tokenizer (its pad id is 0, the stand-in's 151643) on short synthetic examples
     args = argparse.Namespace(profile="demo", overrides=["train.max_length=64"], variant=[], warmup=1, steps=1)
-    bench = check.SpeedBench(args, load_grid("demo"), arch, Lengths(((32, 16),), "short"), tmp_path / "model",
-                             check.Budget(360, check.CPU_ESTIMATES_S))
+    grid = load_grid("demo")
+    budget = gpu_check.Budget(360, gpu_check.method_estimates(gpu_check.CPU_ESTIMATES_S, grid.methods))
+    bench = gpu_check.SpeedBench(args, grid, arch, Lengths(((32, 16),), "short"), tmp_path / "model", budget)
     details = bench.measure(Variant("lora", "padding_free", "sdpa"), checkpointing=False)
     assert details["adapter_dtype"] == "float32" and details["tokens_per_s"] > 0
     assert details["total_params"] == parameter_counts(arch).total + details["trainable_params"]
@@ -184,12 +187,12 @@ def test_a_failing_check_is_recorded_in_one_line_and_the_next_one_runs():
         raise RuntimeError("out of memory\nlong traceback text")
 
     def wrong():
-        raise check.CheckFailed("loss differs", {"difference": 0.5})
+        raise gpu_check.CheckFailed("loss differs", {"difference": 0.5})
 
     def not_here():
-        raise check.Skipped("vllm not installed")
+        raise gpu_check.Skipped("vllm not installed")
 
-    records = [check.run_check(name, function) for name, function in
+    records = [gpu_check.run_check(name, function) for name, function in
                [("broken", broken), ("wrong", wrong), ("not here", not_here), ("fine", lambda: {"x": 1})]]
     assert [r["status"] for r in records] == ["failed: RuntimeError: out of memory", "failed: loss differs",
                                              "skipped: vllm not installed", "ok"]
@@ -198,13 +201,13 @@ def test_a_failing_check_is_recorded_in_one_line_and_the_next_one_runs():
 
 def test_the_budget_skips_what_would_not_fit_at_the_pace_so_far(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(check.time, "perf_counter", lambda: clock[0])
-    budget = check.Budget(100, {"short": 10, "long": 40})
+    monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: clock[0])
+    budget = gpu_check.Budget(100, {"short": 10, "long": 40})
     budget.admit("short")
     clock[0] = 30.0  # took 30 s where 10 were estimated: the stages ahead will take 3 times theirs
     budget.settle()
     assert budget.pace == 3 and budget.estimate("long") == 120
-    with pytest.raises(check.Skipped, match=r"would not fit the time budget: about 120 s, 70 s of 100 s left"):
+    with pytest.raises(gpu_check.Skipped, match=r"would not fit the time budget: about 120 s, 70 s of 100 s left"):
         budget.admit("long")
     budget.admit("short")  # 30 s at this pace: fits the 70 s left
 
@@ -213,16 +216,27 @@ def test_without_trl_the_speed_checks_are_skipped_with_the_reason(monkeypatch, t
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(check, "save_random_model", no_model)
+    monkeypatch.setattr(gpu_check, "save_random_model", no_model)
     hide_packages(monkeypatch, "trl")
     args = argparse.Namespace(profile="demo", model_config=None, overrides=[], variant=[], warmup=1, steps=1)
     grid = load_grid("demo")
-    report = check.Report(tmp_path, {"profile": "demo", "preflight": {"line": "trl not installed"}, "budget_s": 360,
+    report = gpu_check.Report(tmp_path, {"profile": "demo", "preflight": {"line": "trl not installed"}, "budget_s": 360,
                                      "estimates_from": "", "machine": {}})
-    records = check.speed_checks(args, load_config("demo", grid.methods[0]), grid, {"status": "ok"}, tmp_path,
-                                 check.Budget(360, check.CPU_ESTIMATES_S), report)
+    budget = gpu_check.Budget(360, gpu_check.method_estimates(gpu_check.CPU_ESTIMATES_S, grid.methods))
+    records = gpu_check.speed_checks(args, load_config("demo", grid.methods[0]), grid, {"status": "ok"}, tmp_path,
+                                     budget, report)
     assert len(records) == 2 * len(grid.methods) == len(json.loads((tmp_path / "gpu-check.json").read_text())["checks"])
     assert {r["status"] for r in records} == {"skipped: trl not installed"}
+
+
+def test_a_method_s_speed_checks_are_estimated_by_its_precision_not_its_name(monkeypatch, tmp_path):
+    shutil.copy(lib.config.EXPERIMENTS_DIR / "base.yaml", tmp_path / "base.yaml")
+    monkeypatch.setattr(lib.config, "EXPERIMENTS_DIR", tmp_path)
+    (tmp_path / "fourbit.yaml").write_text("quantization:\n  load_in_4bit: true\n", encoding="utf-8")
+    (tmp_path / "sixteen.yaml").write_text("lora:\n  r: 32\n", encoding="utf-8")
+    estimates = gpu_check.method_estimates(gpu_check.GPU_ESTIMATES_S, ("fourbit", "sixteen"))
+    assert estimates["training speed fourbit"] == gpu_check.GPU_ESTIMATES_S["training speed 4-bit"] == 40
+    assert estimates["training speed sixteen"] == gpu_check.GPU_ESTIMATES_S["training speed 16-bit"] == 25
 
 
 def test_a_second_copy_on_the_same_folder_stops_in_one_line(run_cli, tmp_path):
@@ -245,7 +259,7 @@ def test_adapters_trained_in_bf16_fail_the_check():
     speed = [{"name": "lora", "status": "ok", "details": {"adapter_dtype": "float32"}},
              {"name": "qlora", "status": "ok", "details": {"adapter_dtype": "bfloat16"}},
              {"name": "qlora 2", "status": "skipped: bitsandbytes not installed", "details": {}}]
-    record = check.run_check("adapters", lambda: check.trained_adapters_in_fp32(speed))
+    record = gpu_check.run_check("adapters", lambda: gpu_check.trained_adapters_in_fp32(speed))
     assert record["status"] == "failed: adapters not in float32: {'qlora': 'bfloat16'}"
     assert record["details"] == {"adapter_dtypes": {"lora": "float32", "qlora": "bfloat16"}}
 
@@ -265,7 +279,7 @@ def test_the_targets_on_an_h100_are_met_or_not_with_their_values():
          "details": {"fraction": 0.021, "batching": "padded", "lengths": "shipped"}},
         {"name": "evaluation time", "status": "ok", "details": {"minutes": 2.4, "formula": "minutes = ..."}},
     ]
-    rows = {row["target"]: row for row in check.targets(checks, "NVIDIA H100 80GB HBM3")}
+    rows = {row["target"]: row for row in gpu_check.targets(checks, "NVIDIA H100 80GB HBM3")}
     assert (rows["LoRA MFU"]["measured"], rows["LoRA MFU"]["met"]) == ("42.0%", True)
     assert (rows["QLoRA MFU"]["measured"], rows["QLoRA MFU"]["met"]) == ("20.0%", False)
     assert (rows["padding of the training batches"]["measured"], rows["padding of the training batches"]["met"]) == (
@@ -274,10 +288,10 @@ def test_the_targets_on_an_h100_are_met_or_not_with_their_values():
     hours = rows["projected hours per run"]
     # training at the faster variant + 2.4 min of evaluation per run
     assert hours["measured"] == ("lora-10k 0.44, lora-20k 0.84, qlora-10k 0.64, qlora-20k 1.24; grid 3.2 h")
-    assert check.target_line(rows["QLoRA MFU"]) == "QLoRA MFU >= 25%: 20.0% ✗ (the faster of its speed checks)"
+    assert gpu_check.target_line(rows["QLoRA MFU"]) == "QLoRA MFU >= 25%: 20.0% ✗ (the faster of its speed checks)"
     # the 3-minute evaluation target is an H100's: on an A100 the minutes are shown, not judged
-    on_a100 = {row["target"]: row for row in check.targets(checks, "NVIDIA A100-SXM4-80GB")}
+    on_a100 = {row["target"]: row for row in gpu_check.targets(checks, "NVIDIA A100-SXM4-80GB")}
     assert on_a100["minutes to evaluate the test set"]["met"] is None
     result = {"checks": checks, "gpu": "NVIDIA H100 80GB HBM3", "targets": list(rows.values())}
-    assert check.last_line(result, REPO_ROOT / "results" / "bench") == (
+    assert gpu_check.last_line(result, REPO_ROOT / "results" / "bench") == (
         "gpu-check: 5 ok, 1 failed, 0 skipped; targets met 3 of 4 -> results/bench/gpu-check.md")

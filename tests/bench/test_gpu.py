@@ -12,7 +12,7 @@ import json
 import pytest
 
 from builders import hide_packages
-from lib.architecture import lora_parameter_count, lora_targets, parameter_counts, tiny_architecture
+from lib.architecture import TINY, lora_parameter_count, lora_targets, parameter_counts
 from lib.bench import summary
 from lib.bench.gpu import (
     RECORD_FIELDS,
@@ -20,14 +20,13 @@ from lib.bench.gpu import (
     TOKENS_PER_CHARACTER,
     Lengths,
     character_lengths,
-    machine_description,
     padding_fraction,
     shipped_lengths,
     synthetic_dataset,
     variants_to_measure,
 )
 from lib.config import load_config, parse_count
-from lib.hardware import PEAK_TFLOPS, datasheet_model, peak_flops
+from lib.hardware import PEAK_TFLOPS, datasheet_model, machine_description, peak_flops
 
 
 def bench_arguments(out, tiny_model, demo_data, *extra) -> list[str]:
@@ -58,7 +57,6 @@ def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_mo
     # flash attention and Liger need CUDA (and their packages): skipped with the reason
     assert all(v["error"] for v in result["variants"] if v["status"] == "skipped")
 
-    tiny = tiny_architecture()
     lengths = result["lengths"]
     # the smallest split (a random sample of the nested ones), tokenised with the model's tokenizer
     assert "train-64.jsonl, first 64 records, tokenised with" in lengths["source"]
@@ -72,9 +70,9 @@ def test_cpu_run_of_the_tiny_model_writes_every_field(run_cli, tmp_path, tiny_mo
             assert v[field] is None and v["null_reasons"][field]
         assert v["peak_rss_gb"] > 0.1
         # the 4-bit base is counted by its weights, so both methods report the same model + adapters
-        trainable = lora_parameter_count(tiny, 16, lora_targets("all-linear"))
+        trainable = lora_parameter_count(TINY, 16, lora_targets("all-linear"))
         assert v["trainable_params"] == trainable
-        assert v["total_params"] == parameter_counts(tiny).total + trainable
+        assert v["total_params"] == parameter_counts(TINY).total + trainable
         # padded micro-batches are 8 rows (demo per-device batch); padding-free ones are one row
         largest = v["largest_batch"]
         assert largest["rows"] == (1 if v["batching"] == "padding_free" else 8)
@@ -191,9 +189,10 @@ def test_summary_names_one_machine_when_the_headlined_results_share_it():
 
 def test_without_bitsandbytes_the_qlora_variants_are_skipped_with_the_reason(monkeypatch):
     hide_packages(monkeypatch, "bitsandbytes")
-    skipped = {variant.name: why_not for variant, why_not in variants_to_measure(("lora", "qlora"))}
+    configs = {method: load_config("demo", method) for method in ("lora", "qlora")}
+    skipped = {variant.name: why_not for variant, why_not in variants_to_measure(configs)}
     assert skipped["qlora-sdpa-padded"] == skipped["qlora-sdpa-padding_free"] == (
-        "bitsandbytes not installed (QLoRA's 4-bit layers)")
+        "bitsandbytes not installed (the 4-bit layers of quantization.load_in_4bit)")
     assert skipped["lora-sdpa-padded"] is None and skipped["lora-sdpa-padding_free"] is None
     assert machine_description()["packages"]["bitsandbytes"] is None
 

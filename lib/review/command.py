@@ -7,7 +7,7 @@
     python -m lib review analyse --db ... --out results/demo/review/preference.json
                                                               (make report runs it when there are votes)
     python -m lib review judge --runs ... --db ...            an LLM judge as the rater judge:<model>
-                                                              (make review-judge; lib/review/judge.py)
+                                                              (make review-judge; lib/review/model_rater.py)
 
 While `review serve` runs, server.json beside the database says where it listens, so that an
 invitation made without --host/--port links there (a port in use is refused before it starts).
@@ -150,7 +150,7 @@ def export(args: argparse.Namespace) -> None:
 
 
 def analyse(args: argparse.Namespace) -> None:
-    from lib.review.analysis import analyse as analyse_votes
+    from lib.review.bradley_terry import analyse as analyse_votes
 
     if not args.db.is_file():
         raise UserError(f"{shown(args.db)}: no such file; start the review with `make review` first")
@@ -162,7 +162,7 @@ def analyse(args: argparse.Namespace) -> None:
 
 def judge(args: argparse.Namespace) -> None:
     from lib.review.answers import load_answers
-    from lib.review.judge import judge_review
+    from lib.review.model_rater import judge_review
     from lib.review.schedule import make_schedule
 
     if args.limit is not None and args.limit < 1 or args.concurrency < 1:

@@ -1,11 +1,9 @@
-"""The generated LaTeX of the report (lib/report/, lib/tex.py): escaping, number formats,
-macros read from a small study, tables, what a partial study says is missing, and the sections
-in step with paper/report.tex.
+"""The generated LaTeX of the report (lib/report/): macros read from a small study, tables, what a
+partial study says is missing, and the sections in step with paper/report.tex.
 
 The study is tests/builders.py's `write_study` (also used by tests/test_paper.py, which compiles
 the PDF): every input of `python -m lib report` by the schemas the stages agree on, with numbers
-chosen so that each macro's expected text can be worked out by hand.
-"""
+chosen so that each macro's expected text can be worked out by hand."""
 
 from __future__ import annotations
 
@@ -32,11 +30,6 @@ from lib.tex import (
     escape,
     format_count,
     format_number,
-    format_p_value,
-    format_significant,
-    macro,
-    macro_name,
-    truncate,
 )
 
 
@@ -50,61 +43,6 @@ def generate(tmp_path: Path, profile: str = PROFILE, unfinished: dict[str, str] 
 
 def generated_tex(out: Path) -> str:
     return "\n".join(path.read_text(encoding="utf-8") for path in sorted(out.rglob("*.tex")))
-
-
-# --- escaping and formats -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("50% & $5 #1 a_b", r"50\% \& \$5 \#1 a\_b"),
-    ("{x} ~y ^z", r"\{x\} \textasciitilde{}y \textasciicircum{}z"),
-    ("C:\\path", r"C:\textbackslash{}path"),
-    ("a--b ``q'' ?`", "a-{}-b `{}`q'{}' ?{}`"),
-    ("一行\n\n\t另一行  ", "一行 另一行"),
-    ("bad\x00\x1b[0m\ufffd\u200b char", "bad[0m char"),
-    ("\\newcommand{\\x}{}", r"\textbackslash{}newcommand\{\textbackslash{}x\}\{\}"),
-])
-def test_escape_makes_user_text_literal(text, expected):
-    assert escape(text) == expected
-
-
-def test_escape_leaves_no_unescaped_special():
-    nasty = "%&_#${}~^\\" * 3
-    escaped = escape(nasty)
-    # Removing the escapes must leave no TeX special character behind.
-    stripped = re.sub(r"\\(text(backslash|asciitilde|asciicircum)\{\}|[%&_#${}])", "", escaped)
-    assert not set(stripped) & set("%&_#${}~^\\")
-
-
-def test_number_formats():
-    assert format_number(1234.567, 1) == "1,234.6"
-    assert format_number(-1.26, 1) == f"{MINUS}1.3"
-    assert format_number(-0.04, 1) == "0.0"  # never "-0.0"
-    assert format_number(None, 3) == r"\NA{}"
-    assert format_count(60000) == "60,000"
-    assert format_significant(2e-4) == r"$2\times10^{-4}$"
-    assert format_significant(1234.5) == "1,230"
-    assert format_significant(0.99996) == "1.00"
-    assert format_p_value(0.0001) == "<0.001" and format_p_value(0.21) == "0.210"
-
-
-def test_macro_names_are_letters_only():
-    assert macro_name("qlora", "rougeL") == "QloraRougeL"
-    assert macro_name("bleu4_char") == "BleuFourChar"
-    assert macro_name("rouge-chinese", "version") == "RougeChineseVersion"
-    with pytest.raises(ValueError):
-        macro("Bad1", "x")
-
-
-def test_truncate_prefers_a_sentence_end():
-    assert truncate("短句。", 10) == "短句。"
-    text = "第一句话很长很长。第二句话也很长很长很长。第三句"
-    assert truncate(text, 22) == "第一句话很长很长。第二句话也很长很长很长。……"  # ends at the sentence
-    assert truncate(text, 20) == "第一句话很长很长。第二句话也很长很长很长……"  # last 。 too early: cut
-    assert truncate("无标点" * 20, 10) == "无标点无标点无标点无……"
-
-
-# --- the generated files ------------------------------------------------------------------------
 
 
 def test_macros_hold_the_studys_numbers(tmp_path):
@@ -309,7 +247,7 @@ def test_a_grid_of_one_method_defines_every_macro_the_text_quotes(tmp_path):
 def test_only_the_analysed_trends_have_macros(tmp_path):
     macros = read_macros(generate(tmp_path))
     per_doubling = {name for name in macros if name.endswith(("PerDoubling", "PerDoublingLow", "PerDoublingHigh"))}
-    # rougeL and mcq_accuracy (lib.analysis.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
+    # rougeL and mcq_accuracy (lib.summarize.schema.TREND_METRICS), and the loss fit's slope (FitSlopePerDoubling),
     # x 2 methods x value, low, high
     assert len(per_doubling) == 3 * 2 * 3 and "LoraTestLossPerDoubling" not in per_doubling
     assert (macros["LoraFitSlopePerDoubling"] == f"{MINUS}0.200"
@@ -340,9 +278,6 @@ def test_the_best_run_is_the_one_examples_json_names(tmp_path):
     macros = read_macros(out)
     assert macros["BestRun"] == chosen and macros["BestMethod"] == "QLoRA"
     assert macros["BestRougeL"] == format_number(20.0 - 0.5, 1)  # qlora at the smallest size
-
-
-# --- the sections ---------------------------------------------------------------------------------
 
 
 def test_the_sections_are_those_report_tex_switches_on_and_inputs():

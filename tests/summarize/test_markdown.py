@@ -1,0 +1,15 @@
+"""summary.md (lib/summarize/markdown.py)."""
+
+from __future__ import annotations
+
+from lib.summarize.markdown import summary_markdown
+
+
+def test_summary_md_shows_every_metric_judge_scores_included():
+    rows = [{"run": "lora-1k", "status": "done", "examples": 1000, "method": "lora", "test_loss": 1.5,
+             "test_loss_ci_low": 1.4, "test_loss_ci_high": 1.6, "judge_accuracy": 3.5,
+             "judge_accuracy_ci_low": 3.1, "judge_accuracy_ci_high": 3.9}]
+    scaling = {"resampled": "test items", "loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": []}
+    text = summary_markdown("demo", rows, scaling)
+    assert "| run | status | examples | test_loss | judge_accuracy |" in text
+    assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
