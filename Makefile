@@ -17,12 +17,15 @@ PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data, GPU) or demo 
 grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
-SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
+GRID ?= default#            or extended: adds grid.yaml's `extended` sizes (1k 2.5k 5k) for the fit; make plan shows their cost
+# a profile's sizes under grid.yaml's `sizes` or `extended` key ($(1)), read up to the next key
+grid_sizes = $(shell sed -n '/^$(1):/,/^[a-z]/s/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
+SIZES ?= $(if $(filter extended,$(GRID)),$(call grid_sizes,extended)) $(call grid_sizes,sizes)
 MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml $(wildcard experiments/profiles/$(PROFILE).yaml) | tail -n 1)
 # read the files once (a variable set with ?= would run its sed at every use)
 METHODS := $(METHODS)
 SEEDS := $(SEEDS)
-SIZES := $(SIZES)
+SIZES := $(strip $(SIZES))
 MODEL := $(MODEL)
 DEFAULT_SEED := $(firstword $(call grid_list,seeds))
 VARIANT ?=#                 experiments/variants/<name>.yaml, e.g. seed-study
@@ -109,8 +112,11 @@ PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,
 # One command writes every split; it leaves unchanged files untouched, so a new size does not
 # make the runs of the existing sizes out of date.
 DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
+# The grid's sizes, and the size of a run a goal names beyond them (make exp-lora-2.5k: its split too).
+GOAL_SIZES = $(foreach goal,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(goal))))
+DATA_SIZES := $(SIZES) $(sort $(filter-out $(SIZES),$(GOAL_SIZES)))
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
-	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
+	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 
 # The items file keeps its time when its content does not change (evaluations are not redone for
 # nothing): the report, written every time, is this step's target.
@@ -120,7 +126,7 @@ $(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ
 # The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
 # reads this file, so that make -n shows the true plan.
-DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
+DATA_SETTINGS = --sizes $(DATA_SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
 $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
