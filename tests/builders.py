@@ -495,9 +495,12 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
             "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
             "slope_per_doubling": {"value": -0.2, "ci_low": -0.26, "ci_high": -0.14},
-            "points": points,
+            "points": points, "residual_dof": len(points) - 3,
             "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
-                        "abs_error": 0.057, "rel_error": 0.03}}
+                        "abs_error": 0.057, "rel_error": 0.03},
+            "leave_one_out": {"status": "ok", "mean_abs_error": 0.0405, "max_abs_error": 0.071, "sizes": [
+                {"status": "ok", "size": size, "abs_error": 0.071 if i == 0 else 0.057 if i == len(points) - 1 else 0.017}
+                for i, (size, _) in enumerate(points)]}}
     comparisons = []
     for size in grid.sizes:
         lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
@@ -513,6 +516,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
                 "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
     (results / "scaling.json").write_text(json.dumps({
         "resampled": "training seeds and test items" if len(seeds) > 1 else "test items",
+        "grid": {"name": "default", "sizes": sorted({point[0] for fit in fits.values() for point in fit["points"]})},
         "loss_fits": fits,
         "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
                    for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
