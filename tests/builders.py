@@ -499,7 +499,8 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
                         "abs_error": 0.057, "rel_error": 0.03},
             "leave_one_out": {"status": "ok", "mean_abs_error": 0.0405, "max_abs_error": 0.071, "sizes": [
-                {"status": "ok", "size": size, "abs_error": 0.071 if i == 0 else 0.057 if i == len(points) - 1 else 0.017}
+                {"status": "ok", "size": size,
+                 "abs_error": 0.071 if i == 0 else 0.057 if i == len(points) - 1 else 0.017}
                 for i, (size, _) in enumerate(points)]}}
     comparisons = []
     for size in grid.sizes:

@@ -76,7 +76,8 @@ def test_macros_hold_the_studys_numbers(tmp_path):
     assert macros["FitGridName"] == "默认网格" and macros["FitSizeCount"] == format_count(len(grid.sizes))
     assert macros["FitSizes"] == "、".join(format_count(parse_count(size)) for size in grid.sizes)
     assert macros["FitDegreesOfFreedom"] == macros["LoraFitResidualDof"] == format_count(len(grid.sizes) - 3)
-    assert r"\texttt{make all-experiments GRID=extended} 加上 10、25、50 条 3 个规模" in macros["FitDegreesOfFreedomNote"]
+    extended = r"\texttt{make all-experiments GRID=extended} 加上 10、25、50 条 3 个规模"
+    assert extended in macros["FitDegreesOfFreedomNote"]
     assert macros["LoraLeaveOneOutMeanError"] == "0.041" and macros["LoraLeaveOneOutMaxError"] == "0.071"
     assert macros["LoraLeaveOneOutMaxSize"] == format_count(parse_count(grid.sizes[0]))
     assert macros["QloraMemoryRatio"] == "0.60" and macros["QloraThroughputRatio"] == "0.67"

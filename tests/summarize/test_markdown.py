@@ -22,5 +22,6 @@ def test_summary_md_names_the_grid_of_the_fit_and_its_checks(tmp_path):
     runs = synthetic_study(tmp_path, n_items=40)
     text = summary_markdown("demo", [], scaling_of(runs, n_samples=40))
     assert "Fitted on sizes of neither grid: 1,000, 2,000, 4,000, 8,000 examples." in text
-    assert "| residual dof | holdout: largest size predicted vs observed | leave one size out: mean / max error |" in text
+    assert ("| residual dof | holdout: largest size predicted vs observed | leave one size out: mean / max error |"
+            in text)
     assert re.search(r"\| lora \| ok \|.* \| 1 \| D=8,000: .* \| [0-9.]+ / [0-9.]+ over 4 sizes \|", text)

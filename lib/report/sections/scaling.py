@@ -44,7 +44,8 @@ def fit_grid_macros(study: Study) -> dict:
     dof = max(len(sizes) - parameters, 0)
     note = ""
     if dof <= 1:
-        note = f"；留出检验只用 {format_count(max(len(sizes) - 1, 0))} 个点定 {format_count(parameters)} 个参数，几乎只是插值"
+        note = (f"；留出检验只用 {format_count(max(len(sizes) - 1, 0))} 个点定 {format_count(parameters)} 个参数，"
+                "几乎只是插值")
         try:
             extended = [size for size in load_grid(study.profile, "extended").sizes if size not in study.sizes]
         except UserError:  # a profile of the user's without extended sizes
