@@ -114,7 +114,7 @@ PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,
 DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
 # The grid's sizes, and the size of a run a goal names beyond them (make exp-lora-2.5k: its split too).
 GOAL_SIZES = $(foreach goal,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(goal))))
-DATA_SIZES := $(SIZES) $(sort $(filter-out $(SIZES),$(GOAL_SIZES)))
+DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(GOAL_SIZES))))
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 

@@ -27,4 +27,5 @@ gpu-check: ## is this GPU machine ready: correctness, speed and the targets (a 6
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
-	$(CLI) plan $(CONFIG_ARGS) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --out $(BENCH)
+	$(CLI) plan $(CONFIG_ARGS) --grid $(GRID) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --data $(PROCESSED) \
+		--out $(BENCH)
