@@ -191,7 +191,8 @@ def evaluation_hours(gpu_check: Path, profile: str, runs_dir: Path, device: str)
     seconds = [read_json(path).get("generation", {}).get("seconds") for path in sorted(runs_dir.glob("*/eval.json"))]
     seconds = [s for s in seconds if s]
     if seconds:
-        return sum(seconds) / len(seconds) / 3600, f"measured: generation time of {len(seconds)} runs in {shown(runs_dir)}"
+        return (sum(seconds) / len(seconds) / 3600,
+                f"measured: generation time of {len(seconds)} runs in {shown(runs_dir)}")
     if device != "cuda":
         return None, "not measured: no gpu-check result or evaluated run"
     return (EVALUATION_MINUTES_TARGET / 60,

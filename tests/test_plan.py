@@ -12,7 +12,6 @@ import subprocess
 import pytest
 
 from builders import REPO_ROOT
-
 from lib.architecture import QWEN2_5_3B
 from lib.config import load_config
 from lib.memory import GIB, estimate_memory, training_setting
