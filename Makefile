@@ -17,7 +17,7 @@ PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data, GPU) or demo 
 grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
-GRID ?= default#            or extended: adds grid.yaml's `extended` sizes (1k 2.5k 5k) for the fit; make plan shows their cost
+GRID ?= default#            or extended: adds grid.yaml's `extended` sizes (1k 2.5k 5k); make plan shows their cost
 # a profile's sizes under grid.yaml's `sizes` or `extended` key ($(1)), read up to the next key
 grid_sizes = $(shell sed -n '/^$(1):/,/^[a-z]/s/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
 SIZES ?= $(if $(filter extended,$(GRID)),$(call grid_sizes,extended)) $(call grid_sizes,sizes)

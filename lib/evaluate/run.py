@@ -144,9 +144,13 @@ def evaluation_inputs(config, run_dir: Path, data_dir: Path) -> dict:
 
 
 def evaluated_on(run_dir: Path, inputs: dict) -> dict | None:
-    """The run's eval.json where it is sound and made from exactly these inputs, else None."""
+    """The run's eval.json where it is sound, made from exactly these inputs and beside the per-item
+    files the summary resamples, else None."""
     result = readable_run_files(run_dir, ("eval.json",)).get("eval.json")
-    return result if result is not None and result.get("inputs") == inputs else None
+    if result is None or result.get("inputs") != inputs:
+        return None
+    per_item = ("predictions.jsonl", *((MCQ_PREDICTIONS,) if result.get("mcq") else ()))
+    return result if all((run_dir / name).is_file() for name in per_item) else None
 
 
 # --- the run -------------------------------------------------------------------------------------

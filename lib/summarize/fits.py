@@ -176,7 +176,8 @@ def bootstrapped(points: list[dict], metric: str, item_scores: dict[str, dict], 
     item_values, seeds = seed_item_values(points, item_scores, metric)
     if item_values is None:
         runs = [run for point in points for run in point["runs"].values()]
-        notes.append(f"{label}: no interval, no per-item {metric} shared by {', '.join(runs)}")
+        notes.append(f"{label}: no interval, no per-item {metric} shared by {', '.join(runs)} "
+                     "(`make eval-<run> REDO=1` writes a run's per-item files)")
         return np.empty((0, 0)), {"resampled": None, "seeds": [], "samples": 0, "failed": 0}
     draws = bootstrap_estimates([p["examples"] for p in points], item_values, estimates, n_samples, label)
     return draws, {"resampled": RESAMPLED[len(seeds) > 1], "seeds": seeds, "samples": n_samples,
