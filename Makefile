@@ -13,17 +13,13 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 # --- what to run (override any of these: make exp-lora-10k PROFILE=demo SET="train.epochs=1") ----
 PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data, GPU) or demo (tiny model, generated data, CPU)
-# The grid comes from experiments/grid.yaml (tests/test_makefile.py checks this reading of it).
-grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
+# The grid comes from experiments/grid.yaml, a key's list or the profile's under it (tests/test_makefile.py checks).
+grid_list = $(shell sed -En '/^$(1):/,/^[a-z]/s/^($(1)|  $(PROFILE)): *\[(.*)\].*/\2/p' experiments/grid.yaml | tr -d ,)
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
-GRID ?= default#            or extended: adds grid.yaml's `extended` sizes (1k 2.5k 5k); make plan shows their cost
-# a profile's sizes under grid.yaml's `sizes` or `extended` key ($(1)), read up to the next key
-grid_sizes = $(shell sed -n '/^$(1):/,/^[a-z]/s/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
-SIZES ?= $(if $(filter extended,$(GRID)),$(call grid_sizes,extended)) $(call grid_sizes,sizes)
+SIZES ?= $(if $(filter extended,$(GRID)),$(call grid_list,extended)) $(call grid_list,sizes)# GRID=extended: and `extended`
 MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml $(wildcard experiments/profiles/$(PROFILE).yaml) | tail -n 1)
-# read the files once (a variable set with ?= would run its sed at every use)
-METHODS := $(METHODS)
+METHODS := $(METHODS)# read the files once (a variable set with ?= would run its sed at every use)
 SEEDS := $(SEEDS)
 SIZES := $(strip $(SIZES))
 MODEL := $(MODEL)
@@ -109,12 +105,10 @@ data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and 
 # as they are and make only what is missing: a setting given to them (SEED=7) never rebuilds nor trains.
 PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,$(MAKECMDGOALS))
 
-# One command writes every split; it leaves unchanged files untouched, so a new size does not
-# make the runs of the existing sizes out of date.
+# One command writes every split, the grid's and that of a run a goal names beyond it (make exp-lora-2.5k);
+# it leaves unchanged files untouched, so a new size does not make the runs of the existing sizes out of date.
 DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
-# The grid's sizes, and the size of a run a goal names beyond them (make exp-lora-2.5k: its split too).
-GOAL_SIZES = $(foreach goal,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(goal))))
-DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(GOAL_SIZES))))
+DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(foreach g,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(g)))))))
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 

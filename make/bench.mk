@@ -27,5 +27,5 @@ gpu-check: ## is this GPU machine ready: correctness, speed and the targets (a 6
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
 plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, which cells fit a 16 GB T4, and the grid's GPU hours
-	$(CLI) plan $(CONFIG_ARGS) --grid $(GRID) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --data $(PROCESSED) \
+	$(CLI) plan $(CONFIG_ARGS) --grid $(or $(GRID),default) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --data $(PROCESSED) \
 		--out $(BENCH)
