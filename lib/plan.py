@@ -59,6 +59,7 @@ from lib.memory import (
     runtime_overhead_gb,
     training_setting,
 )
+from lib.runs import readable_run_files
 
 CHECKPOINTING_WORDS = {True: "on", False: "off", "auto": "auto (planned on; a run turns it off where it fits without)"}
 
@@ -188,8 +189,9 @@ def evaluation_hours(gpu_check: Path, profile: str, runs_dir: Path, device: str)
         minutes = (check.get("details") or {}).get("minutes")
         if result.get("profile") == profile and minutes is not None:
             return minutes / 60, f"measured: {shown(gpu_check)}"
-    seconds = [read_json(path).get("generation", {}).get("seconds") for path in sorted(runs_dir.glob("*/eval.json"))]
-    seconds = [s for s in seconds if s]
+    evaluations = [readable_run_files(path.parent, ("eval.json",)).get("eval.json") or {}  # a damaged one is left out
+                   for path in sorted(runs_dir.glob("*/eval.json"))]
+    seconds = [s for s in (e.get("generation", {}).get("seconds") for e in evaluations) if s]
     if seconds:
         return (sum(seconds) / len(seconds) / 3600,
                 f"measured: generation time of {len(seconds)} runs in {shown(runs_dir)}")

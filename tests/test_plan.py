@@ -188,3 +188,33 @@ def test_without_a_measurement_the_plan_assumes_the_gpu_check_s_targets(run_cli,
     assert cost["speeds"]["qlora"]["source"] == "assumed: the GPU check's MFU target of 25% on an H100 (bf16)"
     assert cost["evaluation_hours"] == pytest.approx(3 / 60)
     assert cost["extra_hours"] > 0 and "GRID=extended adds 1k, 2.5k, 5k:" in table
+
+
+def test_on_a_cpu_the_plan_costs_a_run_from_what_finished_runs_measured(run_cli, tmp_path):
+    from builders import config, write_run
+    from lib.io import write_json
+
+    runs = tmp_path / "runs"
+    run = write_run(runs, "lora-100", [2.0] * 4, cost={"tokens_per_s": 5_000.0, "peak_memory_gb": 1.5,
+                                                       "peak_memory_kind": "process_rss", "attention": "sdpa"})
+    recipe = config("lora", "100", 42, "demo")
+    write_json(run / "config.json", recipe | {"model": recipe["model"] | {"attn_implementation": "sdpa"}})
+    evaluation = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    write_json(run / "eval.json", evaluation | {"generation": {"seconds": 36.0}})
+    (runs / "qlora-100").mkdir()
+    (runs / "qlora-100" / "eval.json").write_text("{damaged", encoding="utf-8")  # left out, not trusted
+    out = tmp_path / "plan"
+    done = run_cli("plan", "--out", out, "--runs", runs, "--profile", "demo", "--bench", tmp_path / "none.json",
+                   "--data", tmp_path / "no-data")
+    assert done.returncode == 0, done.stderr[-3000:]
+    cost = json.loads((out / "plan-demo.json").read_text())["cost"]
+    assert cost["speeds"]["lora"] == {"tokens_per_s": 5_000.0, "source": f"measured: {run / 'train_metrics.json'}"}
+    assert cost["speeds"]["qlora"]["tokens_per_s"] is None  # no qlora run, and on a CPU nothing is assumed
+    assert cost["evaluation_hours"] == pytest.approx(36 / 3600)
+    assert cost["evaluation_source"] == f"measured: generation time of 1 runs in {runs}"
+    cell = next(cell for cell in cost["cells"] if cell["size"] == "25")
+    assert cell["added_by_extended"] and cell["hours"]["qlora"] is None
+    assert cell["hours"]["lora"] == pytest.approx(25 * 1 * cost["tokens_per_example"] / 5_000 / 3600 + 36 / 3600)
+    assert cost["default_hours"] is None
+    assert "Hours unknown without a measured speed. GRID=extended adds 10, 25, 50: 6.5% of the default grid's" in (
+        out / "plan-demo.md").read_text()
