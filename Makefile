@@ -13,16 +13,15 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 # --- what to run (override any of these: make exp-lora-10k PROFILE=demo SET="train.epochs=1") ----
 PROFILE ?= paper#           paper (Qwen2.5-3B-Instruct, real data, GPU) or demo (tiny model, generated data, CPU)
-# The grid comes from experiments/grid.yaml (tests/test_makefile.py checks this reading of it).
-grid_list = $(shell sed -n 's/^$(1): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
+# The grid comes from experiments/grid.yaml, a key's list or the profile's under it (tests/test_makefile.py checks).
+grid_list = $(shell sed -En '/^$(1):/,/^[a-z]/s/^($(1)|  $(PROFILE)): *\[(.*)\].*/\2/p' experiments/grid.yaml | tr -d ,)
 METHODS ?= $(call grid_list,methods)
 SEEDS ?= $(call grid_list,seeds)
-SIZES ?= $(shell sed -n 's/^  $(PROFILE): *\[\(.*\)\].*/\1/p' experiments/grid.yaml | tr -d ,)
+SIZES ?= $(if $(filter extended,$(GRID)),$(call grid_list,extended)) $(call grid_list,sizes)# GRID=extended: and `extended`
 MODEL ?= $(shell sed -n 's/^  name_or_path: *//p' experiments/base.yaml $(wildcard experiments/profiles/$(PROFILE).yaml) | tail -n 1)
-# read the files once (a variable set with ?= would run its sed at every use)
-METHODS := $(METHODS)
+METHODS := $(METHODS)# read the files once (a variable set with ?= would run its sed at every use)
 SEEDS := $(SEEDS)
-SIZES := $(SIZES)
+SIZES := $(strip $(SIZES))
 MODEL := $(MODEL)
 DEFAULT_SEED := $(firstword $(call grid_list,seeds))
 VARIANT ?=#                 experiments/variants/<name>.yaml, e.g. seed-study
@@ -106,11 +105,12 @@ data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and 
 # as they are and make only what is missing: a setting given to them (SEED=7) never rebuilds nor trains.
 PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,$(MAKECMDGOALS))
 
-# One command writes every split; it leaves unchanged files untouched, so a new size does not
-# make the runs of the existing sizes out of date.
+# One command writes every split, the grid's and that of a run a goal names beyond it (make exp-lora-2.5k);
+# it leaves unchanged files untouched, so a new size does not make the runs of the existing sizes out of date.
 DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
+DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(foreach g,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(g)))))))
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
-	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
+	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 
 # The items file keeps its time when its content does not change (evaluations are not redone for
 # nothing): the report, written every time, is this step's target.
@@ -120,7 +120,7 @@ $(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ
 # The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
 # reads this file, so that make -n shows the true plan.
-DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
+DATA_SETTINGS = --sizes $(DATA_SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
 $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its

@@ -481,21 +481,41 @@ class Grid:
         return self.seeds[0]
 
 
-def load_grid(profile: str) -> Grid:
-    """The study grid of a profile from experiments/grid.yaml (the Makefile reads the same file)."""
+# The grids of experiments/grid.yaml (make GRID=): the default sizes, or those and the `extended` ones.
+GRIDS = ("default", "extended")
+
+
+def load_grid(profile: str, grid_name: str = "default") -> Grid:
+    """The study grid of a profile from experiments/grid.yaml (the Makefile reads the same file); the
+    extended grid adds the profile's `extended` sizes, smallest size first."""
+    if grid_name not in GRIDS:
+        raise UserError(f"grid {grid_name!r}: expected {' or '.join(GRIDS)}")
     path = EXPERIMENTS_DIR / "grid.yaml"
     grid = read_yaml(path)
-    for key, kind in (("methods", list), ("seeds", list), ("sizes", dict)):
+    for key, kind in (("methods", list), ("seeds", list), ("sizes", dict), ("extended", dict)):
         if not isinstance(grid.get(key), kind) or not grid[key]:
             raise UserError(f"{shown(path)}: `{key}` must be a non-empty {'list' if kind is list else 'mapping'}")
     if profile not in grid["sizes"]:
         raise UserError(f"{shown(path)}: no sizes for profile {profile!r} (profiles: {', '.join(grid['sizes'])})")
     if not all(isinstance(seed, int) for seed in grid["seeds"]):
         raise UserError(f"{shown(path)}: seeds must be whole numbers, got {grid['seeds']}")
-    sizes = tuple(str(s) for s in grid["sizes"][profile])
+    sizes = [str(s) for s in grid["sizes"][profile]]
+    if grid_name == "extended":
+        if not grid["extended"].get(profile):
+            raise UserError(f"{shown(path)}: no extended sizes for profile {profile!r} "
+                            f"(profiles: {', '.join(grid['extended'])})")
+        sizes = [str(s) for s in grid["extended"][profile]] + sizes
     for size in sizes:
         parse_count(size)
-    return Grid(methods=tuple(str(m) for m in grid["methods"]), sizes=sizes, seeds=tuple(grid["seeds"]))
+    return Grid(methods=tuple(str(m) for m in grid["methods"]), sizes=tuple(sorted(sizes, key=parse_count)),
+                seeds=tuple(grid["seeds"]))
+
+
+def grid_of_sizes(profile: str, examples: list[int]) -> str | None:
+    """Which grid of experiments/grid.yaml has exactly these sizes (in examples), or None: the
+    report names the grid a fit comes from."""
+    return next((name for name in GRIDS
+                 if sorted(examples) == sorted(parse_count(size) for size in load_grid(profile, name).sizes)), None)
 
 
 def requested_grid(profile: str, methods=None, sizes=None, seeds=None) -> tuple[Grid, int]:

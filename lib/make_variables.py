@@ -24,6 +24,7 @@ from lib.config import (
     BASE_RUN,
     COLUMN_ROLES,
     EXPERIMENTS_DIR,
+    GRIDS,
     MCQ_COLUMN_ROLES,
     NF4_BASE_RUN,
     parse_count,
@@ -184,6 +185,7 @@ def flag(value: str) -> None:
 
 CHECKS: dict[str, Callable[[str], None]] = {
     "PROFILE": recipe("profiles", "profile"),
+    "GRID": one_of(GRIDS),
     "METHODS": each(recipe("", "method"), " method"),
     "SIZES": each(count, " size"),
     "SEEDS": each(whole_number(0, what="a seed"), " seed"),

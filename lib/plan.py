@@ -1,7 +1,9 @@
-"""`python -m lib plan`: the peak memory of LoRA and QLoRA training for the grid, estimated without a GPU.
+"""`python -m lib plan`: the peak memory of LoRA and QLoRA training for the grid, estimated without a
+GPU, and what the grid costs in GPU hours, the extended grid's cells apart.
 
     python -m lib plan --profile paper --model-config qwen2.5-3b --batch 8 --seq 256 --seq 1024
     python -m lib plan --profile paper --batch 1 --seq 1024 --out results/bench     (plan-paper.json + .md)
+    python -m lib plan --profile paper --grid extended                              (the extended grid planned)
     python -m lib plan --profile demo --model-config tiny                           (CPU: the demo's model)
 
 For each method of the grid and each --seq, the estimate of lib.memory by component (weights,
@@ -13,8 +15,17 @@ results/<profile>/runs/*/train_metrics.json) measured a peak, the table shows it
 estimate at the same shape and on the same device (bench-gpu's on CUDA, a run's where it trained),
 with the ratio measured / estimated.
 
-It reads what bench-gpu (lib.bench.gpu) and the runs measured, and writes beside bench-gpu's
-results (lib.bench.write_benchmark).
+The cost: a run's hours are its training, examples x epochs x tokens per example / tokens per
+second (lib.bench.gpu.projected_hours), and its evaluation, the same for every size; the untuned
+rows are evaluated only. The speeds come from what was measured: bench-gpu's fastest variant of
+each method, else the finished runs (train_metrics.json's tokens/s, eval.json's generation time);
+else, on a GPU, the GPU check's targets on an H100 (lib.bench.gpu_check: its MFU targets, its
+minutes to evaluate the test set), which the plan names as assumed. Tokens per example: those of
+the prepared data, else the real lengths shipped with bench-gpu. The extended grid's cells
+(GRID=extended: experiments/grid.yaml) are shown apart, with their share of the hours.
+
+It reads what bench-gpu (lib.bench.gpu), gpu-check and the runs measured, and writes beside
+bench-gpu's results (lib.bench.write_benchmark).
 """
 
 from __future__ import annotations
@@ -33,7 +44,10 @@ from lib.architecture import (
 )
 from lib.arguments import add_config_arguments
 from lib.bench import write_benchmark
-from lib.config import load_config, load_grid
+from lib.bench.gpu import example_lengths, projected_hours
+from lib.bench.gpu_check import EVALUATION_MINUTES_TARGET, MFU_TARGETS
+from lib.config import GRIDS, Config, load_config, load_grid, loads_in_4bit, parse_count
+from lib.hardware import model_flops_per_token, peak_flops
 from lib.io import provenance, read_json, shown
 from lib.memory import (
     CUDA_CONTEXT_GB,
@@ -45,6 +59,7 @@ from lib.memory import (
     runtime_overhead_gb,
     training_setting,
 )
+from lib.runs import readable_run_files
 
 CHECKPOINTING_WORDS = {True: "on", False: "off", "auto": "auto (planned on; a run turns it off where it fits without)"}
 
@@ -96,6 +111,7 @@ def bench_gpu_measurements(path: Path, arch: Architecture) -> tuple[list[dict], 
             "peak_gb": variant["peak_memory_allocated_gb"],
             "reserved_gb": variant.get("peak_memory_reserved_gb"),
             "kind": "cuda_max_allocated",
+            "tokens_per_s": variant.get("tokens_per_s"),
         })
     return measured, []
 
@@ -124,6 +140,7 @@ def finished_run_measurements(runs_dir: Path) -> list[dict]:
             "peak_gb": metrics["peak_memory_gb"],
             "reserved_gb": metrics.get("peak_memory_reserved_gb"),
             "kind": kind,
+            "tokens_per_s": metrics.get("tokens_per_s"),
         })
     return measured
 
@@ -133,6 +150,100 @@ def measured_allocator_slack(measured: list[dict]) -> tuple[float, str] | None:
     ratios = [(m["reserved_gb"] / m["peak_gb"] - 1, m["source"])
               for m in measured if m.get("reserved_gb") and m["peak_gb"]]
     return max(ratios) if ratios else None
+
+
+# --- what the grid costs ---------------------------------------------------------------------------
+
+# Without a measurement on a GPU, a run is taken to go as fast as the GPU check's targets on this card.
+REFERENCE_CARD = "H100"
+# What the extended grid's cells may add to the default grid's hours: more points for the fit for little cost.
+EXTENDED_SHARE_TARGET = 0.10
+
+
+def training_speed(method: str, config: Config, arch: Architecture, measured: list[dict],
+                   device: str) -> tuple[float | None, str]:
+    """Training tokens/s of a method on the plan's device, and where the number comes from: the
+    fastest measurement of the method there (bench-gpu's variants, finished runs), else on a GPU
+    the GPU check's MFU target on an H100: tokens/s = MFU x peak FLOP/s / FLOPs per token."""
+    speeds = [m for m in measured if m["method"] == method and m["device"] == device and m.get("tokens_per_s")]
+    if speeds:
+        fastest = max(speeds, key=lambda m: m["tokens_per_s"])
+        return fastest["tokens_per_s"], f"measured: {fastest['source']}"
+    target = MFU_TARGETS.get("qlora" if loads_in_4bit(method) else "lora")
+    if device != "cuda" or target is None:
+        return None, "not measured: no bench-gpu result or finished run of it on this device"
+    counts = parameter_counts(arch)
+    trainable = lora_parameter_count(arch, config.lora.r, lora_targets(config.lora.target_modules))
+    flops = model_flops_per_token(counts.total, trainable)
+    return (target * peak_flops(REFERENCE_CARD, "bfloat16") / flops,
+            f"assumed: the GPU check's MFU target of {target:.0%} on an {REFERENCE_CARD} (bf16)")
+
+
+def evaluation_hours(gpu_check: Path, profile: str, runs_dir: Path, device: str) -> tuple[float | None, str]:
+    """Hours to evaluate one run and where the number comes from: the GPU check's measured minutes
+    for this profile, else the mean generation time of the finished runs' eval.json, else on a GPU
+    the GPU check's target (minutes to answer the test set: a bound, generation dominates)."""
+    if gpu_check.is_file():
+        result = read_json(gpu_check)
+        check = next((c for c in result.get("checks", []) if c.get("name") == "evaluation time"), {})
+        minutes = (check.get("details") or {}).get("minutes")
+        if result.get("profile") == profile and minutes is not None:
+            return minutes / 60, f"measured: {shown(gpu_check)}"
+    evaluations = [readable_run_files(path.parent, ("eval.json",)).get("eval.json") or {}  # a damaged one is left out
+                   for path in sorted(runs_dir.glob("*/eval.json"))]
+    seconds = [s for s in (e.get("generation", {}).get("seconds") for e in evaluations) if s]
+    if seconds:
+        return (sum(seconds) / len(seconds) / 3600,
+                f"measured: generation time of {len(seconds)} runs in {shown(runs_dir)}")
+    if device != "cuda":
+        return None, "not measured: no gpu-check result or evaluated run"
+    return (EVALUATION_MINUTES_TARGET / 60,
+            f"assumed: the GPU check's target of {EVALUATION_MINUTES_TARGET:g} minutes on an H100/H200")
+
+
+def grid_cost(profile: str, grid_name: str, configs: dict[str, Config], arch: Architecture, measured: list[dict],
+              device: str, gpu_check: Path, runs_dir: Path, data_dir: Path) -> dict:
+    """Hours of every cell of the extended grid (those of the default grid and those it adds), the
+    default grid's total with its untuned rows, what the extended cells add and their share."""
+    default, extended = load_grid(profile), load_grid(profile, "extended")
+    first = configs[default.methods[0]]
+    lengths = example_lengths(first, data_dir)
+    speeds = {method: training_speed(method, configs[method], arch, measured, device) for method in default.methods}
+    evaluation, evaluation_source = evaluation_hours(gpu_check, profile, runs_dir, device)
+    cells = []
+    for size in extended.sizes:
+        hours = {}
+        for method in default.methods:
+            training = projected_hours(speeds[method][0], configs[method], lengths, [size])
+            hours[method] = None if training is None or evaluation is None else training[size] + evaluation
+        cells.append({"size": size, "examples": parse_count(size), "added_by_extended": size not in default.sizes,
+                      "hours": hours})
+    seeds = len(default.seeds)
+    untuned = 1 + any(loads_in_4bit(method) for method in default.methods)  # base, and base-nf4 for QLoRA
+
+    def total(added: bool) -> float | None:
+        hours = [h for cell in cells if cell["added_by_extended"] == added for h in cell["hours"].values()]
+        return None if None in hours else seeds * sum(hours)
+
+    default_hours, extra_hours = total(False), total(True)
+    if default_hours is not None:
+        default_hours += untuned * evaluation
+    examples = {added: seeds * sum(cell["examples"] for cell in cells if cell["added_by_extended"] == added)
+                for added in (False, True)}
+    return {
+        "planned": grid_name, "default_sizes": list(default.sizes),
+        "extended_sizes": [cell["size"] for cell in cells if cell["added_by_extended"]],
+        "seeds": seeds, "untuned_runs": untuned, "epochs": first.train.epochs,
+        "tokens_per_example": lengths.mean_tokens(first.train.max_length), "lengths": lengths.source,
+        "speeds": {method: {"tokens_per_s": speed, "source": source} for method, (speed, source) in speeds.items()},
+        "evaluation_hours": evaluation, "evaluation_source": evaluation_source,
+        "cells": cells, "default_hours": default_hours, "extra_hours": extra_hours,
+        # what the extended cells add, as a share of the default grid's hours and of the extended grid's
+        "extra_share_of_default": None if default_hours is None else extra_hours / default_hours,
+        "extra_share_of_extended": None if default_hours is None else extra_hours / (default_hours + extra_hours),
+        # the same in training examples alone: what the evaluations, a fixed cost per run, add to it
+        "extra_examples_share": examples[True] / examples[False],
+    }
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -154,6 +265,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bench-gpu's measurements (default: results/bench/gpu-<profile>.json)")
     parser.add_argument("--runs", type=Path, default=None,
                         help="folder of finished runs (default: results/<profile>/runs)")
+    parser.add_argument("--gpu-check", type=Path, default=None,
+                        help="gpu-check's measurements (default: gpu-check.json beside --bench's file)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="prepared data whose lengths the examples follow (default: data/processed/<profile>)")
+    parser.add_argument("--grid", choices=GRIDS, default="default",
+                        help="the grid planned: default, or extended (adds grid.yaml's extended sizes)")
     parser.add_argument("--out", type=Path, default=None, help="write plan-<profile>.json and plan-<profile>.md here")
 
 
@@ -169,7 +286,7 @@ def run(args: argparse.Namespace) -> None:
 def memory_plan(args: argparse.Namespace) -> dict:
     """What plan-<profile>.json holds: every method of the grid at each --seq, the cards it fits,
     and the measured peaks next to the estimate at their own shape."""
-    grid = load_grid(args.profile)
+    grid = load_grid(args.profile, args.grid)
     configs = {method: load_config(args.profile, method, tuple(args.variant), args.overrides)
                for method in grid.methods}
     first = configs[grid.methods[0]]
@@ -180,7 +297,8 @@ def memory_plan(args: argparse.Namespace) -> dict:
     batch = args.batch or first.train.per_device_batch_size
     seqs = args.seq or [first.train.max_length]
 
-    measured, notes = bench_gpu_measurements(args.bench or Path("results/bench") / f"gpu-{args.profile}.json", arch)
+    bench = args.bench or Path("results/bench") / f"gpu-{args.profile}.json"
+    measured, notes = bench_gpu_measurements(bench, arch)
     runs_dir = args.runs or Path("results") / args.profile / "runs"
     measured += finished_run_measurements(runs_dir) if runs_dir.is_dir() else []
     notes += [f"{m['source']}: method {m['method']!r} is not in the grid ({', '.join(grid.methods)}): left out"
@@ -223,6 +341,9 @@ def memory_plan(args: argparse.Namespace) -> dict:
                      "measured resident size of Python with " + ", ".join(TRAINING_STACK),
                      "allocator_slack": slack, "allocator_slack_source": slack_source},
         "grid": {"methods": list(grid.methods), "sizes": list(grid.sizes)},
+        "cost": grid_cost(args.profile, args.grid, configs, arch, measured, device,
+                          args.gpu_check or bench.parent / "gpu-check.json", runs_dir,
+                          args.data or Path("data/processed") / args.profile),
         "estimates": rows,
         "measured": comparisons,
         "notes": notes,
@@ -270,6 +391,42 @@ def markdown(result: dict) -> str:
         for m in result["measured"]:
             lines.append(f"| {m['source']} | {m['device']} | {m['method']} | {m['batch']} x {m['seq']} "
                          f"| {m['peak_gb']:.2f} | {m['estimated_gb']:.2f} | {m['ratio']:.2f} |")
+    lines += cost_markdown(result["cost"], settings["device"])
     if result["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def hours_text(hours: float | None) -> str:
+    return "unknown" if hours is None else f"{hours:.2f}"
+
+
+def cost_markdown(cost: dict, device: str) -> list[str]:
+    """The hours of each size's runs, the default grid's, what GRID=extended adds and its share."""
+    unit = "GPU hours" if device == "cuda" else "hours on this device"
+    methods = list(cost["speeds"])
+    lines = ["", f"## What the grid costs ({unit}; planned: the {cost['planned']} grid)", "",
+             "| size | grid | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    for cell in cost["cells"]:
+        lines.append(f"| {cell['size']} | {'extended' if cell['added_by_extended'] else 'default'} | "
+                     + " | ".join(hours_text(cell["hours"][method]) for method in methods) + " |")
+    speeds = "; ".join(f"{method} {'unknown' if s['tokens_per_s'] is None else format(s['tokens_per_s'], ',.0f')} "
+                       f"tokens/s ({s['source']})" for method, s in cost["speeds"].items())
+    evaluation = ("unknown" if cost["evaluation_hours"] is None else f"{60 * cost['evaluation_hours']:.1f} minutes")
+    lines += ["", f"A run: training, examples x {cost['epochs']:g} epochs x {cost['tokens_per_example']:.0f} tokens "
+              f"per example ({cost['lengths']}) / tokens per second, then its evaluation, {evaluation} "
+              f"({cost['evaluation_source']}). Training speeds: {speeds}.", ""]
+    extended = ", ".join(cost["extended_sizes"])
+    if cost["default_hours"] is None:
+        lines.append(f"Hours unknown without a measured speed. GRID=extended adds {extended}: "
+                     f"{cost['extra_examples_share']:.1%} of the default grid's training examples.")
+        return lines
+    within = cost["extra_share_of_default"] < EXTENDED_SHARE_TARGET
+    lines.append(f"The default grid ({', '.join(cost['default_sizes'])} x {len(methods)} methods x {cost['seeds']} "
+                 f"seed(s), and {cost['untuned_runs']} untuned rows evaluated): {cost['default_hours']:.2f} h. "
+                 f"GRID=extended adds {extended}: **{cost['extra_hours']:.2f} h, {cost['extra_share_of_default']:.1%} "
+                 f"of the default grid's hours** ({cost['extra_share_of_extended']:.1%} of the extended grid's): "
+                 f"{'within' if within else 'over'} the {EXTENDED_SHARE_TARGET:.0%} it is meant to cost "
+                 f"{'✓' if within else '✗'}. In training examples alone they add {cost['extra_examples_share']:.1%} "
+                 "to the default grid's; the rest is their evaluations, the same for every size.")
+    return lines

@@ -7,6 +7,7 @@ evaluation (summary, figures, report):
     train.done           written last by training
     eval.json            every metric with its interval                 (lib.evaluate.run)
     predictions.jsonl    one answer per test item                       (lib.evaluate.run)
+    mcq_predictions.jsonl  one answer per knowledge-track item          (lib.evaluate.run)
 
 A run's status: missing (no folder), training (no train.done), incomplete (train.done, but the
 adapter's files are gone), not_evaluated (trained, no eval.json), done, or corrupt (a file that
@@ -37,6 +38,7 @@ from lib.io import read_json, sha256_file, shown
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT saves and loads
 DONE_MARKER = "train.done"
+MCQ_PREDICTIONS = "mcq_predictions.jsonl"  # the knowledge track's per-item answers: the MCQ trend resamples them
 RUN_LOCK = ".lock"  # held while a process trains or evaluates the run (lib.io.exclusive)
 STATUSES = ("done", "training", "incomplete", "not_evaluated", "corrupt", "missing")
 
@@ -115,7 +117,7 @@ CHECKS: dict[str, Callable] = {"eval.json": eval_problem, "train_metrics.json": 
 def redo_hint(name: str, run: str) -> str:
     """How to make a damaged file of a run again (the Makefile keeps a finished run unless REDO=1
     names it)."""
-    if name in ("eval.json", "predictions.jsonl"):
+    if name in ("eval.json", "predictions.jsonl", MCQ_PREDICTIONS):
         return f"`make eval-{run} REDO=1` evaluates it again"
     return f"`make exp-{run} REDO=1` trains and evaluates it again"
 

@@ -26,5 +26,6 @@ bench-gpu: $(SETUP) ## training throughput and memory of the Qwen2.5-3B architec
 gpu-check: ## is this GPU machine ready: correctness, speed and the targets (a 6-minute budget) -> results/bench/gpu-check.md
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m lib gpu-check $(CONFIG_ARGS) --out $(BENCH)
 
-plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, and which cells fit a 16 GB T4
-	$(CLI) plan $(CONFIG_ARGS) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --out $(BENCH)
+plan: $(SETUP) ## estimated GPU memory of each method for the 3B model, which cells fit a 16 GB T4, and the grid's GPU hours
+	$(CLI) plan $(CONFIG_ARGS) --grid $(or $(GRID),default) --bench $(BENCH)/gpu-$(PROFILE).json --runs $(RUNS) --data $(PROCESSED) \
+		--out $(BENCH)

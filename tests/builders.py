@@ -47,10 +47,11 @@ from lib.config import UNTUNED_RUNS, Grid, load_grid, parse_count, run_name
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
 from lib.review.store import Vote
+from lib.runs import MCQ_PREDICTIONS
 from lib.stats import bootstrap, token_weighted_loss
 from lib.summarize import scaling_analysis
 from lib.summarize.fits import power_law
-from lib.summarize.item_scores import read_predictions
+from lib.summarize.item_scores import read_item_scores, read_predictions
 from lib.summarize.table import collect_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -263,28 +264,32 @@ SUMMARY_SEED = 42
 SUMMARY_GRID = Grid(methods=("lora", "qlora"), sizes=("1k", "2k", "4k", "8k"), seeds=(SUMMARY_SEED,))
 
 
-def scaling_of(runs, grid=SUMMARY_GRID, n_samples=100):
+def scaling_of(runs, grid=SUMMARY_GRID, n_samples=100, profile="demo"):
     """scaling.json's content for the runs in `runs` (as `summarize` computes it)."""
     rows = collect_runs(runs, grid, SUMMARY_SEED)
-    return scaling_analysis(rows, grid, SUMMARY_SEED, read_predictions(rows, runs), n_samples)
+    item_scores = read_item_scores(rows, runs, read_predictions(rows, runs))
+    return scaling_analysis(rows, grid, SUMMARY_SEED, item_scores, n_samples, profile)
 
 
-def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0, seed_effects=None):
+def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0, seed_effects=None, sizes=SUMMARY_GRID.sizes):
     """Runs whose per-item losses are L(D) = 1.2 + 30 D^-alpha, plus an item difficulty shared by
-    every run (sd 0.5) and independent noise (sd 0.3). `seed_effects` {training seed: [shift of
-    each size's loss]} trains each size once per seed, shifted by that seed's effect."""
+    every run (sd 0.5) and independent noise (sd 0.3); ROUGE-L 20 + 3 log2(D / 1k) and MCQ answers
+    right with probability 40% + 2% log2(D / 1k), per item. `seed_effects` {training seed: [shift of
+    each size's metrics]} trains each size once per seed, shifted by that seed's effect (on the
+    loss; 10 times it on ROUGE-L and MCQ accuracy, in points)."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(0, 0.5, n_items)
     runs = tmp_path / "runs"
-    for training_seed, shifts in (seed_effects or {SUMMARY_SEED: [0.0] * len(SUMMARY_GRID.sizes)}).items():
+    for training_seed, shifts in (seed_effects or {SUMMARY_SEED: [0.0] * len(sizes)}).items():
         suffix = "" if training_seed == SUMMARY_SEED else f"-s{training_seed}"
-        for size, shift in zip(SUMMARY_GRID.sizes, shifts):
-            examples = int(size[:-1]) * 1_000
+        for size, shift in zip(sizes, shifts):
+            examples = parse_count(size)
             for method, offset in (("lora", 0.0), ("qlora", 0.05)):
                 losses = (power_law(examples, 1.2 + offset, 30.0, alpha) + shift + difficulty
                           + rng.normal(0, 0.3, n_items))
-                rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + rng.normal(0, 5, n_items)
-                write_run(runs, f"{method}-{size}{suffix}", losses, rouge,
+                rouge = 20 + 3 * np.log2(examples / 1_000) - 10 * offset + 10 * shift + rng.normal(0, 5, n_items)
+                right = 0.4 + 0.02 * np.log2(examples / 1_000) + 0.1 * shift
+                write_run(runs, f"{method}-{size}{suffix}", losses, rouge, mcq_correct=rng.random(n_items) < right,
                           cost={"wall_time_s": 100.0 * (1 + offset * 10), "peak_memory_gb": 10.0 - 100 * offset,
                                 "tokens_per_s": 1000.0})
     return runs
@@ -301,11 +306,12 @@ def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
 
 
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
-              cost=None, mcq=None, tokens=None, log_history=None, metrics=None):
+              cost=None, mcq=None, mcq_correct=None, tokens=None, log_history=None, metrics=None):
     """One run directory; eval.json's test_loss, perplexity and rougeL are computed from the
     per-item scores given, `metrics` adds others (as corpus_metrics returns them), and every
     other metric each evaluation has (lib.runs checks eval.json against the registry) is 1.0;
-    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}})."""
+    `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}}), or `mcq_correct`,
+    whether each knowledge-track item was answered right, gives it and mcq_predictions.jsonl."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
@@ -333,6 +339,11 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
               if metric.always and name not in measured}
     metrics = others | (metrics or {}) | measured
     result = {"run": name, "n_items": n, "metrics": metrics}
+    if mcq_correct is not None:
+        write_jsonl(run_dir / MCQ_PREDICTIONS, [{"id": f"m{i}", "source": "cmb", "answer": "A",
+                                                 "predicted": "A" if right else "B", "correct": bool(right)}
+                                                for i, right in enumerate(mcq_correct)])
+        mcq = {"overall": bootstrap(100.0 * np.asarray(mcq_correct), n_samples=200)}
     if mcq is not None:
         result["mcq"] = mcq
     write_json(run_dir / "eval.json", result)
@@ -484,9 +495,13 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             "A": {"value": 56.789, "ci_low": 40.0, "ci_high": 80.0},
             "alpha": {"value": 0.4321 if method == "lora" else 0.3876, "ci_low": 0.25, "ci_high": 0.61},
             "slope_per_doubling": {"value": -0.2, "ci_low": -0.26, "ci_high": -0.14},
-            "points": points,
+            "points": points, "residual_dof": len(points) - 3,
             "holdout": {"status": "ok", "size": points[-1][0], "observed": 1.9, "predicted": 1.957,
-                        "abs_error": 0.057, "rel_error": 0.03}}
+                        "abs_error": 0.057, "rel_error": 0.03},
+            "leave_one_out": {"status": "ok", "mean_abs_error": 0.0405, "max_abs_error": 0.071, "sizes": [
+                {"status": "ok", "size": size,
+                 "abs_error": 0.071 if i == 0 else 0.057 if i == len(points) - 1 else 0.017}
+                for i, (size, _) in enumerate(points)]}}
     comparisons = []
     for size in grid.sizes:
         lora, qlora = (next((r for r in rows if r["run"] == run_name(m, size, seed, seed)), None)
@@ -502,6 +517,7 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
                 "time_ratio": 1.5, "memory_ratio": 0.6, "throughput_ratio": 1 / 1.5})
     (results / "scaling.json").write_text(json.dumps({
         "resampled": "training seeds and test items" if len(seeds) > 1 else "test items",
+        "grid": {"name": "default", "sizes": sorted({point[0] for fit in fits.values() for point in fit["points"]})},
         "loss_fits": fits,
         "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
                    for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),

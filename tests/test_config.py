@@ -26,6 +26,7 @@ from lib.config import (
     OneOf,
     Range,
     declared_fields,
+    grid_of_sizes,
     load_config,
     load_grid,
     parse_count,
@@ -99,6 +100,18 @@ def test_run_names_round_trip_and_the_default_seed_has_no_suffix():
     assert run_name("qlora", "60k", 7, grid.default_seed) == "qlora-60k-s7"
     assert parse_run_name("qlora-60k-s7", grid.default_seed) == ("qlora", "60k", 7)
     assert parse_run_name("lora-10k", grid.default_seed) == ("lora", "10k", grid.default_seed)
+    assert parse_run_name("qlora-2.5k-s7", grid.default_seed) == ("qlora", "2.5k", 7)
+
+
+def test_the_extended_grid_adds_smaller_sizes_in_proportion_and_names_a_fit_s_grid():
+    assert load_grid("paper", "extended").sizes == ("1k", "2.5k", "5k", "10k", "20k", "40k", "60k")
+    # the demo's: 1/10, 1/4 and 1/2 of its smallest size, as the paper's are of 10k
+    assert load_grid("demo", "extended").sizes == ("10", "25", "50", "100", "200", "400", "600")
+    assert grid_of_sizes("paper", [60_000, 10_000, 20_000, 40_000]) == "default"
+    assert grid_of_sizes("demo", [10, 25, 50, 100, 200, 400, 600]) == "extended"
+    assert grid_of_sizes("paper", [10_000, 20_000, 40_000]) is None
+    with pytest.raises(UserError, match="grid 'extendd': expected default or extended"):
+        load_grid("paper", "extendd")
 
 
 # --- defaults in one place: experiments/base.yaml ------------------------------------------------
@@ -340,3 +353,11 @@ def test_reporting_and_attention_choices_are_the_installed_transformers_ones():
     # paged|eager is the attention of continuous-batching generation, not of a model that trains
     assert set(ATTENTION) == {"auto", "eager",
                               *(k for k in AttentionInterface().valid_keys() if not k.startswith("paged|"))}
+
+
+def test_a_profile_without_extended_sizes_is_an_error_naming_it(experiments):
+    grid = experiments / "grid.yaml"
+    grid.write_text(grid.read_text(encoding="utf-8").replace("  demo: [10, 25, 50]\n", ""), encoding="utf-8")
+    assert load_grid("demo").sizes == ("100", "200", "400", "600")
+    with pytest.raises(UserError, match=r"grid.yaml: no extended sizes for profile 'demo' \(profiles: paper\)"):
+        load_grid("demo", "extended")

@@ -25,10 +25,11 @@ def make_vars(*args: str) -> dict:
     return dict(line.split("=", 1) for line in make("vars", *args).splitlines())
 
 
+@pytest.mark.parametrize("grid_name", ["default", "extended"])
 @pytest.mark.parametrize("profile", ["paper", "demo"])
-def test_make_reads_the_grid_and_the_model_as_python_does(profile):
-    seen = make_vars(f"PROFILE={profile}")
-    grid = load_grid(profile)
+def test_make_reads_the_grid_and_the_model_as_python_does(profile, grid_name):
+    seen = make_vars(f"PROFILE={profile}", *([f"GRID={grid_name}"] if grid_name != "default" else []))
+    grid = load_grid(profile, grid_name)
     assert seen["METHODS"].split() == list(grid.methods)
     assert seen["SIZES"].split() == list(grid.sizes)
     assert [int(s) for s in seen["SEEDS"].split()] == list(grid.seeds)
@@ -54,6 +55,24 @@ def test_the_plan_of_the_grid_has_one_training_and_one_evaluation_per_cell():
     evaluations = re.findall(r"-m lib evaluate .*?--run-dir (\S+)", plan)
     assert len(evaluations) == 18 and "results/paper/runs/base" in evaluations
     assert "results/paper/runs/base-nf4" in evaluations  # QLoRA's 0-data row
+
+
+def test_a_size_with_a_decimal_names_a_run_from_the_goal_to_its_split():
+    # beyond the default grid: the data step writes its split too
+    plan = make("-n", "-B", "exp-lora-2.5k", "PROFILE=paper")
+    assert re.search(r"-m lib data .* --sizes 10k 20k 40k 60k 2\.5k$", plan, re.M)
+    assert re.search(r"-m lib train .*--method lora --size 2\.5k --seed 42 .*--out results/paper/runs/lora-2\.5k$",
+                     plan, re.M)
+    assert "--run-dir results/paper/runs/lora-2.5k " in plan
+    seeded = make("-n", "-B", "train-qlora-2.5k-s7", "PROFILE=paper", "GRID=extended")
+    assert re.search(r"-m lib data .* --sizes 1k 2\.5k 5k 10k 20k 40k 60k$", seeded, re.M)
+    assert re.search(r"--method qlora --size 2\.5k --seed 7 .*--out results/paper/runs/qlora-2\.5k-s7$", seeded, re.M)
+    # the extended grid: 7 sizes x 2 methods, 2.5k among them, and the summary expects them
+    grid = make("-n", "-B", "all-experiments", "report", "PROFILE=paper", "GRID=extended")
+    trainings = re.findall(r"-m lib train .*?--method (\w+) --size ([\w.]+) ", grid)
+    assert len(trainings) == 14 and ("lora", "2.5k") in trainings and ("qlora", "1k") in trainings
+    assert "--sizes 1k 2.5k 5k 10k 20k 40k 60k --seeds 42" in grid
+    assert "EXP='lora-2.5k'" not in make("-n", "export", "EXP=lora-2.5k")  # a run name check-variables accepts
 
 
 def test_the_nf4_base_is_planned_only_with_qlora_and_loads_qlora_s_config():
@@ -182,6 +201,7 @@ def test_export_push_and_serve_without_their_variables_say_which_is_missing(args
     ("data", "TEST_SIZE=0", "TEST_SIZE='0': size '0': not a positive whole number of examples"),
     ("all-experiments", "METHODS=lora dora", "METHODS='lora dora': 'dora': no method 'dora' (experiments/: lora, "),
     ("summary", "PROFILE=papr", "PROFILE='papr': no profile 'papr' (experiments/profiles/: demo, paper)"),
+    ("plan", "GRID=extend", "GRID='extend': expected default or extended"),
     ("data", "VARIANT=seed", "VARIANT='seed': 'seed': no variant 'seed' (experiments/variants/: seed-study)"),
     ("data", "SOURCE=my data.jsonl", "SOURCE='my data.jsonl': a space cannot pass through make's file names"),
     ("data", "SOURCE=nowhere.jsonl", "SOURCE='nowhere.jsonl': no such file (or hub, synthetic)"),

@@ -1,13 +1,17 @@
-"""`python -m lib plan` (lib/plan.py): the 3B table for the paper's settings, the cards it fits, and
-the measured peaks of bench-gpu and finished runs beside the estimate.
+"""`python -m lib plan` (lib/plan.py): the 3B table for the paper's settings, the cards it fits, the
+measured peaks of bench-gpu and finished runs beside the estimate, and what the grid costs in GPU
+hours with the extended grid's cells apart (make plan GRID=extended).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import pytest
 
+from builders import REPO_ROOT
 from lib.architecture import QWEN2_5_3B
 from lib.config import load_config
 from lib.memory import GIB, estimate_memory, training_setting
@@ -114,3 +118,103 @@ def test_bench_results_of_another_architecture_are_left_out(monkeypatch, tmp_pat
     assert result["measured"] == []
     assert result["notes"] == [f"{bench}: measured 'tiny', not 'qwen2.5-3b': left out"]
     assert result["settings"]["allocator_slack_source"] == "assumed"
+
+
+# --- what the grid costs -------------------------------------------------------------------------------
+
+def measured_speeds(tmp_path, lora_tokens_per_s: float, qlora_tokens_per_s: float, evaluation_minutes: float):
+    """bench-gpu's gpu-paper.json with one measured variant per method, and gpu-check.json beside it."""
+    from lib.bench.gpu import Variant, variant_record
+
+    variants = [variant_record(Variant(method, False, "sdpa"), dtype="bfloat16", peak_memory_allocated_gb=8.0,
+                               tokens_per_s=speed, largest_batch={"rows": 8, "length": 512, "labelled_tokens": 2000})
+                for method, speed in (("lora", lora_tokens_per_s), ("qlora", qlora_tokens_per_s))]
+    bench = tmp_path / "bench" / "gpu-paper.json"
+    bench.parent.mkdir()
+    bench.write_text(json.dumps({"architecture": "qwen2.5-3b", "variants": variants}))
+    (bench.parent / "gpu-check.json").write_text(json.dumps({"profile": "paper", "checks": [
+        {"name": "evaluation time", "status": "ok", "details": {"minutes": evaluation_minutes}}]}))
+    return bench
+
+
+def test_the_plan_costs_each_cell_and_what_the_extended_grid_adds(run_cli, tmp_path):
+    bench = measured_speeds(tmp_path, 20_000.0, 12_500.0, evaluation_minutes=1.5)
+    result, table, _ = plan(run_cli, tmp_path, "paper", "--bench", bench, "--grid", "extended")
+    cost = result["cost"]
+    assert result["grid"]["sizes"] == ["1k", "2.5k", "5k", "10k", "20k", "40k", "60k"]
+    assert cost["planned"] == "extended" and cost["extended_sizes"] == ["1k", "2.5k", "5k"]
+    assert cost["speeds"]["lora"]["tokens_per_s"] == 20_000.0
+    assert cost["speeds"]["lora"]["source"].startswith(f"measured: {bench}: lora")
+    assert cost["evaluation_source"] == f"measured: {bench.parent / 'gpu-check.json'}"
+    tokens = cost["tokens_per_example"]  # the shipped lengths (no prepared data): 2 epochs of them
+
+    def hours(examples, tokens_per_s):
+        return examples * 2 * tokens / tokens_per_s / 3600 + 1.5 / 60
+
+    cells = {cell["size"]: cell for cell in cost["cells"]}
+    assert cells["2.5k"]["added_by_extended"] and not cells["10k"]["added_by_extended"]
+    assert cells["2.5k"]["hours"]["qlora"] == pytest.approx(hours(2_500, 12_500))
+    default = sum(hours(n, speed) for n in (10_000, 20_000, 40_000, 60_000) for speed in (20_000, 12_500))
+    default += 2 * 1.5 / 60  # base and base-nf4 are evaluated only
+    extra = sum(hours(n, speed) for n in (1_000, 2_500, 5_000) for speed in (20_000, 12_500))
+    assert cost["default_hours"] == pytest.approx(default) and cost["extra_hours"] == pytest.approx(extra)
+    assert cost["extra_share_of_default"] == pytest.approx(extra / default)
+    assert cost["extra_share_of_extended"] == pytest.approx(extra / (default + extra))
+    assert cost["extra_examples_share"] == pytest.approx(8_500 / 130_000)
+    assert "| 2.5k | extended | " in table and "| 60k | default | " in table
+    assert f"**{extra:.2f} h, {extra / default:.1%} of the default grid's hours**" in table
+
+
+@pytest.mark.parametrize(("evaluation_minutes", "verdict"), [(0.25, "within the 10% it is meant to cost ✓"),
+                                                              (3.0, "over the 10% it is meant to cost ✗")])
+def test_make_plan_grid_extended_shows_the_extra_share_against_its_target(tmp_path, evaluation_minutes, verdict):
+    # Measured: a fast evaluation keeps the extended cells under 10% of the hours; one of 3 minutes per run
+    # (the GPU check's target) does not, though they hold 6.5% of the training examples.
+    bench = measured_speeds(tmp_path, 20_000.0, 12_500.0, evaluation_minutes)
+    finished = subprocess.run(["make", "plan", "PROFILE=paper", "GRID=extended", f"RESULTS_DIR={tmp_path}",
+                               f"DATA_DIR={tmp_path}/data"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    table = (bench.parent / "plan-paper.md").read_text()
+    share = re.search(r"GRID=extended adds 1k, 2.5k, 5k: \*\*[0-9.]+ h, ([0-9.]+)% of the default grid's hours", table)
+    assert share and verdict in table
+    assert (float(share.group(1)) < 10) == verdict.startswith("within")
+    assert "In training examples alone they add 6.5% to the default grid's" in table
+
+
+def test_without_a_measurement_the_plan_assumes_the_gpu_check_s_targets(run_cli, tmp_path):
+    result, table, _ = plan(run_cli, tmp_path, "paper", "--bench", tmp_path / "none.json")
+    cost = result["cost"]
+    assert cost["planned"] == "default" and result["grid"]["sizes"] == ["10k", "20k", "40k", "60k"]
+    assert cost["speeds"]["qlora"]["source"] == "assumed: the GPU check's MFU target of 25% on an H100 (bf16)"
+    assert cost["evaluation_hours"] == pytest.approx(3 / 60)
+    assert cost["extra_hours"] > 0 and "GRID=extended adds 1k, 2.5k, 5k:" in table
+
+
+def test_on_a_cpu_the_plan_costs_a_run_from_what_finished_runs_measured(run_cli, tmp_path):
+    from builders import config, write_run
+    from lib.io import write_json
+
+    runs = tmp_path / "runs"
+    run = write_run(runs, "lora-100", [2.0] * 4, cost={"tokens_per_s": 5_000.0, "peak_memory_gb": 1.5,
+                                                       "peak_memory_kind": "process_rss", "attention": "sdpa"})
+    recipe = config("lora", "100", 42, "demo")
+    write_json(run / "config.json", recipe | {"model": recipe["model"] | {"attn_implementation": "sdpa"}})
+    evaluation = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    write_json(run / "eval.json", evaluation | {"generation": {"seconds": 36.0}})
+    (runs / "qlora-100").mkdir()
+    (runs / "qlora-100" / "eval.json").write_text("{damaged", encoding="utf-8")  # left out, not trusted
+    out = tmp_path / "plan"
+    done = run_cli("plan", "--out", out, "--runs", runs, "--profile", "demo", "--bench", tmp_path / "none.json",
+                   "--data", tmp_path / "no-data")
+    assert done.returncode == 0, done.stderr[-3000:]
+    cost = json.loads((out / "plan-demo.json").read_text())["cost"]
+    assert cost["speeds"]["lora"] == {"tokens_per_s": 5_000.0, "source": f"measured: {run / 'train_metrics.json'}"}
+    assert cost["speeds"]["qlora"]["tokens_per_s"] is None  # no qlora run, and on a CPU nothing is assumed
+    assert cost["evaluation_hours"] == pytest.approx(36 / 3600)
+    assert cost["evaluation_source"] == f"measured: generation time of 1 runs in {runs}"
+    cell = next(cell for cell in cost["cells"] if cell["size"] == "25")
+    assert cell["added_by_extended"] and cell["hours"]["qlora"] is None
+    assert cell["hours"]["lora"] == pytest.approx(25 * 1 * cost["tokens_per_example"] / 5_000 / 3600 + 36 / 3600)
+    assert cost["default_hours"] is None
+    assert "Hours unknown without a measured speed. GRID=extended adds 10, 25, 50: 6.5% of the default grid's" in (
+        out / "plan-demo.md").read_text()

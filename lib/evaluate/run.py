@@ -51,7 +51,7 @@ from lib.io import (
     write_jsonl,
 )
 from lib.prompts import conversations, prompt_messages, question_of, render_prompt
-from lib.runs import DONE_MARKER, RUN_LOCK, adapter_digest, adapter_to_load, readable_run_files
+from lib.runs import DONE_MARKER, MCQ_PREDICTIONS, RUN_LOCK, adapter_digest, adapter_to_load, readable_run_files
 from lib.stats import BOOTSTRAP_SEED, bootstrap, token_weighted_loss
 
 PARTIAL = "predictions.partial.jsonl"
@@ -144,9 +144,13 @@ def evaluation_inputs(config, run_dir: Path, data_dir: Path) -> dict:
 
 
 def evaluated_on(run_dir: Path, inputs: dict) -> dict | None:
-    """The run's eval.json where it is sound and made from exactly these inputs, else None."""
+    """The run's eval.json where it is sound, made from exactly these inputs and beside the per-item
+    files the summary resamples, else None."""
     result = readable_run_files(run_dir, ("eval.json",)).get("eval.json")
-    return result if result is not None and result.get("inputs") == inputs else None
+    if result is None or result.get("inputs") != inputs:
+        return None
+    per_item = ("predictions.jsonl", *((MCQ_PREDICTIONS,) if result.get("mcq") else ()))
+    return result if all((run_dir / name).is_file() for name in per_item) else None
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -177,7 +181,7 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     # The likelihoods first (test loss, knowledge track): they need the model's own logits.
     losses = item_losses(model, tokenizer, [r["messages"] for r in test], config.train.max_length,
                          config.eval.batch_size)
-    knowledge = knowledge_track(config, model, tokenizer, data_dir, n_samples)
+    knowledge = knowledge_track(config, model, tokenizer, data_dir, run_dir, n_samples)
     decoding = study_decoding(config, tokenizer, model)
     merged = backend == "transformers" and adapter_dir is not None and not config.quantization.load_in_4bit
     if backend == "vllm":
@@ -224,8 +228,9 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     return result
 
 
-def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) -> dict:
-    """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set."""
+def knowledge_track(config, model, tokenizer, data_dir: Path, run_dir: Path, n_samples: int) -> dict:
+    """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set. Each
+    item's answer goes to the run's mcq_predictions.jsonl (the summary's trends resample them)."""
     from lib.evaluate.multiple_choice import mcq_summary, score_mcq
 
     path = data_dir / "mcq.jsonl"
@@ -233,6 +238,7 @@ def knowledge_track(config, model, tokenizer, data_dir: Path, n_samples: int) ->
         print(f"evaluate: {shown(path)} not found, the knowledge track is skipped (make data writes it)")
         return {}
     per_item = score_mcq(model, tokenizer, list(read_jsonl(path)), config.data.system_prompt, config.eval.batch_size)
+    write_jsonl(run_dir / MCQ_PREDICTIONS, per_item)
     return {"mcq": mcq_summary(per_item, n_samples=n_samples, seed=BOOTSTRAP_SEED)}
 
 

@@ -8,8 +8,10 @@ LoRA vs QLoRA, qualitative examples.
 One module per job; what each file holds is typed in schema.py, which the figures and the report read:
 
     table.py            runs -> rows (status, metrics, cost): summary.csv, written and read back
-    item_scores.py      each finished run's per-item scores from predictions.jsonl, checked against eval.json
-    fits.py             the power law of the test loss with bootstrap intervals, the trends of other metrics
+    item_scores.py      each finished run's per-item scores (predictions.jsonl, mcq_predictions.jsonl),
+                        checked against eval.json
+    fits.py             the power law of the test loss, its residual degrees of freedom and leave-one-size-out
+                        check, and the trends of other metrics, with seed-then-item bootstrap intervals
     lora_vs_qlora.py    QLoRA against LoRA at each size: paired differences, cost ratios
     example_answers.py  a few test items with the base model's and the best run's answers
     markdown.py         summary.md
@@ -27,31 +29,32 @@ import argparse
 from pathlib import Path
 
 from lib.arguments import add_config_arguments, add_grid_arguments, config_from_args
-from lib.config import BASE_RUN, Grid, requested_grid
+from lib.config import BASE_RUN, Grid, grid_of_sizes, requested_grid
 from lib.io import atomic_write, provenance, shown, write_json
 from lib.stats import BOOTSTRAP_SEED
 from lib.summarize.example_answers import choose_examples
 from lib.summarize.fits import loss_fit, trend
-from lib.summarize.item_scores import check_item_scores, read_predictions
+from lib.summarize.item_scores import check_item_scores, read_item_scores, read_predictions
 from lib.summarize.lora_vs_qlora import compare_methods
 from lib.summarize.markdown import summary_markdown
 from lib.summarize.schema import RESAMPLED, TREND_METRICS, Scaling, SummaryRow
 from lib.summarize.table import collect_runs, write_summary_csv
 
 
-def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int,
-                     predictions: dict[str, dict[str, dict]], n_samples: int) -> Scaling:
-    """The content of scaling.json (lib.summarize.schema.Scaling), without provenance; `predictions`
-    as read_predictions returns them."""
-    item_scores = {run: {item: record.get("scores") or {} for item, record in records.items()}
-                   for run, records in predictions.items()}
+def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int, item_scores: dict[str, dict],
+                     n_samples: int, profile: str) -> Scaling:
+    """The content of scaling.json (lib.summarize.schema.Scaling), without provenance; `item_scores`
+    as read_item_scores returns them."""
     notes = [f"{row['run']}: {row['status']}: {row['note']}" for row in rows if row.get("note")]
     check_item_scores(rows, item_scores, notes)
     methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE_RUN)]
+    loss_fits = {method: loss_fit(rows, method, item_scores, n_samples, notes) for method in methods}
+    fitted_sizes = sorted({int(point[0]) for fit in loss_fits.values() for point in fit["points"]})
     return {
         "resampled": RESAMPLED[len(grid.seeds) > 1],
-        "loss_fits": {method: loss_fit(rows, method, item_scores, n_samples, notes) for method in methods},
-        "trends": {metric: {method: trend(rows, method, metric, n_samples) for method in methods}
+        "grid": {"name": grid_of_sizes(profile, fitted_sizes), "sizes": fitted_sizes},
+        "loss_fits": loss_fits,
+        "trends": {metric: {method: trend(rows, method, metric, item_scores, n_samples, notes) for method in methods}
                    for metric in TREND_METRICS},
         "lora_vs_qlora": compare_methods(rows, grid, default_seed, item_scores, n_samples),
         "notes": notes,
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> None:
     grid, default_seed = requested_grid(args.profile, args.methods, args.sizes, args.seeds)
     rows = collect_runs(args.runs, grid, default_seed, args.data)
     predictions = read_predictions(rows, args.runs)
-    scaling = scaling_analysis(rows, grid, default_seed, predictions, config.eval.bootstrap_samples)
+    item_scores = read_item_scores(rows, args.runs, predictions)
+    scaling = scaling_analysis(rows, grid, default_seed, item_scores, config.eval.bootstrap_samples, args.profile)
     record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
     write_json(args.out / "examples.json", choose_examples(rows, predictions) | {"provenance": record})
     write_json(args.out / "scaling.json", scaling | {"provenance": record})

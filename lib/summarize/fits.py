@@ -2,23 +2,22 @@
 
 - Loss fit: L(D) = E + A * D^(-alpha), D = training examples, L = test loss in nats per
   reference token, fitted by scipy's curve_fit (E >= 0, A > 0, 0 < alpha <= 3). Points are
-  averaged over seeds where a size has several. Its interval resamples the *test items*: each
-  bootstrap sample draws the same items (with replacement) for every run, since all runs share
-  one test set, recomputes each run's loss from predictions.jsonl (lib.summarize.item_scores) and
-  refits. Resampling residuals instead would have nothing to resample: 4 sizes and 3 parameters
-  leave one degree of freedom. With one training seed the interval therefore covers test-set
-  noise, not training-seed noise, nor the choice of the curve. With several seeds (those done at
-  every size), each sample first draws the seeds with replacement, then the items, the same for
-  every run (lib.stats.hierarchical_estimates), and averages the drawn seeds' losses before
-  refitting: training randomness is then in the interval too.
-  Beside it, the 2-parameter log-linear description: the least-squares slope of the loss against
-  log2 D (loss per doubling of the data), refitted on the same resamples.
-- Extrapolation check: the fit without the largest size predicts it (needs 4 sizes).
+  averaged over seeds where a size has several. It reports its residual degrees of freedom,
+  sizes - 3 parameters: the seed's 4 sizes leave 1, the extended grid's 7 (GRID=extended) leave 4.
 - Trends of ROUGE-L and MCQ accuracy: the least-squares slope of metric vs log2(D), i.e. the
-  change per doubling of data; descriptive, no power law claimed. Its interval redraws each
-  point from a normal with the standard error implied by the run's 95% bootstrap interval
-  (half-width / 1.96) and refits; this treats the runs' errors as independent, which is
-  conservative since runs share the test items.
+  change per doubling of data; descriptive, no power law claimed. The loss has the same
+  2-parameter log-linear description beside its power law.
+- Intervals, one scheme for all of them (bootstrap_estimates): each resample draws the *training
+  seeds* done at every size with replacement, then the *test items*, the same items for every run
+  since all runs answer one test set (lib.stats.hierarchical_estimates); it recomputes each run's
+  value from its per-item scores (lib.summarize.item_scores: predictions.jsonl, and
+  mcq_predictions.jsonl for the knowledge track), averages the drawn seeds, and refits. With one
+  training seed it is the item bootstrap: the interval covers test-set noise, not training-seed
+  noise, nor the choice of the curve; with several, training randomness is in it too. Resampling
+  residuals instead would have almost nothing to resample with 4 sizes and 3 parameters.
+- Extrapolation check, leave one size out: the fit without each size predicts it (needs 4 sizes);
+  the mean and largest absolute error over the sizes, and the largest size's own (the holdout: how
+  far the curve carries beyond the data it saw).
 
 Each method's point at 0 examples is the base model as it loads it; it is not a point of the fits.
 """
@@ -33,13 +32,15 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.config import zero_data_run
-from lib.stats import BOOTSTRAP_SEED, CONFIDENCE, hierarchical_estimates, is_missing, percentile_interval
+from lib.stats import BOOTSTRAP_SEED, hierarchical_estimates, is_missing, percentile_interval
 from lib.summarize.item_scores import aligned_items
 from lib.summarize.schema import (
     FIT_PARAMETERS,
     LOSS_ESTIMATES,
     RESAMPLED,
+    Bootstrap,
     Holdout,
+    LeaveOneOut,
     LossFit,
     Statistic,
     SummaryRow,
@@ -130,6 +131,11 @@ def interval(value: float, estimates: list[float]) -> Statistic:
     return {"value": value, "ci_low": low, "ci_high": high}
 
 
+def slope_per_doubling(sizes: list[int], values) -> float:
+    """The least-squares slope of a metric against log2 D: its change per doubling of the data."""
+    return float(np.polyfit(np.log2(sizes), values, 1)[0])
+
+
 def loss_estimates(sizes: list[int], losses: np.ndarray) -> np.ndarray:
     """E, A, alpha of the power law (NaN where it does not converge) and the least-squares slope
     of the loss against log2 D, the 2-parameter log-linear description beside it."""
@@ -138,24 +144,50 @@ def loss_estimates(sizes: list[int], losses: np.ndarray) -> np.ndarray:
         parameters = [fit[name] for name in FIT_PARAMETERS]
     except RuntimeError:
         parameters = [math.nan] * len(FIT_PARAMETERS)
-    return np.array([*parameters, np.polyfit(np.log2(sizes), losses, 1)[0]])
+    return np.array([*parameters, slope_per_doubling(sizes, losses)])
 
 
-def bootstrap_loss_fits(sizes: list[int], item_losses: np.ndarray, n_samples: int, label: str) -> np.ndarray:
-    """(n_samples, LOSS_ESTIMATES) from refitting on two-stage resamples (lib.stats.
-    hierarchical_estimates) of `item_losses`, shaped (training seeds, test items, sizes, 2) of
-    [summed NLL, reference tokens]: each resample draws the seeds, then the same items for every
-    run. With one seed it is the item bootstrap."""
+def slope_estimate(sizes: list[int], values: np.ndarray) -> np.ndarray:
+    return np.array([slope_per_doubling(sizes, values)])
+
+
+def bootstrap_estimates(sizes: list[int], item_values: np.ndarray, estimates, n_samples: int,
+                        label: str) -> np.ndarray:
+    """(n_samples, k): `estimates(sizes, values per size)` on two-stage resamples (lib.stats.
+    hierarchical_estimates) of `item_values`, shaped (training seeds, test items, sizes, 2) of
+    [sum, weight] (seed_item_values): each resample draws the seeds, then the same items for every
+    run; a run's value is sum / weight over its drawn items, averaged over the drawn seeds. With one
+    seed it is the item bootstrap."""
     progress = tqdm(total=n_samples, desc=f"bootstrap {label}", leave=False)
 
-    def estimates(sample: np.ndarray) -> np.ndarray:
+    def estimate(sample: np.ndarray) -> np.ndarray:
         progress.update()
-        totals = sample.sum(axis=1)  # (seeds, sizes, 2): each run's summed NLL and tokens
-        losses = (totals[..., 0] / totals[..., 1]).mean(axis=0)  # token-weighted loss, averaged over seeds
-        return loss_estimates(sizes, losses)
+        totals = sample.sum(axis=1)  # (seeds, sizes, 2): each run's sum and weight over the drawn items
+        return estimates(sizes, (totals[..., 0] / totals[..., 1]).mean(axis=0))
 
     with progress:
-        return hierarchical_estimates(item_losses, estimates, n_samples, BOOTSTRAP_SEED)
+        return hierarchical_estimates(item_values, estimate, n_samples, BOOTSTRAP_SEED)
+
+
+def bootstrapped(points: list[dict], metric: str, item_scores: dict[str, dict], estimates, n_samples: int,
+                 label: str, notes: list[str]) -> tuple[np.ndarray, Bootstrap]:
+    """The resampled estimates of a method's points (none, with a note, where a run has no
+    per-item scores of the metric) and what they resampled."""
+    item_values, seeds = seed_item_values(points, item_scores, metric)
+    if item_values is None:
+        runs = [run for point in points for run in point["runs"].values()]
+        notes.append(f"{label}: no interval, no per-item {metric} shared by {', '.join(runs)} "
+                     "(`make eval-<run> REDO=1` writes a run's per-item files)")
+        return np.empty((0, 0)), {"resampled": None, "seeds": [], "samples": 0, "failed": 0}
+    draws = bootstrap_estimates([p["examples"] for p in points], item_values, estimates, n_samples, label)
+    return draws, {"resampled": RESAMPLED[len(seeds) > 1], "seeds": seeds, "samples": n_samples,
+                   "failed": int(np.isnan(draws[:, 0]).sum())}
+
+
+def estimate_intervals(names, observed: np.ndarray, draws: np.ndarray) -> dict[str, Statistic]:
+    """Each estimate with the interval of its resamples (those whose fit converged)."""
+    return {name: interval(float(observed[i]), [d for d in draws[:, i] if not math.isnan(d)] if len(draws) else [])
+            for i, name in enumerate(names)}
 
 
 def fit_warnings(method: str, points: list[dict], fit: dict) -> list[str]:
@@ -170,20 +202,33 @@ def fit_warnings(method: str, points: list[dict], fit: dict) -> list[str]:
             f"alpha = {fit['alpha']:.3g} <= {ALPHA_MAX:g}); the points do not determine it"] if at_bound else []
 
 
-def holdout_check(points: list[dict]) -> Holdout:
-    """Fit without the largest size and predict it: how well the curve extrapolates."""
-    held_out = points[-1]
+def left_out_prediction(points: list[dict], index: int) -> Holdout:
+    """Fit without the size at `index` and predict it: how well the curve carries to a size it
+    did not see (beyond the data for the largest or smallest size, between them for the others)."""
+    index %= len(points)  # -1: the largest size
+    held_out, kept = points[index], points[:index] + points[index + 1:]
     result = {"size": held_out["examples"], "observed": held_out["value"]}
-    if len(points) - 1 < len(FIT_PARAMETERS):
+    if len(kept) < len(FIT_PARAMETERS):
         return {"status": "too_few_points"} | result
     try:
-        fit = fit_power_law([p["examples"] for p in points[:-1]], [p["value"] for p in points[:-1]])
+        fit = fit_power_law([p["examples"] for p in kept], [p["value"] for p in kept])
     except RuntimeError:
         return {"status": "fit_failed"} | result
     predicted = float(power_law(held_out["examples"], **fit))
     error = abs(predicted - held_out["value"])
     return {"status": "ok"} | result | {"predicted": predicted, "abs_error": error,
                                         "rel_error": error / held_out["value"]}
+
+
+def leave_one_size_out(points: list[dict]) -> LeaveOneOut:
+    """Every size predicted by the fit of the others; the mean and largest absolute error of those
+    whose fit converged."""
+    predictions = [left_out_prediction(points, index) for index in range(len(points))]
+    errors = [p["abs_error"] for p in predictions if p["status"] == "ok"]
+    if not errors:
+        return {"status": predictions[0]["status"], "sizes": predictions}
+    return {"status": "ok", "sizes": predictions, "mean_abs_error": float(np.mean(errors)),
+            "max_abs_error": float(np.max(errors))}
 
 
 def loss_fit(rows: list[SummaryRow], method: str, item_scores: dict[str, dict], n_samples: int,
@@ -199,68 +244,48 @@ def loss_fit(rows: list[SummaryRow], method: str, item_scores: dict[str, dict], 
     except RuntimeError as err:
         return {"status": "fit_failed", "reason": str(err)} | result
     notes += fit_warnings(method, points, fit)
-    sizes = [p["examples"] for p in points]
-    observed = loss_estimates(sizes, np.array([p["value"] for p in points]))
-    item_losses, seeds = seed_item_losses(points, item_scores)
-    draws, resampled = np.empty((0, len(LOSS_ESTIMATES))), None
-    if item_losses is not None:
-        draws = bootstrap_loss_fits(sizes, item_losses, n_samples, method)
-        resampled = RESAMPLED[len(seeds) > 1]
-    else:
-        runs = [run for point in points for run in point["runs"].values()]
-        notes.append(f"loss fit {method}: no interval, no per-item losses shared by {', '.join(runs)}")
-    failed = int(np.isnan(draws[:, 0]).sum())
-    return {"status": "ok"} | {
-        name: interval(float(observed[i]), [d for d in draws[:, i] if not math.isnan(d)])
-        for i, name in enumerate(LOSS_ESTIMATES)
-    } | result | {
-        "holdout": holdout_check(points),
-        "bootstrap": {"resampled": resampled, "seeds": seeds, "samples": n_samples if resampled else 0,
-                      "failed": failed},
+    observed = loss_estimates([p["examples"] for p in points], np.array([p["value"] for p in points]))
+    draws, resampled = bootstrapped(points, "test_loss", item_scores, loss_estimates, n_samples,
+                                    f"loss fit {method}", notes)
+    return {"status": "ok"} | estimate_intervals(LOSS_ESTIMATES, observed, draws) | result | {
+        "residual_dof": len(points) - len(FIT_PARAMETERS),
+        "holdout": left_out_prediction(points, -1),
+        "leave_one_out": leave_one_size_out(points),
+        "bootstrap": resampled,
     }
 
 
-def seed_item_losses(points: list[dict], item_scores: dict[str, dict]) -> tuple[np.ndarray | None, list]:
-    """[summed NLL, tokens] per training seed, test item and size, shaped (seeds, items, sizes, 2),
-    over the seeds done at every size and the items all their runs scored; (None, []) where a run
-    has no per-item losses."""
+def seed_item_values(points: list[dict], item_scores: dict[str, dict], metric: str) -> tuple[np.ndarray | None, list]:
+    """[sum, weight] per training seed, test item and size, shaped (seeds, items, sizes, 2), over
+    the seeds done at every size and the items all their runs scored: [summed NLL, reference
+    tokens] for the test loss (a token-weighted mean), [score, 1] for a metric that is the mean of
+    its items. (None, []) where a run has no per-item scores of the metric."""
     seeds = [seed for seed in points[0]["runs"] if all(seed in p["runs"] for p in points)]
     runs = [[p["runs"][seed] for p in points] for seed in seeds]
     if not seeds or not all(item_scores.get(run) for row in runs for run in row):
         return None, []
-    aligned = aligned_items([item_scores[run] for row in runs for run in row], "test_loss")
+    aligned = aligned_items([item_scores[run] for row in runs for run in row], metric)
     if not len(aligned[0]):
         return None, []
+    if aligned[0].ndim == 1:  # one score per item: its weight is 1
+        aligned = [np.column_stack([values, np.ones_like(values)]) for values in aligned]
     per_seed = np.array(aligned).reshape(len(seeds), len(points), *aligned[0].shape)
     return per_seed.transpose(0, 2, 1, 3), seeds
-
 
 
 # --- descriptive trends ------------------------------------------------------------------------
 
 
-def slope_per_doubling(points: list[dict], n_samples: int) -> Statistic:
-    """Least-squares slope of the metric against log2(examples), with a 95% interval from
-    redrawing each point within its own standard error (95% half-width / 1.96)."""
-    doublings = np.log2([p["examples"] for p in points])
-    values = np.array([p["value"] for p in points])
-    slope = float(np.polyfit(doublings, values, 1)[0])
-    if any(p["ci_low"] is None or p["ci_high"] is None for p in points):
-        return {"value": slope, "ci_low": None, "ci_high": None}
-    from scipy import stats
-
-    z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
-    standard_errors = np.array([(p["ci_high"] - p["ci_low"]) / (2 * z) for p in points])
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws = values + rng.standard_normal((n_samples, len(points))) * standard_errors
-    slopes = np.polyfit(doublings, draws.T, 1)[0]
-    return interval(slope, list(slopes))
-
-
-def trend(rows: list[SummaryRow], method: str, metric: str, n_samples: int) -> Trend:
+def trend(rows: list[SummaryRow], method: str, metric: str, item_scores: dict[str, dict], n_samples: int,
+          notes: list[str]) -> Trend:
+    """A metric's change per doubling of the data, its interval resampled as the loss fit's."""
     points = points_by_size(rows, method, metric)
     result = {"points": [[p["examples"], p["value"]] for p in points],
               "zero_data": zero_data_point(rows, method, metric)}
     if len(points) < 2:
         return {"status": "too_few_points"} | result
-    return {"status": "ok", "slope_per_doubling": slope_per_doubling(points, n_samples)} | result
+    observed = slope_estimate([p["examples"] for p in points], np.array([p["value"] for p in points]))
+    draws, resampled = bootstrapped(points, metric, item_scores, slope_estimate, n_samples,
+                                    f"{metric} trend {method}", notes)
+    return {"status": "ok"} | estimate_intervals(["slope_per_doubling"], observed, draws) | result | {
+        "bootstrap": resampled}

@@ -17,7 +17,7 @@ import numpy as np
 
 from lib.errors import UserError
 from lib.io import read_jsonl, shown
-from lib.runs import redo_hint
+from lib.runs import MCQ_PREDICTIONS, redo_hint
 from lib.stats import is_missing, mean_statistic, token_weighted_loss
 from lib.summarize.schema import SummaryRow
 
@@ -40,6 +40,29 @@ def read_predictions(rows: list[SummaryRow], runs_dir: Path) -> dict[str, dict[s
             except UserError as err:
                 row |= {"status": "corrupt", "note": f"{err}; {redo_hint(path.name, row['run'])}"}
     return predictions
+
+
+def read_item_scores(rows: list[SummaryRow], runs_dir: Path,
+                     predictions: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """{run: {item id: scores}} of every finished run: each test item's scores from its
+    predictions (read_predictions), and each knowledge-track item's mcq_accuracy, 100 where it was
+    answered right, else 0, from mcq_predictions.jsonl (under "mcq/<id>": the two sets' ids are
+    apart). A run without that file has no per-item MCQ scores; one that does not read makes the
+    run corrupt."""
+    item_scores = {run: {item: record.get("scores") or {} for item, record in records.items()}
+                   for run, records in predictions.items()}
+    for row in rows:
+        path = runs_dir / row["run"] / MCQ_PREDICTIONS
+        if row["status"] != "done" or not path.is_file():
+            continue
+        try:
+            answers = {item_id(record, path): record for record in read_jsonl(path)}
+        except UserError as err:
+            row |= {"status": "corrupt", "note": f"{err}; {redo_hint(path.name, row['run'])}"}
+            continue
+        item_scores.setdefault(row["run"], {}).update(
+            {f"mcq/{item}": {"mcq_accuracy": 100.0 * bool(record.get("correct"))} for item, record in answers.items()})
+    return item_scores
 
 
 def item_id(record: dict, path: Path) -> str:

@@ -11,7 +11,9 @@ from lib.stats import is_missing
 from lib.summarize.schema import (
     COST_COLUMNS,
     LOSS_ESTIMATES,
+    FitGrid,
     Holdout,
+    LeaveOneOut,
     PairedDifference,
     Scaling,
     Statistic,
@@ -62,9 +64,9 @@ def interval_text(stat: Statistic | PairedDifference | None) -> str:
 INTERVAL_SCOPE = {
     "test items": "One training seed per run: every interval covers the sampling of test items only, "
                   "not training randomness, so no p-values are given.",
-    "training seeds and test items": "The intervals of the fits and of QLoRA - LoRA resample the training "
-                                     "seeds, then the test items (hierarchical bootstrap); a run's own interval "
-                                     "covers its test items only.",
+    "training seeds and test items": "The intervals of the fits, the trends and QLoRA - LoRA resample the "
+                                     "training seeds, then the test items (hierarchical bootstrap); a run's own "
+                                     "interval covers its test items only.",
 }
 
 
@@ -115,7 +117,8 @@ def zero_data_text(point: ZeroDataPoint | None) -> str:
 
 def scaling_markdown(scaling: Scaling) -> str:
     fits = [[method, fit["status"], *(interval_text(fit.get(name)) for name in LOSS_ESTIMATES),
-             holdout_text(fit.get("holdout")), zero_data_text(fit.get("zero_data"))]
+             str(fit.get("residual_dof", "")), holdout_text(fit.get("holdout")),
+             leave_one_out_text(fit.get("leave_one_out")), zero_data_text(fit.get("zero_data"))]
             for method, fit in scaling["loss_fits"].items()]
     trends = [[metric, method, item["status"], interval_text(item.get("slope_per_doubling")),
                zero_data_text(item.get("zero_data"))]
@@ -125,12 +128,16 @@ def scaling_markdown(scaling: Scaling) -> str:
                    for c in scaling["lora_vs_qlora"]]
     parts = [
         "## Scaling of the test loss: L(D) = E + A * D^(-alpha)",
+        f"{grid_text(scaling.get('grid'))} Residual degrees of freedom: sizes - 3 parameters. Leave one size "
+        "out: each size predicted by the fit of the others, mean and largest |predicted - observed| (nats); "
+        "the holdout is the largest size's, beyond the sizes its fit saw. "
         f"Intervals resample the {scaling['resampled']}. Beside the power law, the 2-parameter log-linear "
         "slope: the change of the loss per doubling of the data (least squares on log2 D). The 0-example "
         "point of each method is the base model as it loads it: unquantised (base) for LoRA, NF4 (base-nf4) "
         "for QLoRA; it is not a point of the fits.",
-        markdown_table(["method", "status", "E", "A", "alpha", "loss per doubling",
-                        "holdout: largest size predicted vs observed", "0 examples"], fits),
+        markdown_table(["method", "status", "E", "A", "alpha", "loss per doubling", "residual dof",
+                        "holdout: largest size predicted vs observed", "leave one size out: mean / max error",
+                        "0 examples"], fits),
         "## Trends (change per doubling of the data, least squares on log2 D)",
         markdown_table(["metric", "method", "status", "slope per doubling", "0 examples"], trends),
         f"## QLoRA vs LoRA (differences QLoRA - LoRA, paired bootstrap over the {scaling['resampled']}; "
@@ -148,3 +155,19 @@ def holdout_text(holdout: Holdout | None) -> str:
         return holdout["status"] if holdout else ""
     return (f"D={holdout['size']:,}: {readable_number(holdout['predicted'])} vs {readable_number(holdout['observed'])} "
             f"({100 * holdout['rel_error']:.1f}% off)")
+
+
+def leave_one_out_text(leave_one_out: LeaveOneOut | None) -> str:
+    if not leave_one_out or leave_one_out["status"] != "ok":
+        return leave_one_out["status"] if leave_one_out else ""
+    return (f"{readable_number(leave_one_out['mean_abs_error'])} / {readable_number(leave_one_out['max_abs_error'])} "
+            f"over {len(leave_one_out['sizes'])} sizes")
+
+
+def grid_text(grid: FitGrid | None) -> str:
+    """Which grid of experiments/grid.yaml the fits come from, and its sizes."""
+    if not grid or not grid["sizes"]:
+        return "No sizes to fit yet."
+    sizes = ", ".join(f"{size:,}" for size in grid["sizes"])
+    named = f"the {grid['name']} grid (experiments/grid.yaml)" if grid["name"] else "sizes of neither grid"
+    return f"Fitted on {named}: {sizes} examples."

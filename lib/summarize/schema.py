@@ -64,17 +64,27 @@ class ZeroDataPoint(Statistic):
 
 
 class Holdout(TypedDict, total=False):
-    """The fit without the largest size, predicting it (needs 4 sizes)."""
+    """The fit without one size, predicting it (needs 4 sizes); the numbers but status only where
+    status is "ok"."""
     status: Literal["ok", "too_few_points", "fit_failed"]
-    size: int
+    size: int  # the size left out, in examples
     observed: float
     predicted: float
-    abs_error: float
-    rel_error: float
+    abs_error: float  # |predicted - observed|, nats per token
+    rel_error: float  # abs_error / observed
+
+
+class LeaveOneOut(TypedDict, total=False):
+    """Each size predicted by the fit of the others; the errors only where status is "ok" (at
+    least one of those fits converged)."""
+    status: Literal["ok", "too_few_points", "fit_failed"]
+    sizes: list[Holdout]  # smallest size first
+    mean_abs_error: float  # over the sizes whose fit converged
+    max_abs_error: float
 
 
 class Bootstrap(TypedDict):
-    resampled: Resampled | None  # None: no per-item losses, no interval
+    resampled: Resampled | None  # None: no per-item scores, no interval
     seeds: list[int]  # the training seeds done at every size
     samples: int
     failed: int  # resamples whose fit did not converge
@@ -91,7 +101,9 @@ class LossFit(TypedDict, total=False):
     slope_per_doubling: Statistic  # the loss's change per doubling of the data (least squares on log2 D)
     points: list[list[float]]  # [[D, loss], ...], averaged over seeds
     zero_data: ZeroDataPoint | None
-    holdout: Holdout
+    residual_dof: int  # points - parameters: what is left to check the curve's form
+    holdout: Holdout  # the largest size predicted by the fit of the others
+    leave_one_out: LeaveOneOut
     bootstrap: Bootstrap
 
 
@@ -101,6 +113,7 @@ class Trend(TypedDict, total=False):
     slope_per_doubling: Statistic
     points: list[list[float]]
     zero_data: ZeroDataPoint | None
+    bootstrap: Bootstrap  # resampled as the loss fit's: training seeds, then test items
 
 
 class PairedDifference(TypedDict):
@@ -127,8 +140,15 @@ class Comparison(TypedDict):
     throughput_ratio: float | None
 
 
+class FitGrid(TypedDict):
+    """The sizes the fits use: the finished runs' (those of the grid asked for, and any found beyond it)."""
+    name: str | None  # the grid of experiments/grid.yaml with exactly these sizes, default or extended; None: neither
+    sizes: list[int]  # in examples, smallest first
+
+
 class Scaling(TypedDict):
     resampled: Resampled
+    grid: FitGrid
     loss_fits: dict[str, LossFit]  # by method
     trends: dict[str, dict[str, Trend]]  # by metric of TREND_METRICS, then by method
     lora_vs_qlora: list[Comparison]  # one per size where both default-seed runs are done

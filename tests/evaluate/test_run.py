@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from builders import REPO_ROOT, demo_overrides
 from lib.config import load_config
 from lib.errors import UserError
 from lib.io import read_json, read_jsonl, sha256_file
+from lib.runs import MCQ_PREDICTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -121,8 +123,13 @@ def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, t
     written = (trained_run / "eval.json").read_bytes()
     assert evaluate(eval_config(tiny_model), trained_run, demo_data)["inputs"] == first["inputs"]
     assert (trained_run / "eval.json").read_bytes() == written
-    (trained_run / "eval.json").unlink()  # so that the second evaluation runs
+    # each knowledge-track item's answer, which the summary's MCQ trend resamples
+    answers = list(read_jsonl(trained_run / MCQ_PREDICTIONS))
+    assert [a["id"] for a in answers] == [item["id"] for item in read_jsonl(demo_data / "mcq.jsonl")]
+    assert 100 * np.mean([a["correct"] for a in answers]) == pytest.approx(first["mcq"]["overall"]["value"])
+    (trained_run / MCQ_PREDICTIONS).unlink()  # an evaluation without its per-item answers is done again
     second = evaluate(eval_config(tiny_model), trained_run, demo_data)
+    assert list(read_jsonl(trained_run / MCQ_PREDICTIONS)) == answers
     assert (trained_run / "predictions.jsonl").read_bytes() == predictions
     assert first["metrics"] == second["metrics"]
     assert first["mcq"] == second["mcq"] and first["mcq"]["overall"]["n"] == 40

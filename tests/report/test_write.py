@@ -73,6 +73,13 @@ def test_macros_hold_the_studys_numbers(tmp_path):
     assert macros["LoraFitAlpha"] == "0.432" and macros["QloraFitAlpha"] == "0.388"
     assert macros["LoraFitA"] == "56.8" and macros["LoraFitE"] == "1.234"
     assert macros["LoraHoldoutPercent"] == "3.0"  # |1.957 - 1.9| / 1.9
+    assert macros["FitGridName"] == "默认网格" and macros["FitSizeCount"] == format_count(len(grid.sizes))
+    assert macros["FitSizes"] == "、".join(format_count(parse_count(size)) for size in grid.sizes)
+    assert macros["FitDegreesOfFreedom"] == macros["LoraFitResidualDof"] == format_count(len(grid.sizes) - 3)
+    extended = r"\texttt{make all-experiments GRID=extended} 加上 10、25、50 条 3 个规模"
+    assert extended in macros["FitDegreesOfFreedomNote"]
+    assert macros["LoraLeaveOneOutMeanError"] == "0.041" and macros["LoraLeaveOneOutMaxError"] == "0.071"
+    assert macros["LoraLeaveOneOutMaxSize"] == format_count(parse_count(grid.sizes[0]))
     assert macros["QloraMemoryRatio"] == "0.60" and macros["QloraThroughputRatio"] == "0.67"
     assert macros["QloraRougeLDiff"] == f"{MINUS}0.5" and macros["QloraRougeLDiffLow"] == f"{MINUS}1.3"
     assert macros["QloraLossDiffP"] == MISSING  # one seed: no p-value (test_one_seed_prints_no_p_value)

@@ -46,3 +46,24 @@ def test_mismatch_between_items_and_eval_json_is_noted(tmp_path):
     write_json(run_dir / "eval.json", eval_result)
     scaling = scaling_of(runs, n_samples=10)
     assert scaling["notes"] == ["lora-1k: test_loss from predictions.jsonl is 1.5, eval.json says 9"]
+
+
+def test_knowledge_track_answers_are_per_item_scores_and_a_damaged_file_makes_its_run_corrupt(tmp_path):
+    from lib.config import Grid
+    from lib.runs import MCQ_PREDICTIONS
+    from lib.summarize.item_scores import read_item_scores, read_predictions
+    from lib.summarize.table import collect_runs
+
+    runs = tmp_path / "runs"
+    write_run(runs, "lora-1k", [2.0] * 3, mcq_correct=[True, False, True, True])
+    write_run(runs, "lora-2k", [1.0] * 3, mcq_correct=[True, True, True, False])
+    (runs / "lora-2k" / MCQ_PREDICTIONS).write_text('{"id": "m0", "correct": true}\n{cut', encoding="utf-8")
+    rows = collect_runs(runs, Grid(methods=("lora",), sizes=("1k", "2k"), seeds=(42,)), 42)
+    scores = read_item_scores(rows, runs, read_predictions(rows, runs))
+    # the two sets' ids kept apart: t0.. the test items, mcq/m0.. the knowledge track's
+    assert scores["lora-1k"]["t0"] == {"rougeL": 20.0, "loss": 2.0, "ref_tokens": 10}
+    assert [scores["lora-1k"][f"mcq/m{i}"]["mcq_accuracy"] for i in range(4)] == [100.0, 0.0, 100.0, 100.0]
+    row = next(row for row in rows if row["run"] == "lora-2k")
+    assert row["status"] == "corrupt" and "mcq/" not in str(scores.get("lora-2k", {}))
+    assert f"lora-2k/{MCQ_PREDICTIONS}:2: not valid JSON" in row["note"]
+    assert row["note"].endswith("`make eval-lora-2k REDO=1` evaluates it again")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from builders import scaling_of, synthetic_study
 from lib.summarize.markdown import summary_markdown
 
 
@@ -13,3 +16,12 @@ def test_summary_md_shows_every_metric_judge_scores_included():
     text = summary_markdown("demo", rows, scaling)
     assert "| run | status | examples | test_loss | judge_accuracy |" in text
     assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
+
+
+def test_summary_md_names_the_grid_of_the_fit_and_its_checks(tmp_path):
+    runs = synthetic_study(tmp_path, n_items=40)
+    text = summary_markdown("demo", [], scaling_of(runs, n_samples=40))
+    assert "Fitted on sizes of neither grid: 1,000, 2,000, 4,000, 8,000 examples." in text
+    assert ("| residual dof | holdout: largest size predicted vs observed | leave one size out: mean / max error |"
+            in text)
+    assert re.search(r"\| lora \| ok \|.* \| 1 \| D=8,000: .* \| [0-9.]+ / [0-9.]+ over 4 sizes \|", text)
