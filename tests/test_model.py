@@ -23,6 +23,7 @@ def test_the_tiny_model_is_built_byte_identically(tmp_path):
     assert digest(build(tmp_path / "one", small)) == digest(build(tmp_path / "two", small))
 
 
+@pytest.mark.slow
 def test_the_tiny_model_is_pretrained_and_says_how(tiny_model):
     pretraining = read_json(tiny_model / "build_info.json")["pretraining"]
     assert pretraining["steps"] == TinySpec().pretrain_steps
@@ -30,9 +31,11 @@ def test_the_tiny_model_is_pretrained_and_says_how(tiny_model):
     card = (tiny_model / "README.md").read_text(encoding="utf-8")
     assert "pretrain" in card and str(pretraining["final_loss"]) in card
 
+
+def test_the_tiny_tokenizer_ends_turns_as_qwen2_5_and_encodes_chinese(untrained_tiny_model):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
     assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
     assert tokenizer.decode(tokenizer("高血压患者能喝咖啡吗？")["input_ids"]) == "高血压患者能喝咖啡吗？"
 
@@ -41,10 +44,11 @@ COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 
 @pytest.mark.parametrize("revision", ["main", COMMIT])
-def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path, run_cli):
-    # the tiny model's files, served as Qwen/Qwen2.5-3B-Instruct by a loopback hub that the real
-    # huggingface_hub reaches through HF_ENDPOINT
-    files = {path.name: path.read_bytes() for path in tiny_model.iterdir() if path.is_file() and path.name != ".ready"}
+def test_make_model_pins_the_commit_it_downloads(revision, untrained_tiny_model, tmp_path, run_cli):
+    # the tiny model's files (random weights: only the files matter), served as Qwen/Qwen2.5-3B-Instruct
+    # by a loopback hub that the real huggingface_hub reaches through HF_ENDPOINT
+    files = {path.name: path.read_bytes() for path in untrained_tiny_model.iterdir()
+             if path.is_file() and path.name != ".ready"}
     out = tmp_path / "Qwen--Qwen2.5-3B-Instruct"
     with hub_mirror("Qwen/Qwen2.5-3B-Instruct", COMMIT, files) as (mirror, requests):
         done = run_cli("model", "--profile", "paper", "--set", f"model.revision={revision}", "--out", out,
@@ -58,7 +62,7 @@ def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path,
     assert downloads and all(f"/resolve/{COMMIT}/" in r for r in downloads)
     assert any("/revision/main" in r for r in requests) == (revision == "main")
     # the weights, tokenizer and configs (the model card stays on the hub)
-    served = {name: sha for name, sha in digest(tiny_model).items() if name != "README.md"}
+    served = {name: sha for name, sha in digest(untrained_tiny_model).items() if name != "README.md"}
     assert digest(out) | {".ready": None} == served | {".ready": None, ORIGIN_FILE: digest(out)[ORIGIN_FILE]}
 
 
