@@ -4,20 +4,14 @@ build by hand is in builders.py."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_config
+from builders import REPO_ROOT, build_untrained_tiny, cached_model, demo_config
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -42,76 +36,6 @@ def shared_data() -> Path:
 
 
 # --- the tiny models, built once and kept in .cache/tests/ across sessions --------------------------
-
-# What the tiny model is made of: its recipe, its pages, its shape; and the demo profile that runs it.
-TINY_MODEL_SOURCES = ("lib/tiny_model.py", "lib/data/synthetic.py", "lib/architecture.py",
-                      "experiments/profiles/demo.yaml")
-MODEL_CACHE = REPO_ROOT / ".cache" / "tests"
-
-
-def cache_key(*parts: str) -> str:
-    """A digest of the source files that define a model and of the libraries that build it: any
-    change to either gives another key, so a stale model is never reused."""
-    from lib.io import library_versions, sha256_file
-
-    digest = hashlib.sha256(json.dumps(library_versions(), sort_keys=True).encode())
-    for part in parts:
-        digest.update(part.encode() + b"\0" + sha256_file(REPO_ROOT / part).encode())
-    return digest.hexdigest()[:16]
-
-
-def folder_digests(folder: Path) -> dict[str, str]:
-    from lib.io import sha256_file
-
-    return {path.name: sha256_file(path) for path in sorted(folder.iterdir()) if path.is_file()}
-
-
-def cached_model(name: str, build) -> Path:
-    """The folder `build(folder)` writes, kept in .cache/tests/<name>-<key>/ for later sessions.
-
-    An entry is trusted only when its manifest (<name>-<key>.json, written last) lists exactly the
-    folder's files with their SHA-256: a build killed mid-way leaves no manifest, and a file damaged
-    or changed since gives another digest; either way the model is built again. A lock makes a
-    second session (or an xdist worker) wait for the first's build instead of doing it twice."""
-    from lib.io import atomic_folder, read_json, write_json
-
-    key = cache_key(*TINY_MODEL_SOURCES)
-    folder, manifest = MODEL_CACHE / f"{name}-{key}", MODEL_CACHE / f"{name}-{key}.json"
-    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-    with (MODEL_CACHE / f"{name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if folder.is_dir() and read_json(manifest) == folder_digests(folder):
-                return folder
-        manifest.unlink(missing_ok=True)
-        remove_other_entries(name, keep=folder.name)
-        with atomic_folder(folder) as work:
-            build(work)
-        write_json(manifest, folder_digests(folder))
-    return folder
-
-
-def remove_other_entries(name: str, keep: str) -> None:
-    """What the lock's holder finds of `name` besides `keep`: entries of older sources, and the
-    temporary folders of builds that were killed. The cache keeps one model a name."""
-    entry = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{16}}(\.json|\..*\.(tmp|old))?")
-    for path in MODEL_CACHE.iterdir():
-        if entry.fullmatch(path.name) and path.name != keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def build_untrained_tiny(out: Path) -> Path:
-    """The tiny model's tokenizer and random weights, as lib.tiny_model builds them before pretraining."""
-    from lib.model import READY_MARKER
-    from lib.tiny_model import TinySpec, build_model, pages, train_tokenizer
-
-    spec = TinySpec()
-    tokenizer = train_tokenizer(pages(spec), spec)
-    tokenizer.save_pretrained(out)
-    build_model(tokenizer, spec).save_pretrained(out, safe_serialization=True)
-    (out / READY_MARKER).write_text("built\n", encoding="utf-8")
-    return out
-
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:

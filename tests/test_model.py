@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import hub_mirror
+from builders import cache_key, cached_model, hub_mirror
 from lib.errors import UserError
 from lib.io import read_json
 from lib.model import ORIGIN_FILE
@@ -38,6 +38,35 @@ def test_the_tiny_tokenizer_ends_turns_as_qwen2_5_and_encodes_chinese(untrained_
     tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
     assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
     assert tokenizer.decode(tokenizer("高血压患者能喝咖啡吗？")["input_ids"]) == "高血压患者能喝咖啡吗？"
+
+
+def test_a_cached_model_is_reused_and_built_again_when_damaged_unfinished_or_stale(tmp_path):
+    builds = []
+
+    def build(out: Path) -> None:
+        builds.append(out)
+        (out / "model.safetensors").write_bytes(b"weights")
+        if len(builds) == 3:
+            raise KeyboardInterrupt  # a build stopped mid-way
+
+    def cached() -> Path:
+        return cached_model("tiny", build, tmp_path, ("lib/tiny_model.py",))
+
+    model = cached()
+    assert cached() == model and len(builds) == 1 and (model / "model.safetensors").read_bytes() == b"weights"
+    (model / "model.safetensors").write_bytes(b"damaged")
+    assert cached() == model and len(builds) == 2 and (model / "model.safetensors").read_bytes() == b"weights"
+    (model / "model.safetensors").unlink()
+    with pytest.raises(KeyboardInterrupt):  # a build that does not finish leaves nothing that is trusted
+        cached()
+    assert not model.with_suffix(".json").exists()
+    stale = [tmp_path / "tiny-0123456789abcdef", tmp_path / ".tiny-0123456789abcdef.x.tmp"]
+    for folder in stale:
+        folder.mkdir()
+    assert cached() == model and len(builds) == 4 and (model / "model.safetensors").read_bytes() == b"weights"
+    assert not any(folder.exists() for folder in stale)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([model.name, f"{model.name}.json", "tiny.lock"])
+    assert model.name == f"tiny-{cache_key('lib/tiny_model.py')}" != f"tiny-{cache_key('lib/data/synthetic.py')}"
 
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
