@@ -3,6 +3,7 @@ world. Test files import these; no test file imports another.
 
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
+    small_grid_overrides  demo_overrides with a small data step, for the make tests that run a grid
     write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
     quick_learning_overrides / demo_config   demo_overrides with a learning rate that moves an
                      adapter in a few steps / the demo configuration of a method with them
@@ -88,6 +89,13 @@ def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
     return [f"model.name_or_path={tiny_model}", "train.report_to=none", "train.eval_steps=4",
             "train.save_steps=4", "train.logging_steps=2",
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
+
+
+def small_grid_overrides(tiny_model: Path) -> list[str]:
+    """demo_overrides for the make tests that run a grid end to end: a data step of 8 test, 8 dev
+    and 8 multiple-choice items, enough for every stage to write what it writes."""
+    return demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=8", "data.dev_size=8",
+                          "eval.mcq_size=8")
 
 
 def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Path, Path]:

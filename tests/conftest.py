@@ -5,6 +5,7 @@ build by hand is in builders.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,18 @@ def demo_data(tmp_path_factory) -> Path:
     prepare(config, root / "raw", root / "processed", ["64", "128"])
     mcq.prepare(config, root / "processed" / "mcq.jsonl")
     return root / "processed"
+
+
+@pytest.fixture(scope="session")
+def standin_data(demo_data, tmp_path_factory) -> Path:
+    """demo_data's train-64 with 8 dev examples, for training the stand-in: each dev loss computes
+    logits over its 151,936-token vocabulary, so dev examples, more than steps, are what its runs cost."""
+    from lib.io import read_jsonl, write_jsonl
+
+    data = tmp_path_factory.mktemp("standin-data")
+    shutil.copyfile(demo_data / "train-64.jsonl", data / "train-64.jsonl")
+    write_jsonl(data / "dev.jsonl", list(read_jsonl(demo_data / "dev.jsonl"))[:8])
+    return data
 
 
 @pytest.fixture(scope="session")
