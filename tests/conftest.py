@@ -41,7 +41,8 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The demo's tiny Qwen2 exactly as `make tiny-model` builds it, pretraining included (~2 min
-    when the cache has none for these sources). Only slow tests use it: `make test-fast` never pretrains."""
+    when the cache has none for these sources). Only slow tests use it: `make test-fast` never pretrains.
+    Both tiny models are shared by every test and kept for later sessions: a test never writes into them."""
     from lib.tiny_model import build
 
     return cached_model("tiny-qwen2", build)
