@@ -38,6 +38,16 @@ def shared_data() -> Path:
 
 # --- the tiny models, built once and kept in .cache/tests/ across sessions --------------------------
 
+def pytest_collection_modifyitems(items):
+    """`make test-fast` (-m "not slow") pretrains nothing: a test that needs the pretrained tiny model,
+    itself or through another fixture, is marked slow, or it stops the session here."""
+    unmarked = [item.nodeid for item in items
+                if "tiny_model" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"{', '.join(unmarked)}: uses the pretrained tiny_model but is not marked slow "
+                                "(mark it, or use untrained_tiny_model where the weights do not matter)")
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The demo's tiny Qwen2 exactly as `make tiny-model` builds it, pretraining included (~2 min
