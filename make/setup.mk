@@ -88,7 +88,7 @@ test: $(SETUP) ## run the whole test suite (offline, CPU; what CI runs)
 lint: $(SETUP) ## check the code's style, imports and common bugs with ruff (pyproject.toml; CI runs it)
 	$(VENV)/bin/ruff check lib tests
 
-test-fast: $(SETUP) ## the tests without the slow end-to-end ones, for development (still pretrains the tiny model: ~2 min)
+test-fast: $(SETUP) ## the tests without the slow end-to-end ones, for development (no pretraining: a random-weight tiny model)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # A real Slurm on one machine, for the test of make submit (tests/test_slurm.py starts its daemons).

@@ -3,9 +3,13 @@ world. Test files import these; no test file imports another.
 
     write_jsonl      records (or raw lines) one a line
     demo_overrides   settings that make a demo-profile run take seconds
+    small_grid_overrides  demo_overrides with a small data step, for the make tests that run a grid
     write_stage_inputs  empty stand-ins for a demo run's Make prerequisites (make -n plans)
     quick_learning_overrides / demo_config   demo_overrides with a learning rate that moves an
                      adapter in a few steps / the demo configuration of a method with them
+    cached_model     a model folder kept in .cache/tests/ across sessions, rebuilt when its sources
+                     change or the folder no longer matches its manifest (the fixtures tiny_model and
+                     untrained_tiny_model; build_untrained_tiny: the tiny model before pretraining)
     run_unprivileged `python -m lib ...` as a user to whom a read-only folder is read-only (root too)
     fake_hub_download / unreachable_hub   huggingface_hub.hf_hub_download served from a local
                      file laid out like the hub cache / failing as offline machines see it
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import http.server
 import json
@@ -44,6 +49,7 @@ import numpy as np
 import pytest
 
 from lib.config import UNTUNED_RUNS, Grid, load_grid, parse_count, run_name
+from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
 from lib.io import write_json
 from lib.review.store import Vote
@@ -86,6 +92,13 @@ def demo_overrides(tiny_model: Path, *extra: str) -> list[str]:
             "eval.max_new_tokens=16", "eval.bootstrap_samples=50", *extra]
 
 
+def small_grid_overrides(tiny_model: Path) -> list[str]:
+    """demo_overrides for the make tests that run a grid end to end: a data step of 8 test, 8 dev
+    and 8 multiple-choice items, enough for every stage to write what it writes."""
+    return demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=8", "data.dev_size=8",
+                          "eval.mcq_size=8")
+
+
 def write_stage_inputs(root: Path, sizes: tuple[str, ...] = ("64",)) -> tuple[Path, Path]:
     """Empty stand-ins for what a demo run's Make rules depend on (the data step's files, the
     model's ready marker), under `root`: enough for make to decide what to run, nothing to train on.
@@ -109,6 +122,79 @@ def demo_config(tiny_model: Path, method: str = "lora", *extra: str):
     from lib.config import load_config
 
     return load_config("demo", method, overrides=quick_learning_overrides(tiny_model, *extra))
+
+
+# --- the tiny models, built once and kept in .cache/tests/ across sessions --------------------------
+
+# What the tiny model is made of: its recipe, its pages, its shape; and the demo profile that runs it.
+TINY_MODEL_SOURCES = ("lib/tiny_model.py", "lib/data/synthetic.py", "lib/architecture.py",
+                      "experiments/profiles/demo.yaml")
+MODEL_CACHE = REPO_ROOT / ".cache" / "tests"
+
+
+def cache_key(*parts: str) -> str:
+    """A digest of the source files that define a model and of the libraries that build it: any
+    change to either gives another key, so a stale model is never reused."""
+    from lib.io import library_versions, sha256_file
+
+    digest = hashlib.sha256(json.dumps(library_versions(), sort_keys=True).encode())
+    for part in parts:
+        digest.update(part.encode() + b"\0" + sha256_file(REPO_ROOT / part).encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    from lib.io import sha256_file
+
+    return {path.name: sha256_file(path) for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def cached_model(name: str, build, cache: Path = MODEL_CACHE, sources: tuple[str, ...] = TINY_MODEL_SOURCES) -> Path:
+    """The folder `build(folder)` writes, kept in <cache>/<name>-<key>/ for later sessions (the key:
+    cache_key of `sources`).
+
+    An entry is trusted only when its manifest (<name>-<key>.json, written last) lists exactly the
+    folder's files with their SHA-256: a build killed mid-way leaves no manifest, and a file damaged
+    or changed since gives another digest; either way the model is built again. A lock makes a
+    second session (or an xdist worker) wait for the first's build instead of doing it twice."""
+    from lib.io import atomic_folder, read_json
+
+    key = cache_key(*sources)
+    folder, manifest = cache / f"{name}-{key}", cache / f"{name}-{key}.json"
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        with contextlib.suppress(UserError):  # no manifest, or not one that parses
+            if folder.is_dir() and read_json(manifest) == folder_digests(folder):
+                return folder
+        manifest.unlink(missing_ok=True)
+        remove_other_entries(cache, name, keep=folder.name)
+        with atomic_folder(folder) as work:
+            build(work)
+        write_json(manifest, folder_digests(folder))
+    return folder
+
+
+def remove_other_entries(cache: Path, name: str, keep: str) -> None:
+    """What the lock's holder finds of `name` besides `keep`: entries of older sources, and the
+    temporary folders of builds that were killed. The cache keeps one model a name."""
+    entry = re.compile(rf"\.?{re.escape(name)}-[0-9a-f]{{16}}(\.json|\..*\.(tmp|old))?")
+    for path in cache.iterdir():
+        if entry.fullmatch(path.name) and path.name != keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def build_untrained_tiny(out: Path) -> Path:
+    """The tiny model's tokenizer and random weights, as lib.tiny_model builds them before pretraining."""
+    from lib.model import READY_MARKER
+    from lib.tiny_model import TinySpec, build_model, pages, train_tokenizer
+
+    spec = TinySpec()
+    tokenizer = train_tokenizer(pages(spec), spec)
+    tokenizer.save_pretrained(out)
+    build_model(tokenizer, spec).save_pretrained(out, safe_serialization=True)
+    (out / READY_MARKER).write_text("built\n", encoding="utf-8")
+    return out
 
 
 def run_unprivileged(*args, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,16 +1,18 @@
-"""Fixtures shared by the test files: running the command line, the development data folder, a
-tiny model and demo data built once per session. What tests build by hand is in builders.py."""
+"""Fixtures shared by the test files: running the command line, the development data folder, the
+tiny models (kept in .cache/tests/ across sessions) and demo data built once per session. What tests
+build by hand is in builders.py."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_config
+from builders import REPO_ROOT, build_untrained_tiny, cached_model, demo_config
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -34,14 +36,33 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# --- a tiny model and demo data, built once per test session -------------------------------------
+# --- the tiny models, built once and kept in .cache/tests/ across sessions --------------------------
+
+def pytest_collection_modifyitems(items):
+    """`make test-fast` (-m "not slow") pretrains nothing: a test that needs the pretrained tiny model,
+    itself or through another fixture, is marked slow, or it stops the session here."""
+    unmarked = [item.nodeid for item in items
+                if "tiny_model" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"{', '.join(unmarked)}: uses the pretrained tiny_model but is not marked slow "
+                                "(mark it, or use untrained_tiny_model where the weights do not matter)")
+
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """The demo's tiny Qwen2 exactly as `make tiny-model` builds it, pretraining included (~2 min)."""
+def tiny_model() -> Path:
+    """The demo's tiny Qwen2 exactly as `make tiny-model` builds it, pretraining included (~2 min
+    when the cache has none for these sources). Only slow tests use it: `make test-fast` never pretrains.
+    Both tiny models are shared by every test and kept for later sessions: a test never writes into them."""
     from lib.tiny_model import build
 
-    return build(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+    return cached_model("tiny-qwen2", build)
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_model() -> Path:
+    """The tiny model's tokenizer, architecture and generation config with random weights (~5 s): for
+    tests of what the weights do not decide (templates, tokens, padding, files, commands)."""
+    return cached_model("tiny-qwen2-untrained", build_untrained_tiny)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +78,18 @@ def demo_data(tmp_path_factory) -> Path:
     prepare(config, root / "raw", root / "processed", ["64", "128"])
     mcq.prepare(config, root / "processed" / "mcq.jsonl")
     return root / "processed"
+
+
+@pytest.fixture(scope="session")
+def standin_data(demo_data, tmp_path_factory) -> Path:
+    """demo_data's train-64 with 8 dev examples, for training the stand-in: each dev loss computes
+    logits over its 151,936-token vocabulary, so dev examples, more than steps, are what its runs cost."""
+    from lib.io import read_jsonl, write_jsonl
+
+    data = tmp_path_factory.mktemp("standin-data")
+    shutil.copyfile(demo_data / "train-64.jsonl", data / "train-64.jsonl")
+    write_jsonl(data / "dev.jsonl", list(read_jsonl(demo_data / "dev.jsonl"))[:8])
+    return data
 
 
 @pytest.fixture(scope="session")

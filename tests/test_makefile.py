@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import MAKE_FILES, REPO_ROOT, demo_overrides, make_sections, write_jsonl, write_stage_inputs
+from builders import MAKE_FILES, REPO_ROOT, make_sections, small_grid_overrides, write_jsonl, write_stage_inputs
 from lib.config import load_config, load_grid
 
 
@@ -255,8 +255,7 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_a_finished_run_is_kept_whatever_changes_until_redo_names_it(tiny_model, tmp_path):
-    settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
-                              "eval.mcq_size=20")
+    settings = small_grid_overrides(tiny_model)
     common = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
               f"GENERATED_DIR={tmp_path}/generated", f"MODEL={tiny_model}", "METHODS=lora", "SIZES=32",
               f"SET={' '.join(settings)}"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import hub_mirror
+from builders import cache_key, cached_model, hub_mirror
 from lib.errors import UserError
 from lib.io import read_json
 from lib.model import ORIGIN_FILE
@@ -19,10 +19,11 @@ def digest(folder: Path) -> dict:
 
 
 def test_the_tiny_model_is_built_byte_identically(tmp_path):
-    small = TinySpec(pretrain_pages=120, pretrain_steps=4)  # the demo's recipe, in seconds
+    small = TinySpec(pretrain_pages=120, pretrain_steps=2, pretrain_batch=4)  # the demo's recipe, in seconds
     assert digest(build(tmp_path / "one", small)) == digest(build(tmp_path / "two", small))
 
 
+@pytest.mark.slow
 def test_the_tiny_model_is_pretrained_and_says_how(tiny_model):
     pretraining = read_json(tiny_model / "build_info.json")["pretraining"]
     assert pretraining["steps"] == TinySpec().pretrain_steps
@@ -30,21 +31,53 @@ def test_the_tiny_model_is_pretrained_and_says_how(tiny_model):
     card = (tiny_model / "README.md").read_text(encoding="utf-8")
     assert "pretrain" in card and str(pretraining["final_loss"]) in card
 
+
+def test_the_tiny_tokenizer_ends_turns_as_qwen2_5_and_encodes_chinese(untrained_tiny_model):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
     assert tokenizer.eos_token == "<|im_end|>" and "{% generation %}" in tokenizer.chat_template
     assert tokenizer.decode(tokenizer("高血压患者能喝咖啡吗？")["input_ids"]) == "高血压患者能喝咖啡吗？"
+
+
+def test_a_cached_model_is_reused_and_built_again_when_damaged_unfinished_or_stale(tmp_path):
+    builds = []
+
+    def build(out: Path) -> None:
+        builds.append(out)
+        (out / "model.safetensors").write_bytes(b"weights")
+        if len(builds) == 3:
+            raise KeyboardInterrupt  # a build stopped mid-way
+
+    def cached() -> Path:
+        return cached_model("tiny", build, tmp_path, ("lib/tiny_model.py",))
+
+    model = cached()
+    assert cached() == model and len(builds) == 1 and (model / "model.safetensors").read_bytes() == b"weights"
+    (model / "model.safetensors").write_bytes(b"damaged")
+    assert cached() == model and len(builds) == 2 and (model / "model.safetensors").read_bytes() == b"weights"
+    (model / "model.safetensors").unlink()
+    with pytest.raises(KeyboardInterrupt):  # a build that does not finish leaves nothing that is trusted
+        cached()
+    assert not model.with_suffix(".json").exists()
+    stale = [tmp_path / "tiny-0123456789abcdef", tmp_path / ".tiny-0123456789abcdef.x.tmp"]
+    for folder in stale:
+        folder.mkdir()
+    assert cached() == model and len(builds) == 4 and (model / "model.safetensors").read_bytes() == b"weights"
+    assert not any(folder.exists() for folder in stale)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([model.name, f"{model.name}.json", "tiny.lock"])
+    assert model.name == f"tiny-{cache_key('lib/tiny_model.py')}" != f"tiny-{cache_key('lib/data/synthetic.py')}"
 
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 
 @pytest.mark.parametrize("revision", ["main", COMMIT])
-def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path, run_cli):
-    # the tiny model's files, served as Qwen/Qwen2.5-3B-Instruct by a loopback hub that the real
-    # huggingface_hub reaches through HF_ENDPOINT
-    files = {path.name: path.read_bytes() for path in tiny_model.iterdir() if path.is_file() and path.name != ".ready"}
+def test_make_model_pins_the_commit_it_downloads(revision, untrained_tiny_model, tmp_path, run_cli):
+    # the tiny model's files (random weights: only the files matter), served as Qwen/Qwen2.5-3B-Instruct
+    # by a loopback hub that the real huggingface_hub reaches through HF_ENDPOINT
+    files = {path.name: path.read_bytes() for path in untrained_tiny_model.iterdir()
+             if path.is_file() and path.name != ".ready"}
     out = tmp_path / "Qwen--Qwen2.5-3B-Instruct"
     with hub_mirror("Qwen/Qwen2.5-3B-Instruct", COMMIT, files) as (mirror, requests):
         done = run_cli("model", "--profile", "paper", "--set", f"model.revision={revision}", "--out", out,
@@ -58,7 +91,7 @@ def test_make_model_pins_the_commit_it_downloads(revision, tiny_model, tmp_path,
     assert downloads and all(f"/resolve/{COMMIT}/" in r for r in downloads)
     assert any("/revision/main" in r for r in requests) == (revision == "main")
     # the weights, tokenizer and configs (the model card stays on the hub)
-    served = {name: sha for name, sha in digest(tiny_model).items() if name != "README.md"}
+    served = {name: sha for name, sha in digest(untrained_tiny_model).items() if name != "README.md"}
     assert digest(out) | {".ready": None} == served | {".ready": None, ORIGIN_FILE: digest(out)[ORIGIN_FILE]}
 
 

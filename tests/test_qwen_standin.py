@@ -117,21 +117,21 @@ def test_a_trained_answer_stops_at_im_end(qwen_standin, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_adapters_and_their_optimizer_state_stay_fp32_in_bf16(method, qwen_standin, demo_data, tmp_path):
+def test_adapters_and_their_optimizer_state_stay_fp32_in_bf16(method, qwen_standin, standin_data, tmp_path):
     from safetensors.torch import load_file
 
     from lib.io import read_json
     from lib.train import RunSpec, train
 
-    config = standin_config(qwen_standin, method, "model.dtype=bfloat16", "train.epochs=0.25", "train.save_steps=2")
+    config = standin_config(qwen_standin, method, "model.dtype=bfloat16", "train.epochs=0.125", "train.save_steps=1")
     out = tmp_path / f"{method}-64"
-    train(config, RunSpec(f"{method}-64", "demo", method, "64", 64, 42), demo_data, out)  # 2 steps
+    train(config, RunSpec(f"{method}-64", "demo", method, "64", 64, 42), standin_data, out)  # 1 step
 
     metrics = read_json(out / "train_metrics.json")
     assert (metrics["dtype"], metrics["adapter_dtype"]) == ("bfloat16", "float32")
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and {tensor.dtype for tensor in adapter.values()} == {torch.float32}
-    optimizer = torch.load(out / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
+    optimizer = torch.load(out / "checkpoints" / "checkpoint-1" / "optimizer.pt", weights_only=False)
     moments = [value for state in optimizer["state"].values()
                for name, value in state.items() if name.startswith("exp_avg")]
     assert moments and {moment.dtype for moment in moments} == {torch.float32}  # AdamW's, as its parameters

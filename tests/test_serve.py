@@ -153,12 +153,12 @@ def test_a_port_in_use_is_refused_in_one_line():
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_vllm_serves_the_base_with_the_adapter_attached_and_greedy_by_default(method, tmp_path, tiny_model):
-    config = demo_config(tiny_model, method)
+def test_vllm_serves_the_base_with_the_adapter_attached_and_greedy_by_default(method, tmp_path, untrained_tiny_model):
+    config = demo_config(untrained_tiny_model, method)
     server = vllm_server(config, tmp_path / "runs" / f"{method}-900", "127.0.0.1", 8001)
     command = server.command
     adapter = tmp_path / "runs" / f"{method}-900" / "adapter"
-    assert command[1:3] == ["serve", str(tiny_model)] and server.model_name == f"{method}-900"
+    assert command[1:3] == ["serve", str(untrained_tiny_model)] and server.model_name == f"{method}-900"
     assert command[command.index("--lora-modules") + 1] == f"{method}-900={adapter}"
     assert "--enable-lora" in command and command[command.index("--max-lora-rank") + 1] == str(config.lora.r)
     assert command[command.index("--generation-config") + 1] == "vllm"  # never the model's sampling defaults

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import REPO_ROOT, demo_overrides
+from builders import REPO_ROOT, small_grid_overrides
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
@@ -138,8 +138,7 @@ def job_ids(text: str) -> tuple[str, str]:
 @pytest.mark.slow
 def test_make_submit_runs_the_unfinished_runs_as_a_job_array_and_the_report_after_it(local_slurm, tiny_model, tmp_path):
     environment, folder = local_slurm
-    settings = demo_overrides(tiny_model, "data.synthetic_size=1000", "data.test_size=16", "data.dev_size=16",
-                              "eval.mcq_size=20")
+    settings = small_grid_overrides(tiny_model)
     variables = ["PROFILE=demo", f"DATA_DIR={tmp_path}/data", f"RESULTS_DIR={tmp_path}/results",
                  f"GENERATED_DIR={tmp_path}/generated", f"BUILD_DIR={tmp_path}/build", f"MODEL={tiny_model}",
                  "METHODS=qlora", "SIZES=32", f"SET={' '.join(settings)}"]

@@ -184,7 +184,7 @@ def test_gpu_check_runs_from_a_venv_of_the_slim_bundle_alone(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_oldest_supported_versions_train_a_step(tmp_path, demo_data):
+def test_the_oldest_supported_versions_train_a_step(tmp_path, standin_data):
     env = machine_with_torch(tmp_path)
     venv = offline_venv(tmp_path, bundle("oldest"), env)
     script = """
@@ -206,7 +206,7 @@ print(json.dumps({"transformers": transformers.__version__, "huggingface_hub": h
                   "argument": checkpointing_argument(), "steps": metrics["steps"],
                   "checkpointing": metrics["gradient_checkpointing"], "loss": metrics["final_train_loss"]}))
 """
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", script, str(tmp_path / "run"), str(demo_data)],
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", script, str(tmp_path / "run"), str(standin_data)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     trained = json.loads(done.stdout.splitlines()[-1])

@@ -1,5 +1,5 @@
 """The knowledge track's scoring (lib/evaluate/multiple_choice.py): the option letter's
-log-probability on a real tiny Qwen2 model."""
+log-probability on the tiny Qwen2 (random weights, taught the items by the `taught` fixture)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The demo's tiny Qwen2 and its tokenizer."""
+def tiny(untrained_tiny_model):
+    """The tiny Qwen2 and its tokenizer, random weights: `taught` teaches it what the tests score."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_model), AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = untrained_tiny_model
+    return AutoTokenizer.from_pretrained(model), AutoModelForCausalLM.from_pretrained(model)
 
 
 ITEMS = generate_mcq(8, seed=0)  # answers A, B, B, C, A, D, D, C: every letter twice
@@ -56,7 +57,7 @@ def taught(tiny):
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(60):  # the loss falls from ~11 to ~0.03 in 60 steps (0.5 after 30: one item still wrong)
+    for _ in range(60):  # from random weights the loss falls from ~7.9 to ~0.008 (0.07 after 30 steps)
         logits = model(**batch).logits[torch.arange(len(ITEMS)), last]
         loss = torch.nn.functional.cross_entropy(logits, targets)
         optimizer.zero_grad()
