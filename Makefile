@@ -70,6 +70,7 @@ OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(DATA_COLUMNS),data.columns=$(subst $(space),$(comma),$(strip $(DATA_COLUMNS)))) \
 	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
 	$(if $(MCQ_COLUMNS),eval.mcq_columns=$(subst $(space),$(comma),$(strip $(MCQ_COLUMNS)))) \
+	$(if $(GENERAL_SOURCE),eval.general_source=$(GENERAL_SOURCE)) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
 	$(if $(SEED),data.seed=$(SEED))
@@ -100,7 +101,7 @@ endef
 .PHONY: data model tiny-model all-experiments summary figures report paper demo
 
 # --- data ---------------------------------------------------------------------------------------
-data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
+data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json $(PROCESSED)/general_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ sets
 
 # The goals that make data or runs; the others (summary, figures, report, paper...) read the data and runs
 # as they are and make only what is missing: a setting given to them (SEED=7) never rebuilds nor trains.
@@ -116,16 +117,19 @@ $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURC
 # nothing): the report, written every time, is this step's target.
 $(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE)))
 	$(CLI) mcq-data $(CONFIG_ARGS) --out $(@D)/mcq.jsonl
+$(PROCESSED)/general_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(GENERAL_SOURCE)))
+	$(CLI) mcq-data $(CONFIG_ARGS) --track general --out $(@D)/general.jsonl
 
-# The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
+# The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* / eval.general_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
 # reads this file, so that make -n shows the true plan.
-DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
+DATA_SETTINGS = --sizes $(SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_% eval.general_%,$(OVERRIDES))
 $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
 # time after that step, so runs retrain exactly when their data changed. The same for the items.
 $(PROCESSED)/mcq.jsonl: | $(PROCESSED)/mcq_report.json ;
+$(PROCESSED)/general.jsonl: | $(PROCESSED)/general_report.json ;
 $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
@@ -137,7 +141,7 @@ model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loa
 tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny Qwen2 and its tokenizer, and pretrain it (~2 min, once)
 
 # (for models/tiny-qwen2 the shorter stem makes this rule win over the hub rule below)
-%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py
+%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py lib/data/general_facts.py
 	$(CLI) tiny-model --out $(@D)
 
 models/%/.ready: $(SETUP)
@@ -193,10 +197,10 @@ $(RUNS)/%/train.done: $$(call unless_kept,KEPT_TRAININGS,$$*,$$(PROCESSED)/train
 
 # A kept evaluation is still redone after its run trains again (its train.done is then newer).
 $(RUNS)/%/eval.json: $$(if $$(PRODUCING),$(RUNS)/$$*/train.done) \
-		$$(call unless_kept,KEPT_EVALUATIONS,$$*,$(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl)
+		$$(call unless_kept,KEPT_EVALUATIONS,$$*,$(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl)
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
-UNTUNED_INPUTS = $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+UNTUNED_INPUTS = $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl
 $(RUNS)/base/eval.json: $$(call unless_kept,KEPT_EVALUATIONS,base,$(UNTUNED_INPUTS))
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
@@ -218,7 +222,7 @@ $(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard
 
 # The data is an input too: the summary names the runs whose data has changed since (stale).
 $(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done) \
-		$(wildcard $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl)
+		$(wildcard $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl)
 	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --data $(PROCESSED) --out $(RESULTS) $(GRID_ARGS)
 
 # The figures' Chinese labels need the report's font: TeX and its fonts are checked (and installed
