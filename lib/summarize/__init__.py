@@ -11,6 +11,7 @@ One module per job; what each file holds is typed in schema.py, which the figure
     item_scores.py      each finished run's per-item scores from predictions.jsonl, checked against eval.json
     fits.py             the power law of the test loss with bootstrap intervals, the trends of other metrics
     lora_vs_qlora.py    QLoRA against LoRA at each size: paired differences, cost ratios
+    forgetting.py       each run against its own base row on the multiple-choice tracks (general: forgetting)
     example_answers.py  a few test items with the base model's and the best run's answers
     markdown.py         summary.md
     schema.py           the files' shapes: SummaryRow, Scaling, Examples and their parts
@@ -32,6 +33,7 @@ from lib.io import atomic_write, provenance, shown, write_json
 from lib.stats import BOOTSTRAP_SEED
 from lib.summarize.example_answers import choose_examples
 from lib.summarize.fits import loss_fit, trend
+from lib.summarize.forgetting import changes_from_base, read_track_items
 from lib.summarize.item_scores import check_item_scores, read_predictions
 from lib.summarize.lora_vs_qlora import compare_methods
 from lib.summarize.markdown import summary_markdown
@@ -40,9 +42,10 @@ from lib.summarize.table import collect_runs, write_summary_csv
 
 
 def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int,
-                     predictions: dict[str, dict[str, dict]], n_samples: int) -> Scaling:
+                     predictions: dict[str, dict[str, dict]], n_samples: int,
+                     track_items: dict[str, dict[str, dict]] | None = None) -> Scaling:
     """The content of scaling.json (lib.summarize.schema.Scaling), without provenance; `predictions`
-    as read_predictions returns them."""
+    as read_predictions returns them, `track_items` as read_track_items does."""
     item_scores = {run: {item: record.get("scores") or {} for item, record in records.items()}
                    for run, records in predictions.items()}
     notes = [f"{row['run']}: {row['status']}: {row['note']}" for row in rows if row.get("note")]
@@ -54,6 +57,7 @@ def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int,
         "trends": {metric: {method: trend(rows, method, metric, n_samples) for method in methods}
                    for metric in TREND_METRICS},
         "lora_vs_qlora": compare_methods(rows, grid, default_seed, item_scores, n_samples),
+        "forgetting": changes_from_base(rows, track_items or {}, n_samples),
         "notes": notes,
     }
 
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> None:
     grid, default_seed = requested_grid(args.profile, args.methods, args.sizes, args.seeds)
     rows = collect_runs(args.runs, grid, default_seed, args.data)
     predictions = read_predictions(rows, args.runs)
-    scaling = scaling_analysis(rows, grid, default_seed, predictions, config.eval.bootstrap_samples)
+    scaling = scaling_analysis(rows, grid, default_seed, predictions, config.eval.bootstrap_samples,
+                               read_track_items(rows, args.runs))
     record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
     write_json(args.out / "examples.json", choose_examples(rows, predictions) | {"provenance": record})
     write_json(args.out / "scaling.json", scaling | {"provenance": record})
