@@ -76,16 +76,15 @@ def pages(spec: TinySpec) -> list[str]:
     """The pretraining text: each page between the chat template's own markers, its title on the
     first line. The base learns what <|im_start|> and <|im_end|> delimit, as Qwen2.5's base model
     has, but no page is a question with its answer. The general pages are spread evenly among the
-    medical ones (general page j after medical page j x medical / general)."""
+    medical ones: each kind in its own order, merged by position within its kind (page i of n at i / n)."""
     from lib.data.general_facts import general_pages
     from lib.data.synthetic import pretraining_pages
 
     medical = pretraining_pages(spec.pretrain_pages, spec.seed)
     general = general_pages(spec.general_pages, spec.seed)
-    place = {len(medical) * j // len(general): page for j, page in enumerate(general)} if general else {}
-    mixed = [page for i, medical_page in enumerate(medical)
-             for page in ((medical_page, place[i]) if i in place else (medical_page,))]
-    return [f"<|im_start|>{title}\n{text}<|im_end|>\n" for title, text in mixed]
+    placed = [(i / len(medical), 0, page) for i, page in enumerate(medical)] + \
+             [((j + 0.5) / len(general), 1, page) for j, page in enumerate(general)]
+    return [f"<|im_start|>{title}\n{text}<|im_end|>\n" for _, _, (title, text) in sorted(placed)]
 
 
 def train_tokenizer(texts, spec: TinySpec):
