@@ -13,3 +13,13 @@ def test_summary_md_shows_every_metric_judge_scores_included():
     text = summary_markdown("demo", rows, scaling)
     assert "| run | status | examples | test_loss | judge_accuracy |" in text
     assert "| lora-1k | done | 1,000 | 1.50 [1.40, 1.60] | 3.50 [3.10, 3.90] |" in text
+
+
+def test_summary_md_lists_each_runs_change_from_its_own_base_row():
+    change = {"value": -5.0, "ci_low": -9.0, "ci_high": -1.0, "n": 100}
+    scaling = {"resampled": "test items", "loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": [],
+               "forgetting": [{"run": "qlora-1k", "method": "qlora", "examples": 1000, "seed": 42,
+                               "base_run": "base-nf4", "changes": {"general": {"acc_norm": change}}}]}
+    text = summary_markdown("demo", [], scaling)
+    assert "| run | base row | mcq letter | mcq acc_norm | general letter | general acc_norm |" in text
+    assert "| qlora-1k | base-nf4 |  |  |  | -5.00 [-9.00, -1.00] |" in text
