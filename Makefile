@@ -33,6 +33,7 @@ COLUMNS ?=#                 its keys, where they are not of a shape it knows: CO
 DATA_COLUMNS = $(if $(call given,COLUMNS),$(COLUMNS))
 MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
 MCQ_COLUMNS ?=#             its keys, likewise: MCQ_COLUMNS="question=题目 options=选项 answer=答案"
+GENERAL_SOURCE ?=#          a local multiple-choice file for the general-ability track
 TEST_SIZE ?=
 DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
