@@ -300,6 +300,17 @@ def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
     return Vote(rater, item, pair, pair.split("|")[0], outcome, False, False, "2026-12-03T00:00:00+00:00")
 
 
+def sequence_logprob(model, prompt: list[int], continuation: list[int]) -> float:
+    """log p(continuation | prompt) from one forward pass over the whole sequence, no cache, no padding:
+    what lib.evaluate.multiple_choice.option_logprobs computes in batches with a shared prompt cache."""
+    import torch
+
+    ids = torch.tensor([prompt + continuation])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + j, token]) for j, token in enumerate(continuation))
+
+
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
               cost=None, mcq=None, general=None, tokens=None, log_history=None, metrics=None):
     """One run directory; eval.json's test_loss, perplexity and rougeL are computed from the

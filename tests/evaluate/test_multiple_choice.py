@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from builders import sequence_logprob
 from lib.data.synthetic import generate_mcq
 from lib.errors import UserError
 from lib.evaluate.generate import left_padded
@@ -139,16 +140,6 @@ def test_a_peft_model_is_scored_the_same_way(taught):
     plain = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=4, progress=False)
     for a, b in zip(scored, plain):  # its cache is reused for the options as the plain model's is
         assert a["option_logprobs"] == pytest.approx(b["option_logprobs"], abs=1e-4)
-
-
-def sequence_logprob(model, prompt: list[int], continuation: list[int]) -> float:
-    """log p(continuation | prompt) from one forward pass over the whole sequence, no cache, no padding."""
-    import torch
-
-    ids = torch.tensor([prompt + continuation])
-    with torch.inference_mode():
-        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
-    return sum(float(logprobs[len(prompt) - 1 + j, token]) for j, token in enumerate(continuation))
 
 
 def test_cloze_sums_each_options_log_probability_as_a_whole_sequence_pass_does(tiny):
