@@ -31,9 +31,8 @@ SOURCE ?=#                  a local QA file instead of the profile's data source
 COLUMNS ?=#                 its keys, where they are not of a shape it knows: COLUMNS="question=患者 answer=医生"
 # (only from the command line: COLUMNS in the environment is the terminal's width)
 DATA_COLUMNS = $(if $(call given,COLUMNS),$(COLUMNS))
-MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
+MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track (GENERAL_SOURCE: the general track)
 MCQ_COLUMNS ?=#             its keys, likewise: MCQ_COLUMNS="question=题目 options=选项 answer=答案"
-GENERAL_SOURCE ?=#          a local multiple-choice file for the general-ability track
 TEST_SIZE ?=
 DEV_SIZE ?=
 SEED ?=#                    the data seed (splits and the train shuffle); SEEDS are training seeds
@@ -69,9 +68,8 @@ SETUP = $(VENV)/.installed#  made by make setup (make/setup.mk)
 OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(SOURCE),data.source=$(SOURCE)) \
 	$(if $(DATA_COLUMNS),data.columns=$(subst $(space),$(comma),$(strip $(DATA_COLUMNS)))) \
-	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
+	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) $(if $(GENERAL_SOURCE),eval.general_source=$(GENERAL_SOURCE)) \
 	$(if $(MCQ_COLUMNS),eval.mcq_columns=$(subst $(space),$(comma),$(strip $(MCQ_COLUMNS)))) \
-	$(if $(GENERAL_SOURCE),eval.general_source=$(GENERAL_SOURCE)) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
 	$(if $(SEED),data.seed=$(SEED))
@@ -102,7 +100,8 @@ endef
 .PHONY: data model tiny-model all-experiments summary figures report paper demo
 
 # --- data ---------------------------------------------------------------------------------------
-data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json $(PROCESSED)/general_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ sets
+MCQ_REPORTS = $(PROCESSED)/mcq_report.json $(PROCESSED)/general_report.json# the tracks: medical, general ability
+data: $(PROCESSED)/manifest.json $(MCQ_REPORTS) ## get, clean and split the data (SOURCE=file for your own) + the MCQ sets
 
 # The goals that make data or runs; the others (summary, figures, report, paper...) read the data and runs
 # as they are and make only what is missing: a setting given to them (SEED=7) never rebuilds nor trains.
@@ -114,12 +113,9 @@ DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/prof
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(SIZES)
 
-# The items file keeps its time when its content does not change (evaluations are not redone for
-# nothing): the report, written every time, is this step's target.
-$(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE)))
-	$(CLI) mcq-data $(CONFIG_ARGS) --out $(@D)/mcq.jsonl
-$(PROCESSED)/general_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(GENERAL_SOURCE)))
-	$(CLI) mcq-data $(CONFIG_ARGS) --track general --out $(@D)/general.jsonl
+# A track's items keep their time when unchanged (no evaluation redone for nothing): its report is the target.
+$(MCQ_REPORTS): $(PROCESSED)/%_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE) $(GENERAL_SOURCE)))
+	$(CLI) mcq-data $(CONFIG_ARGS) --track $* --out $(@D)/$*.jsonl
 
 # The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* / eval.general_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
@@ -129,8 +125,7 @@ $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
 # time after that step, so runs retrain exactly when their data changed. The same for the items.
-$(PROCESSED)/mcq.jsonl: | $(PROCESSED)/mcq_report.json ;
-$(PROCESSED)/general.jsonl: | $(PROCESSED)/general_report.json ;
+$(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl: $(PROCESSED)/%.jsonl: | $(PROCESSED)/%_report.json ;
 $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
