@@ -481,12 +481,12 @@ def forgetting(inputs: Inputs):
     if all(points.empty for points in panels.values()):
         raise NothingToDraw("no trained run has multiple-choice results beside its base row's")
     fig, axes = plt.subplots(len(FORGETTING_SCORINGS), len(MCQ_TRACKS), squeeze=False, sharex=True,
-                             figsize=(3.6 * len(MCQ_TRACKS), 2.6 * len(FORGETTING_SCORINGS)))
+                             figsize=(4.4 * len(MCQ_TRACKS), 3.2 * len(FORGETTING_SCORINGS)))
     every = pd.concat([points for points in panels.values() if not points.empty])
     colors = method_colors(every.method.unique())
     for (track, scoring), ax in zip(panels, axes.flat):
         points = panels[(track, scoring)]
-        ax.set_title(inputs.label(track_metric(track, scoring), " "), fontsize=8)
+        ax.set_title(inputs.label(track_metric(track, scoring)), fontsize=8)  # Chinese over English
         size_axis(ax, every.examples)
         ax.axhline(0, color="0.3", linewidth=1)
         draw_method_lines(ax, points, colors)
@@ -495,7 +495,7 @@ def forgetting(inputs: Inputs):
     for ax in axes[-1]:
         ax.set_xlabel(inputs.label("examples", " "))
     for ax in axes[:, 0]:
-        ax.set_ylabel(inputs.label("change_from_base", " "))
+        ax.set_ylabel(inputs.label("change_from_base"), fontsize=8)
     legend_if_any(axes[0][0], fontsize=7)
     fig.tight_layout()
     return fig
