@@ -107,6 +107,22 @@ def test_the_general_track_is_reported_with_each_runs_change_and_sentences_from_
     assert "完形准确率（按字归一，acc\\_norm）变化" in table and "\\ValueCI{52.5}" in table
 
 
+def test_a_base_row_at_chance_on_the_general_track_is_said_to_have_nothing_to_lose(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    at_chance = {"value": 27.0, "ci_low": 19.0, "ci_high": 36.0, "n": 100}
+    for run in ("base", "base-nf4"):
+        result = json.loads((paths["runs"] / run / "eval.json").read_text(encoding="utf-8"))
+        result["general"] |= {"overall": at_chance, "acc_norm": at_chance}
+        (paths["runs"] / run / "eval.json").write_text(json.dumps(result), encoding="utf-8")
+    assert "区间含随机水平" not in read_macros(generate(tmp_path / "healthy"))["GeneralFindings"]
+    out = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), out)
+    findings = read_macros(out)["GeneralFindings"]
+    assert findings.startswith("注意：基座模型的字母准确率、基座模型的完形准确率（按字归一，acc\\_norm）、"
+                               "基座模型（NF4）的字母准确率")
+    assert "在通用题上的区间含随机水平（25.0\\%）或低于它，即起点没有可测的通用知识可以失去" in findings
+
+
 def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
     out = generate(tmp_path)
     macros = read_macros(out)

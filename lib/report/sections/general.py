@@ -69,13 +69,31 @@ def count_sentence(changes: list[dict]) -> str:
     return "在全部微调运行中，" + "；".join(parts) + "。"
 
 
+def chance_sentence(study: Study) -> str:
+    """Where a base row's general accuracy is not above chance beyond its interval, it has no measurable
+    general knowledge to lose, and a change from it says nothing about forgetting."""
+    at_chance, chance = [], None
+    for run in dict.fromkeys(c["base_run"] for c in changes_by_run(study).values()):
+        general = (study.evals.get(run) or {}).get("general") or {}
+        chance = general.get("chance", chance)
+        for scoring in SHOWN_CHANGES:
+            low = nested_value(general, f"{MCQ_SCORINGS[scoring][0]}.ci_low")
+            if chance is not None and low is not None and low <= chance:
+                at_chance.append(f"{'基座模型（NF4）' if run != BASE_RUN else '基座模型'}的{SCORING_WORDS[scoring]}")
+    if not at_chance:
+        return ""
+    return (f"注意：{'、'.join(at_chance)}在通用题上的区间含随机水平（{POINTS(chance)}" + r"\%" +
+            "）或低于它，即起点没有可测的通用知识可以失去；相应的变化不能说明是否遗忘。")
+
+
 def findings(study: Study) -> str:
     """Sentences written from the numbers: each method's largest run, then the count over all runs,
     then what the numbers cannot say."""
     changes = list(changes_by_run(study).values())
     if not changes:
         return MISSING
-    sentences = [largest_run_sentence(study, method, changes) for method in dict.fromkeys(c["method"] for c in changes)]
+    methods = dict.fromkeys(c["method"] for c in changes)
+    sentences = [chance_sentence(study), *(largest_run_sentence(study, method, changes) for method in methods)]
     sentences.append(count_sentence(changes))
     sentences.append("这些变化只针对这一组题目：区间反映题目的抽样误差，单个训练种子时不含训练的随机性；"
                      "区间含 0 说明这里测不出变化，并不证明没有遗忘。")
