@@ -66,7 +66,9 @@ def taught(tiny):
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(60):  # the loss falls from ~11 to ~0.03 in 60 steps (0.5 after 30: one item still wrong)
+    # measured on the tiny base pretrained with the general pages: the loss falls to 0.45 in 60 steps
+    # (two items still wrong) and to 0.10 in 100 (all right)
+    for _ in range(100):
         logits = model(**batch).logits[torch.arange(len(ITEMS)), last]
         loss = torch.nn.functional.cross_entropy(logits, targets)
         optimizer.zero_grad()
