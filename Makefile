@@ -30,7 +30,7 @@ SOURCE ?=#                  a local QA file instead of the profile's data source
 COLUMNS ?=#                 its keys, where they are not of a shape it knows: COLUMNS="question=患者 answer=医生"
 # (only from the command line: COLUMNS in the environment is the terminal's width)
 DATA_COLUMNS = $(if $(call given,COLUMNS),$(COLUMNS))
-MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track
+MCQ_SOURCE ?=#              a local multiple-choice file for the knowledge track (GENERAL_SOURCE: the general track)
 MCQ_COLUMNS ?=#             its keys, likewise: MCQ_COLUMNS="question=题目 options=选项 answer=答案"
 TEST_SIZE ?=
 DEV_SIZE ?=
@@ -67,7 +67,7 @@ SETUP = $(VENV)/.installed#  made by make setup (make/setup.mk)
 OVERRIDES = model.name_or_path=$(MODEL) $(SET) \
 	$(if $(SOURCE),data.source=$(SOURCE)) \
 	$(if $(DATA_COLUMNS),data.columns=$(subst $(space),$(comma),$(strip $(DATA_COLUMNS)))) \
-	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) \
+	$(if $(MCQ_SOURCE),eval.mcq_source=$(MCQ_SOURCE)) $(if $(GENERAL_SOURCE),eval.general_source=$(GENERAL_SOURCE)) \
 	$(if $(MCQ_COLUMNS),eval.mcq_columns=$(subst $(space),$(comma),$(strip $(MCQ_COLUMNS)))) \
 	$(if $(TEST_SIZE),data.test_size=$(TEST_SIZE)) \
 	$(if $(DEV_SIZE),data.dev_size=$(DEV_SIZE)) \
@@ -99,7 +99,8 @@ endef
 .PHONY: data model tiny-model all-experiments summary figures report paper demo
 
 # --- data ---------------------------------------------------------------------------------------
-data: $(PROCESSED)/manifest.json $(PROCESSED)/mcq_report.json ## get, clean and split the data (SOURCE=file for your own) + the MCQ set
+MCQ_REPORTS = $(PROCESSED)/mcq_report.json $(PROCESSED)/general_report.json# the tracks: medical, general ability
+data: $(PROCESSED)/manifest.json $(MCQ_REPORTS) ## get, clean and split the data (SOURCE=file for your own) + the MCQ sets
 
 # The goals that make data or runs; the others (summary, figures, report, paper...) read the data and runs
 # as they are and make only what is missing: a setting given to them (SEED=7) never rebuilds nor trains.
@@ -112,20 +113,19 @@ DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(foreach g,$(filter
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 
-# The items file keeps its time when its content does not change (evaluations are not redone for
-# nothing): the report, written every time, is this step's target.
-$(PROCESSED)/mcq_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE)))
-	$(CLI) mcq-data $(CONFIG_ARGS) --out $(@D)/mcq.jsonl
+# A track's items keep their time when unchanged (no evaluation redone for nothing): its report is the target.
+$(MCQ_REPORTS): $(PROCESSED)/%_report.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(MCQ_SOURCE) $(GENERAL_SOURCE)))
+	$(CLI) mcq-data $(CONFIG_ARGS) --track $* --out $(@D)/$*.jsonl
 
-# The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* overrides),
+# The settings the data depends on (sizes, variants, data.* / cleaning.* / eval.mcq_* / eval.general_* overrides),
 # remembered so that changing them reruns the data step and nothing else does. Decided when make
 # reads this file, so that make -n shows the true plan.
-DATA_SETTINGS = --sizes $(DATA_SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_%,$(OVERRIDES))
+DATA_SETTINGS = --sizes $(DATA_SIZES) $(VARIANT) $(filter data.% cleaning.% eval.mcq_% eval.general_%,$(OVERRIDES))
 $(eval $(call remember,$(PROCESSED)/.args,$(DATA_SETTINGS)))
 
 # A split is made by the data step, and rewritten only when its content changes: make re-reads its
 # time after that step, so runs retrain exactly when their data changed. The same for the items.
-$(PROCESSED)/mcq.jsonl: | $(PROCESSED)/mcq_report.json ;
+$(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl: $(PROCESSED)/%.jsonl: | $(PROCESSED)/%_report.json ;
 $(PROCESSED)/%.jsonl: | $(PROCESSED)/manifest.json ;
 
 # Files that only pattern rules name (a split, a run's train.done) are intermediate to make:
@@ -137,7 +137,7 @@ model: $(MODEL_DIR)/.ready ## fetch the base model into models/ and check it loa
 tiny-model: models/tiny-qwen2/.ready ## build the demo's tiny Qwen2 and its tokenizer, and pretrain it (~2 min, once)
 
 # (for models/tiny-qwen2 the shorter stem makes this rule win over the hub rule below)
-%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py
+%/tiny-qwen2/.ready: $(SETUP) lib/tiny_model.py lib/data/synthetic.py lib/data/general_facts.py
 	$(CLI) tiny-model --out $(@D)
 
 models/%/.ready: $(SETUP)
@@ -193,10 +193,10 @@ $(RUNS)/%/train.done: $$(call unless_kept,KEPT_TRAININGS,$$*,$$(PROCESSED)/train
 
 # A kept evaluation is still redone after its run trains again (its train.done is then newer).
 $(RUNS)/%/eval.json: $$(if $$(PRODUCING),$(RUNS)/$$*/train.done) \
-		$$(call unless_kept,KEPT_EVALUATIONS,$$*,$(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl)
+		$$(call unless_kept,KEPT_EVALUATIONS,$$*,$(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl)
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --method $(call method_of,$*) --run-dir $(@D) --data $(PROCESSED)
 
-UNTUNED_INPUTS = $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl
+UNTUNED_INPUTS = $(MODEL_DIR)/.ready $(PROCESSED)/test.jsonl $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl
 $(RUNS)/base/eval.json: $$(call unless_kept,KEPT_EVALUATIONS,base,$(UNTUNED_INPUTS))
 	$(call on_free_gpus,1) $(CLI) evaluate $(CONFIG_ARGS) --run-dir $(@D) --data $(PROCESSED)
 
@@ -218,7 +218,7 @@ $(eval $(call remember,$(RESULTS)/.summary-args,$(GRID_ARGS) $(notdir $(wildcard
 
 # The data is an input too: the summary names the runs whose data has changed since (stale).
 $(RESULTS)/summary.csv: $(SETUP) $(RESULTS)/.summary-args $(wildcard $(RUNS)/*/eval.json $(RUNS)/*/train.done) \
-		$(wildcard $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl)
+		$(wildcard $(PROCESSED)/manifest.json $(PROCESSED)/mcq.jsonl $(PROCESSED)/general.jsonl)
 	$(CLI) summarize $(CONFIG_ARGS) --runs $(RUNS) --data $(PROCESSED) --out $(RESULTS) $(GRID_ARGS)
 
 # The figures' Chinese labels need the report's font: TeX and its fonts are checked (and installed

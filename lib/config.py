@@ -136,6 +136,7 @@ class DataConfig:
     hub_repo: str
     hub_file: str
     hub_revision: str
+    hub_license: str  # as the dataset card states it; `make data` prints it
     raw_sample_size: Annotated[int, COUNT]  # records sampled (seeded) from the hub file into data/raw
     synthetic_size: Annotated[int, COUNT]  # raw records made by the generator when source=synthetic
     test_size: Annotated[int, COUNT]  # an empty test set would fail only after training and evaluation
@@ -222,9 +223,20 @@ class EvalConfig:
     mcq_hub_repo: str
     mcq_hub_file: str
     mcq_hub_revision: str
+    mcq_hub_license: str  # as the dataset card states it; `make data` prints it
     mcq_size: Annotated[int, COUNT]  # single-answer items sampled from the source (seeded by data.seed)
     # role -> the file's own key, for a file of other keys (lib.data.mcq; make MCQ_COLUMNS=); None: a known shape
     mcq_columns: Annotated[dict[str, str] | None, OneOf(MCQ_COLUMN_ROLES)]
+    # The general-ability track (python -m lib mcq-data --track general -> general.jsonl): the same
+    # reading, but from a zip of one file per subject on the hub (CMMLU), or generated facts
+    general_source: str  # "hub", "synthetic", or a local multiple-choice file (make GENERAL_SOURCE=)
+    general_hub_repo: str
+    general_hub_file: str  # a zip
+    general_hub_revision: str
+    general_hub_license: str
+    general_hub_member: str  # the zip's file of one subject, "{subject}" in its name
+    general_subjects: list[str]  # the subjects read (none of them medical)
+    general_size: Annotated[int, COUNT]
     judge: bool  # LLM judge through an OpenAI-compatible endpoint (lib/evaluate/judge.py)
     judge_concurrency: Annotated[int, COUNT]  # judge requests in flight at once
 

@@ -16,6 +16,8 @@ Each figure is <stem>.pdf and <stem>.png:
     cost             wall time, peak memory and training throughput per method and size
     loss_curves      train (solid) and dev (dashed) loss over steps, a panel per method
     knowledge        MCQ accuracy vs size, overall and per source
+    forgetting       medical gain and general change vs size: each run's accuracy minus its own base
+                     row's with the paired interval (scaling.json forgetting), by letter and by cloze
     examples         a few test questions with the reference, base and best run's answers
     preference       human preference (Bradley-Terry strength from the blind review's
                      review/preference.json) vs training examples, one line per method
@@ -43,7 +45,7 @@ import pandas as pd
 
 from lib.config import BASE_RUN, METHOD_NAMES, NF4_BASE_RUN
 from lib.errors import UserError
-from lib.evaluate.metrics import METRICS
+from lib.evaluate.metrics import MCQ_TRACKS, METRICS, track_metric
 from lib.io import atomic_write, provenance, read_json, shown, write_json
 from lib.runs import readable_run_files
 from lib.summarize.fits import power_law
@@ -81,6 +83,7 @@ LABELS = {
     "reference": ("参考答案", "reference"),
     "best": ("最佳模型", "best run:"),
     "no_data": ("暂无数据", "no data yet"),
+    "change_from_base": ("相对自身基座的变化（百分点）", "change from own base (points)"),
     "preference": ("人工偏好：Bradley–Terry 强度", "human preference (Bradley–Terry strength)"),
     **FIT_STATUS_LABELS,
 }
@@ -89,6 +92,7 @@ METRIC_PANELS = ("test_loss", "rougeL", "bleu4_char", "mcq_accuracy")
 UNTUNED_LINES = {BASE_RUN: ("--", "base_line"), NF4_BASE_RUN: (":", "base_nf4_line")}
 X_MARGIN = 1.25  # log x axes reach a quarter of a size step beyond the smallest and largest size
 MAX_SOURCE_PANELS = 8  # the knowledge figure shows the largest sources; more would be unreadable
+FORGETTING_SCORINGS = ("letter", "acc_norm")  # the headline scoring, and cloze per character
 
 # The examples table: each cell wraps at this many half-width characters (a Chinese character
 # counts 2) and keeps at most this many lines, ending in "…" where the text goes on.
@@ -456,6 +460,47 @@ def knowledge(inputs: Inputs):
     return fig
 
 
+def change_points(inputs: Inputs, track: str, scoring: str) -> pd.DataFrame:
+    """method, examples, value, ci_low, ci_high of each run's change from its own base row
+    (scaling.json forgetting), seeds averaged."""
+    records = [{"method": change["method"], "examples": change["examples"], **stat}
+               for change in (inputs.scaling or {}).get("forgetting") or []
+               if (stat := (change["changes"].get(track) or {}).get(scoring)) and stat.get("value") is not None]
+    points = pd.DataFrame(records, columns=["method", "examples", "value", "ci_low", "ci_high", "n"])
+    return points.groupby(["method", "examples"], as_index=False)[["value", "ci_low", "ci_high"]].mean()
+
+
+def forgetting(inputs: Inputs):
+    """Medical gain and general change against data size: each run's accuracy minus its own base
+    row's (base for LoRA, base-nf4 for QLoRA), paired over items; a column per track, a row per
+    scoring (letter; cloze per character), 0 (no change) as a line."""
+    import matplotlib.pyplot as plt
+
+    panels = {(track, scoring): change_points(inputs, track, scoring)
+              for scoring in FORGETTING_SCORINGS for track in MCQ_TRACKS}
+    if all(points.empty for points in panels.values()):
+        raise NothingToDraw("no trained run has multiple-choice results beside its base row's")
+    fig, axes = plt.subplots(len(FORGETTING_SCORINGS), len(MCQ_TRACKS), squeeze=False, sharex=True,
+                             figsize=(4.4 * len(MCQ_TRACKS), 3.2 * len(FORGETTING_SCORINGS)))
+    every = pd.concat([points for points in panels.values() if not points.empty])
+    colors = method_colors(every.method.unique())
+    for (track, scoring), ax in zip(panels, axes.flat):
+        points = panels[(track, scoring)]
+        ax.set_title(inputs.label(track_metric(track, scoring)), fontsize=8)  # Chinese over English
+        size_axis(ax, every.examples)
+        ax.axhline(0, color="0.3", linewidth=1)
+        draw_method_lines(ax, points, colors)
+        if points.empty:
+            note_on(ax, inputs.label("no_data", " "))
+    for ax in axes[-1]:
+        ax.set_xlabel(inputs.label("examples", " "))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(inputs.label("change_from_base"), fontsize=8)
+    legend_if_any(axes[0][0], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def display_width(character: str) -> int:
     return 2 if unicodedata.east_asian_width(character) in ("W", "F") else 1
 
@@ -537,7 +582,8 @@ def preference(inputs: Inputs):
 
 FIGURES: dict[str, Callable[[Inputs], object]] = {
     "metrics_vs_size": metrics_vs_size, "loss_fit": loss_fit, "cost": cost,
-    "loss_curves": loss_curves, "knowledge": knowledge, "examples": examples, "preference": preference,
+    "loss_curves": loss_curves, "knowledge": knowledge, "forgetting": forgetting, "examples": examples,
+    "preference": preference,
 }
 
 

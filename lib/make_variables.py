@@ -96,7 +96,7 @@ def a_path(value: str) -> None:
 
 
 def a_file(value: str) -> None:
-    """A local file or the words hub and synthetic (data.source, eval.mcq_source)."""
+    """A local file or the words hub and synthetic (data.source, eval.mcq_source, eval.general_source)."""
     a_path(value)
     from pathlib import Path
 
@@ -199,6 +199,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "MODEL": a_path,
     "SOURCE": a_file,
     "MCQ_SOURCE": a_file,
+    "GENERAL_SOURCE": a_file,
     "MODEL_SOURCE": one_of(MODEL_SOURCES),
     "EXP": run_name,
     "LAUNCH": one_of(LAUNCHERS),

@@ -83,14 +83,23 @@ def eval_problem(result) -> str | None:
         problem = statistic_problem(result["metrics"][name], required=True)
         if problem:
             return f"metrics.{name}: {problem}"
-    mcq = result.get("mcq") or {}
-    statistics = {**result["metrics"], **({"mcq.overall": mcq["overall"]} if mcq.get("overall") else {}),
-                  **{f"mcq.per_source.{k}": v for k, v in (mcq.get("per_source") or {}).items()}}
+    statistics = {f"metrics.{name}": stat for name, stat in result["metrics"].items()}
+    for track in multiple_choice_tracks():
+        kept = result.get(track) or {}
+        statistics |= {f"{track}.{key}": kept[key] for key in ("overall", "acc", "acc_norm") if kept.get(key)}
+        statistics |= {f"{track}.per_source.{k}": v for k, v in (kept.get("per_source") or {}).items()}
     for name, stat in statistics.items():
         problem = statistic_problem(stat)
         if problem:
-            return f"{'' if name.startswith('mcq.') else 'metrics.'}{name}: {problem}"
+            return f"{name}: {problem}"
     return None
+
+
+def multiple_choice_tracks() -> list[str]:
+    """The keys of eval.json that hold a multiple-choice track (mcq, general)."""
+    from lib.evaluate.metrics import METRICS
+
+    return list(dict.fromkeys(metric.from_eval.split(".")[0] for metric in METRICS.values() if metric.from_eval))
 
 
 def train_metrics_problem(metrics) -> str | None:

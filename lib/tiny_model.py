@@ -1,4 +1,4 @@
-"""The demo's base model: a tiny Qwen2, pretrained on the project's own medical prose.
+"""The demo's base model: a tiny Qwen2, pretrained on the project's own medical prose and general facts.
 
     python -m lib tiny-model --out models/tiny-qwen2        (make tiny-model; ~2 minutes, once)
 
@@ -12,7 +12,9 @@ and evaluation code that serves Qwen2.5-3B serves it unchanged; only its size di
 
 Like a real base model it is pretrained before anyone fine-tunes it: next-token loss on pages
 of a generated health encyclopedia and of patients' forum questions (lib.data.synthetic.
-pretraining_pages), 600k tokens in about 100 s on 2 CPU cores. It then writes fluent pages about
+pretraining_pages), with short pages of general facts among them (geography, history, science:
+lib.data.general_facts, what the general-ability track asks and the fine-tuning data never
+mentions), ~640k tokens in about 100 s on 2 CPU cores. It then writes fluent pages about
 the diseases, but it has never seen a question answered: answering in the data's format is what
 the study's fine-tuning teaches it. The tokenizer is byte-level BPE (Qwen2's pre-tokenizer, so
 any text encodes) trained on the same pages, so every token the model can write was trained.
@@ -48,7 +50,10 @@ class TinySpec:
     # so that every token the model can write has been trained. Pretraining takes steps of
     # `pretrain_batch` rows of `pretrain_block` tokens.
     pretrain_pages: int = 3_000
-    pretrain_steps: int = 300
+    # pages of general facts (lib.data.general_facts), spread among the medical ones: what the
+    # general-ability track asks, ~6% of the tokens (1,200 pages of ~30 tokens beside ~600k)
+    general_pages: int = 1_200
+    pretrain_steps: int = 320
     pretrain_batch: int = 16
     pretrain_block: int = 128
     pretrain_learning_rate: float = 3e-3
@@ -70,11 +75,16 @@ class TinySpec:
 def pages(spec: TinySpec) -> list[str]:
     """The pretraining text: each page between the chat template's own markers, its title on the
     first line. The base learns what <|im_start|> and <|im_end|> delimit, as Qwen2.5's base model
-    has, but no page is a question with its answer."""
+    has, but no page is a question with its answer. The general pages are spread evenly among the
+    medical ones: each kind in its own order, merged by position within its kind (page i of n at i / n)."""
+    from lib.data.general_facts import general_pages
     from lib.data.synthetic import pretraining_pages
 
-    return [f"<|im_start|>{title}\n{text}<|im_end|>\n"
-            for title, text in pretraining_pages(spec.pretrain_pages, spec.seed)]
+    medical = pretraining_pages(spec.pretrain_pages, spec.seed)
+    general = general_pages(spec.general_pages, spec.seed)
+    placed = [(i / len(medical), 0, page) for i, page in enumerate(medical)] + \
+             [((j + 0.5) / len(general), 1, page) for j, page in enumerate(general)]
+    return [f"<|im_start|>{title}\n{text}<|im_end|>\n" for _, _, (title, text) in sorted(placed)]
 
 
 def train_tokenizer(texts, spec: TinySpec):
@@ -174,7 +184,8 @@ def pretrain(model, tokenizer, texts: list[str], spec: TinySpec) -> dict:
         progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
     tenth = max(1, len(losses) // 10)
-    return {"corpus": "lib.data.synthetic.pretraining_pages", "pages": spec.pretrain_pages,
+    return {"corpus": "lib.data.synthetic.pretraining_pages + lib.data.general_facts.general_pages",
+            "pages": spec.pretrain_pages + spec.general_pages,
             "corpus_tokens": blocks.numel(), "steps": spec.pretrain_steps,
             "tokens_seen": spec.pretrain_steps * spec.pretrain_batch * spec.pretrain_block,
             "first_loss": round(sum(losses[:tenth]) / tenth, 4),  # mean of the first and last tenth of the steps

@@ -8,7 +8,7 @@ help: ## list every target with one line of help (the default goal)
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_%.-]+:.*## / \
 		{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "variables: PROFILE GRID METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS DATA_DIR"
+	@echo "variables: PROFILE GRID METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS GENERAL_SOURCE DATA_DIR"
 	@echo "           TEST_SIZE DEV_SIZE SEED REDO LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS EXP TORCH_INDEX MODEL_SOURCE"
 	@echo "           GPUS GPU_LOCKS (make -jN) PARTITION GRES TIME SBATCH_ARGS (make submit)"
 	@echo "           HOST PORT NAME (make review) HOST PORT REPO MERGED (make serve, make push)"

@@ -11,8 +11,8 @@ TIME ?=#                    sbatch --time of every job, e.g. 12:00:00
 SBATCH_ARGS ?=#             more sbatch options for every job, e.g. --account=abc --qos=normal
 # The variables that reach every job's make: those given to make submit (on its command line or
 # in the environment); the others keep their defaults, worked out on the node (NPROC counts its GPUs).
-JOB_VARIABLES = PROFILE GRID METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS TEST_SIZE DEV_SIZE \
-	SEED DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
+JOB_VARIABLES = PROFILE GRID METHODS SIZES SEEDS MODEL VARIANT SET SOURCE COLUMNS MCQ_SOURCE MCQ_COLUMNS GENERAL_SOURCE TEST_SIZE \
+	DEV_SIZE SEED DATA_DIR RESULTS_DIR GENERATED_DIR BUILD_DIR LAUNCH ACCELERATE_CONFIG NPROC LAUNCH_ARGS PYTHON VENV
 
 .PHONY: submit
 

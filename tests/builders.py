@@ -51,12 +51,13 @@ import pytest
 from lib.config import UNTUNED_RUNS, Grid, load_grid, parse_count, run_name
 from lib.errors import UserError
 from lib.evaluate.metrics import METRICS
-from lib.io import write_json
+from lib.io import nested_value, write_json
 from lib.review.store import Vote
 from lib.runs import MCQ_PREDICTIONS
 from lib.stats import bootstrap, token_weighted_loss
 from lib.summarize import scaling_analysis
 from lib.summarize.fits import power_law
+from lib.summarize.forgetting import read_track_items
 from lib.summarize.item_scores import read_item_scores, read_predictions
 from lib.summarize.table import collect_runs
 
@@ -354,7 +355,7 @@ def scaling_of(runs, grid=SUMMARY_GRID, n_samples=100, profile="demo"):
     """scaling.json's content for the runs in `runs` (as `summarize` computes it)."""
     rows = collect_runs(runs, grid, SUMMARY_SEED)
     item_scores = read_item_scores(rows, runs, read_predictions(rows, runs))
-    return scaling_analysis(rows, grid, SUMMARY_SEED, item_scores, n_samples, profile)
+    return scaling_analysis(rows, grid, SUMMARY_SEED, item_scores, n_samples, profile, read_track_items(rows, runs))
 
 
 def synthetic_study(tmp_path, alpha=0.4, n_items=300, seed=0, seed_effects=None, sizes=SUMMARY_GRID.sizes):
@@ -391,13 +392,25 @@ def vote(rater: str, item: str, pair: str, outcome: str) -> Vote:
     return Vote(rater, item, pair, pair.split("|")[0], outcome, False, False, "2026-12-03T00:00:00+00:00")
 
 
+def sequence_logprob(model, prompt: list[int], continuation: list[int]) -> float:
+    """log p(continuation | prompt) from one forward pass over the whole sequence, no cache, no padding:
+    what lib.evaluate.multiple_choice.option_logprobs computes in batches with a shared prompt cache."""
+    import torch
+
+    ids = torch.tensor([prompt + continuation])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + j, token]) for j, token in enumerate(continuation))
+
+
 def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, evaluated=True,
-              cost=None, mcq=None, mcq_correct=None, tokens=None, log_history=None, metrics=None):
+              cost=None, mcq=None, mcq_correct=None, general=None, tokens=None, log_history=None, metrics=None):
     """One run directory; eval.json's test_loss, perplexity and rougeL are computed from the
     per-item scores given, `metrics` adds others (as corpus_metrics returns them), and every
     other metric each evaluation has (lib.runs checks eval.json against the registry) is 1.0;
     `mcq` is eval.json's mcq object ({"overall": {...}, "per_source": {...}}), or `mcq_correct`,
-    whether each knowledge-track item was answered right, gives it and mcq_predictions.jsonl."""
+    whether each knowledge-track item was answered right, gives it and mcq_predictions.jsonl;
+    `general` is eval.json's general object."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     method, _, size = name.partition("-")
@@ -427,11 +440,13 @@ def write_run(runs_dir, name, item_losses=None, rouge=None, *, trained=True, eva
     result = {"run": name, "n_items": n, "metrics": metrics}
     if mcq_correct is not None:
         write_jsonl(run_dir / MCQ_PREDICTIONS, [{"id": f"m{i}", "source": "cmb", "answer": "A",
-                                                 "predicted": "A" if right else "B", "correct": bool(right)}
+                                                 "correct": {"letter": bool(right)}}
                                                 for i, right in enumerate(mcq_correct)])
         mcq = {"overall": bootstrap(100.0 * np.asarray(mcq_correct), n_samples=200)}
     if mcq is not None:
         result["mcq"] = mcq
+    if general is not None:
+        result["general"] = general
     write_json(run_dir / "eval.json", result)
     return run_dir
 
@@ -464,10 +479,38 @@ def run_metrics(method: str, size_index: int) -> dict:
     }
 
 
+def track_of_items(correct: list[list[int]]) -> dict:
+    """eval.json's object of a multiple-choice track from each item's [letter, acc, acc_norm] right (1) or wrong (0)."""
+    columns = np.array(correct, dtype=float) * 100
+    return {"overall": bootstrap(columns[:, 0], n_samples=200), "per_source": {},
+            "acc": bootstrap(columns[:, 1], n_samples=200), "acc_norm": bootstrap(columns[:, 2], n_samples=200),
+            "chance": 25.0, "items": {f"q{i}": row for i, row in enumerate(correct)}}
+
+
 def mcq(method: str, size_index: int) -> dict:
+    """eval.json's medical track: letter accuracy overall and per source, cloze accuracy."""
     accuracy = 41.25 - size_index if method == "base" else 40.0 - size_index
     return {"overall": stat(accuracy, 4.0),
-            "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)}}
+            "per_source": {"cmb": stat(accuracy + 2, 6.0), "cmexam": stat(accuracy - 2, 6.0)},
+            "acc": stat(accuracy + 10, 4.0), "acc_norm": stat(accuracy + 12, 4.0), "chance": 25.0}
+
+
+def general(method: str, size_index: int) -> dict:
+    """eval.json's general track: the base knows most, each size forgets a little more."""
+    accuracy = 52.5 if method == "base" else 50.0 - 2 * size_index
+    return {"overall": stat(accuracy, 4.0), "per_source": {"chinese_history": stat(accuracy, 6.0)},
+            "acc": stat(accuracy + 5, 4.0), "acc_norm": stat(accuracy + 8, 4.0), "chance": 25.0}
+
+
+def forgetting_entry(run: str, method: str, size: str, seed: int, index: int) -> dict:
+    """scaling.json's change of a run from its own base row: medical gains, general losses growing with size."""
+    def change(value: float) -> dict:
+        return {"value": value, "ci_low": value - 3.0, "ci_high": value + 3.0, "n": 60}
+
+    return {"run": run, "method": method, "examples": parse_count(size), "seed": seed,
+            "base_run": "base-nf4" if method == "qlora" else "base",
+            "changes": {"mcq": {s: change(1.5 + index) for s in ("letter", "acc", "acc_norm")},
+                        "general": {s: change(-1.0 - 2.5 * index) for s in ("letter", "acc", "acc_norm")}}}
 
 
 def config(method: str, size: str, seed: int, profile: str) -> dict:
@@ -553,8 +596,12 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
             metrics = run_metrics(method, index)
             (run_dir / "eval.json").write_text(json.dumps({
                 "run": run, "n_items": 200, "metrics": metrics, "mcq": mcq(method, index),
+                "general": general(method, index),
                 "provenance": provenance_record(seed)}), encoding="utf-8")
-            for name, value in (metrics | {"mcq_accuracy": mcq(method, index)["overall"]}).items():
+            tracks = {"mcq": mcq(method, index), "general": general(method, index)}
+            track_metrics = {name: nested_value(tracks, metric.from_eval)
+                             for name, metric in METRICS.items() if metric.from_eval}
+            for name, value in (metrics | {k: v for k, v in track_metrics.items() if v}).items():
                 row |= {name: value["value"], f"{name}_ci_low": value["ci_low"], f"{name}_ci_high": value["ci_high"]}
         rows.append(row)
     columns = ["run", "method", "size", "examples", "seed", "status", "note"]
@@ -608,7 +655,9 @@ def write_study(root: Path, profile: str = PROFILE, unfinished: dict[str, str] |
         "trends": {metric: {m: {"status": "ok", "slope_per_doubling": slope} for m in grid.methods}
                    for metric, slope in (("rougeL", {"value": 2.5, "ci_low": 1.75, "ci_high": 3.25}),
                                          ("mcq_accuracy", {"value": -1.0, "ci_low": -4.0, "ci_high": 2.0}))},
-        "lora_vs_qlora": comparisons}), encoding="utf-8")
+        "lora_vs_qlora": comparisons,
+        "forgetting": [forgetting_entry(r["run"], r["method"], r["size"], r["seed"], grid.sizes.index(r["size"]))
+                       for r in rows if r["method"] != "base" and r["status"] == "done"]}), encoding="utf-8")
     trained = [r for r in rows if r["method"] != "base" and r["status"] == "done"]
     if trained:
         best = min(trained, key=lambda r: r["test_loss"])["run"]

@@ -67,16 +67,18 @@ def untrained_tiny_model() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
-    """Processed demo splits, small: test 32, dev 32, train 64 and 128 (nested), 40 MCQ items."""
+    """Processed demo splits, small: test 32, dev 32, train 64 and 128 (nested), 40 medical and 40
+    general multiple-choice items."""
     from lib.config import load_config
     from lib.data import mcq
     from lib.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("data")
     config = load_config("demo", overrides=["data.synthetic_size=1500", "data.test_size=32", "data.dev_size=32",
-                                            "eval.mcq_size=40"])
+                                            "eval.mcq_size=40", "eval.general_size=40"])
     prepare(config, root / "raw", root / "processed", ["64", "128"])
     mcq.prepare(config, root / "processed" / "mcq.jsonl")
+    mcq.prepare(config, root / "processed" / "general.jsonl", "general")
     return root / "processed"
 
 

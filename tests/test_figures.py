@@ -126,6 +126,7 @@ def test_figures_from_a_partial_summary(tmp_path, cjk_font):
     manifest = json.loads((png / "figures.json").read_text(encoding="utf-8"))
     assert manifest["made"] == ["metrics_vs_size", "loss_fit", "cost", "loss_curves", "examples"]
     assert manifest["skipped"] == {"knowledge": "no run has MCQ results",
+                                   "forgetting": "no trained run has multiple-choice results beside its base row's",
                                    "preference": "no blind review votes yet (make review)"}
     assert manifest["cjk_font"] == cjk_font
     assert json.loads((pdf / "figures.json").read_text(encoding="utf-8"))["made"] == manifest["made"]
@@ -182,6 +183,38 @@ def test_knowledge_with_only_the_base_models_mcq_is_skipped(tmp_path):
     inputs = Inputs(read_summary(tmp_path), None, None, runs, cjk_font=None)
     with pytest.raises(NothingToDraw, match="only the base model has MCQ results"):
         FIGURES["knowledge"](inputs)
+
+
+def test_forgetting_draws_each_runs_paired_change_from_its_own_base_row(tmp_path, cjk_font):
+    from builders import track_of_items
+
+    runs = tmp_path / "runs"
+    # 40 items; base knows the first 24 by cloze, lora-1k forgot 8 of them on the general track
+    # and learnt 4 more medical ones; base-nf4 (QLoRA's base) knows 20 only, as does qlora-1k
+    base = [[0, 1, 1]] * 24 + [[0, 0, 0]] * 16
+    nf4 = [[0, 1, 1]] * 20 + [[0, 0, 0]] * 20
+    write_run(runs, "base", [3.0] * 20, mcq=track_of_items(base), general=track_of_items(base))
+    write_run(runs, "base-nf4", [3.0] * 20, mcq=track_of_items(nf4), general=track_of_items(nf4))
+    write_run(runs, "lora-1k", [2.0] * 20, mcq=track_of_items([[0, 1, 1]] * 28 + [[0, 0, 0]] * 12),
+              general=track_of_items([[0, 0, 0]] * 8 + [[0, 1, 1]] * 16 + [[0, 0, 0]] * 16))
+    write_run(runs, "qlora-1k", [2.0] * 20, mcq=track_of_items(nf4), general=track_of_items(nf4))
+    main(["summarize", "--runs", str(runs), "--out", str(tmp_path), "--profile", "demo", "--sizes", "1k"])
+    scaling = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
+    changes = {change["run"]: change for change in scaling["forgetting"]}
+    assert {run: change["base_run"] for run, change in changes.items()} == {"lora-1k": "base", "qlora-1k": "base-nf4"}
+    general = changes["lora-1k"]["changes"]["general"]["acc_norm"]
+    assert general["value"] == pytest.approx(-20.0) and general["ci_high"] < 0 and general["n"] == 40
+    assert changes["lora-1k"]["changes"]["mcq"]["acc"]["value"] == pytest.approx(10.0)
+    assert changes["lora-1k"]["changes"]["mcq"]["letter"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 40}
+    assert changes["qlora-1k"]["changes"]["general"]["acc_norm"]["value"] == 0.0  # against base-nf4, not base
+    summary = read_summary(tmp_path)
+    assert summary.set_index("run").loc["lora-1k", "general_acc_norm"] == pytest.approx(40.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig = FIGURES["forgetting"](Inputs(summary, scaling, None, runs, cjk_font))
+        fig.savefig(io.BytesIO(), format="png")
+    assert [str(warning.message) for warning in caught] == []
+    assert len(fig.axes) == 4 and "general MCQ accuracy, cloze per character (acc_norm) (%)" in fig.axes[3].get_title()
 
 
 def test_a_summary_without_a_status_column_is_a_user_error(tmp_path):

@@ -69,6 +69,20 @@ def test_a_cached_model_is_reused_and_built_again_when_damaged_unfinished_or_sta
     assert model.name == f"tiny-{cache_key('lib/tiny_model.py')}" != f"tiny-{cache_key('lib/data/synthetic.py')}"
 
 
+def test_the_general_facts_are_spread_among_the_medical_pages():
+    from lib.data.general_facts import general_pages
+    from lib.tiny_model import pages
+
+    spec = TinySpec(pretrain_pages=300, general_pages=120)
+    texts = pages(spec)
+    general = {f"<|im_start|>{title}\n{text}<|im_end|>\n" for title, text in general_pages(120, spec.seed)}
+    where = [i for i, text in enumerate(texts) if text in general]
+    assert len(texts) == 420 and len(where) == 120
+    assert max(b - a for a, b in zip(where, where[1:])) <= 4  # one general page every 3.5 pages, none bunched
+    assert 0 < where[0] and where[-1] < len(texts) - 1
+    assert len(pages(TinySpec(pretrain_pages=10, general_pages=30))) == 40  # more general than medical: none lost
+
+
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 

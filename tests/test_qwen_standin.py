@@ -4,7 +4,9 @@ generation_config.json (sampling and a 1.05 repetition penalty) and bf16 weights
 
 - the loss mask covers each answer and its <|im_end|>, and the test loss uses that mask;
 - greedy answers do not depend on the model's generation config, and stop at <|im_end|>;
-- LoRA's and QLoRA's adapters, and their optimizer state, stay fp32 when training in bf16.
+- LoRA's and QLoRA's adapters, and their optimizer state, stay fp32 when training in bf16;
+- cloze scoring with Qwen's tokenizer and template: each option's log-probability, batched over a
+  shared prompt cache, is that of a whole-sequence pass, and the letters are single tokens.
 """
 
 from __future__ import annotations
@@ -135,3 +137,27 @@ def test_adapters_and_their_optimizer_state_stay_fp32_in_bf16(method, qwen_stand
     moments = [value for state in optimizer["state"].values()
                for name, value in state.items() if name.startswith("exp_avg")]
     assert moments and {moment.dtype for moment in moments} == {torch.float32}  # AdamW's, as its parameters
+
+
+def test_cloze_and_letter_scoring_work_with_qwens_tokenizer_and_template(qwen_standin):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from builders import sequence_logprob
+    from lib.data.general_facts import generate_general_mcq
+    from lib.evaluate.multiple_choice import cloze_render, option_logprobs, score_mcq
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_standin)
+    model = AutoModelForCausalLM.from_pretrained(qwen_standin, dtype=torch.float32).eval()  # exact comparisons
+    items = generate_general_mcq(6, seed=0)
+    system = EXAMPLE[0]["content"]
+    prompts = [tokenizer(cloze_render(tokenizer, item, system), add_special_tokens=False)["input_ids"]
+               for item in items]
+    assert all(tokenizer.decode(p).endswith("<|im_start|>assistant\n") for p in prompts)
+    options = [[tokenizer(text, add_special_tokens=False)["input_ids"] for text in item["options"].values()]
+               for item in items]
+    batched = option_logprobs(model, prompts, options, tokenizer.pad_token_id)
+    for prompt, item_options, got in zip(prompts, options, batched):
+        assert got == pytest.approx([sequence_logprob(model, prompt, option) for option in item_options], abs=1e-3)
+    scored = score_mcq(model, tokenizer, items, system, batch_size=4, progress=False)  # letters: one token each
+    assert [set(s["letter_logprobs"]) for s in scored] == [set("ABCD")] * len(items)
+

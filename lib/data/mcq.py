@@ -1,9 +1,20 @@
-"""Multiple-choice medical exam questions for the knowledge track, in one normalised shape.
+"""Multiple-choice questions of the two tracks, in one normalised shape: medical exam questions
+(the knowledge track, eval.mcq_*) and general-knowledge ones (the general-ability track, eval.general_*).
 
     python -m lib mcq-data --profile paper --out data/processed/paper/mcq.jsonl      (CMB, from the hub)
     python -m lib mcq-data --profile demo --out data/processed/demo/mcq.jsonl        (generated items)
     python -m lib mcq-data --profile paper --set eval.mcq_source=path/to/items.json --out ...
     make data MCQ_SOURCE=path/to/items.json
+    python -m lib mcq-data --profile paper --track general --out data/processed/paper/general.jsonl
+                                                               (CMMLU's non-medical subjects, from the hub)
+    make data GENERAL_SOURCE=path/to/items.csv
+
+The general track reads its items exactly as the knowledge track does; only where they come from
+differs: from the hub, eval.general_hub_file is a zip (CMMLU v1.0.1) of which the file of each
+subject of eval.general_subjects (eval.general_hub_member, e.g. test/{subject}.csv) is read, the
+subject being its items' source; `synthetic` is lib.data.general_facts.generate_general_mcq, the
+facts the demo's tiny base was pretrained on. Each source's licence (eval.*_hub_license, as its
+dataset card states it) is printed and kept in the report.
 
 Every item becomes {"id", "source", "question", "options": {"A": ..., "B": ...}, "answer": "C"}.
 Where the items come from (eval.mcq_source):
@@ -49,10 +60,11 @@ import random
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.config import MCQ_COLUMN_ROLES, Config, EvalConfig
-from lib.data import id_prefix, write_if_changed
+from lib.data import id_prefix, source_license, write_if_changed
 from lib.data.clean import normalise_text
 from lib.data.sources import (
     MCQ_ANSWER_FIELDS,
@@ -73,7 +85,39 @@ from lib.errors import UserError
 from lib.io import exclusive, jsonl_bytes, provenance, sha256_file, shown, write_json
 
 LOCAL_HINT = "make data MCQ_SOURCE=path/to/items.json"
-REPORT_NAME = "mcq_report.json"  # beside the items file
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track's settings (eval.mcq_* or eval.general_*) as one object."""
+    name: str  # mcq or general: the items file <name>.jsonl, its report <name>_report.json
+    source: str
+    hub_repo: str
+    hub_file: str
+    hub_revision: str
+    hub_license: str
+    size: int
+    columns: dict[str, str] | None
+    member: str | None = None  # the hub file is a zip: read the member of each subject
+    subjects: tuple[str, ...] = ()
+    variable: str = "MCQ_SOURCE"  # the make variable of a local file
+
+    @property
+    def report_name(self) -> str:
+        return f"{self.name}_report.json"
+
+    @property
+    def settings(self) -> str:
+        return f"eval.{self.name}_hub_repo, eval.{self.name}_hub_file and eval.{self.name}_hub_revision"
+
+
+def track_of(config: EvalConfig, name: str) -> Track:
+    if name == "mcq":
+        return Track("mcq", config.mcq_source, config.mcq_hub_repo, config.mcq_hub_file, config.mcq_hub_revision,
+                     config.mcq_hub_license, config.mcq_size, config.mcq_columns)
+    return Track("general", config.general_source, config.general_hub_repo, config.general_hub_file,
+                 config.general_hub_revision, config.general_hub_license, config.general_size, None,
+                 config.general_hub_member, tuple(config.general_subjects), "GENERAL_SOURCE")
 
 
 class MultipleAnswer(Skipped):
@@ -239,51 +283,95 @@ def sample(items: list[dict], size: int, seed: int) -> list[dict]:
 # --- the hub -----------------------------------------------------------------------------------
 
 
-def download(config: EvalConfig) -> Path:
-    """The multiple-choice file of the hub in huggingface_hub's cache (downloaded if needed)."""
+def download(track: Track) -> Path:
+    """The track's file of the hub in huggingface_hub's cache (downloaded if needed)."""
     from lib.data.hub import download_file
 
-    return download_file(config.mcq_hub_repo, config.mcq_hub_file, config.mcq_hub_revision,
-                         settings="eval.mcq_hub_repo, eval.mcq_hub_file and eval.mcq_hub_revision",
-                         offline_hint=f"use a local file instead ({LOCAL_HINT}; CMB, CMExam, MedQA-MCMLE, "
-                                      "CMMLU or Apollo shape)")
+    return download_file(track.hub_repo, track.hub_file, track.hub_revision, settings=track.settings,
+                         offline_hint=f"use a local file instead (make data {track.variable}=path/to/items.json; "
+                                      "CMB, CMExam, MedQA-MCMLE, CMMLU or Apollo shape)")
+
+
+def read_subjects(archive: Path, track: Track, max_bad_fraction: float) -> ReadResult:
+    """The items of each subject's member of a zip (CMMLU: test/<subject>.csv), the subject as their
+    source, in subject order; a subject the zip lacks is an error naming it."""
+    import tempfile
+    import zipfile
+
+    try:
+        opened = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise UserError(f"{shown(archive)}: not a zip file (eval.general_hub_file names a zip)") from None
+    results: dict[str, ReadResult] = {}
+    with opened, tempfile.TemporaryDirectory() as folder:
+        names = set(opened.namelist())
+        for subject in track.subjects:
+            member = track.member.format(subject=subject)
+            if member not in names:
+                raise UserError(f"{shown(archive)}: no {member} for subject {subject!r} "
+                                f"(eval.{track.name}_subjects, eval.{track.name}_hub_member)")
+            path = Path(folder) / f"{subject}.csv"
+            path.write_bytes(opened.read(member))
+            results[subject] = read_items(path, subject, max_bad_fraction)
+    def named(kind: str) -> list[tuple[int, str]]:  # the lines of each subject, the subject named
+        return [(line, f"{subject}: {why}") for subject, read in results.items() for line, why in getattr(read, kind)]
+
+    first = next(iter(results.values()), ReadResult([], [], "", ""))
+    return ReadResult([item for read in results.values() for item in read.examples], named("malformed"),
+                      first.shape, first.encoding, named("skipped"))
 
 
 # --- the command -------------------------------------------------------------------------------
 
 
-def collect(config: Config) -> tuple[ReadResult, dict]:
-    """All single-answer items of the configured source, before sampling, and where they came from."""
-    settings = config.eval
-    if settings.mcq_source == "synthetic":
+GENERATORS = {"mcq": "lib.data.synthetic.generate_mcq", "general": "lib.data.general_facts.generate_general_mcq"}
+
+
+def generated(track: Track, seed: int) -> list[dict]:
+    if track.name == "mcq":
         from lib.data.synthetic import generate_mcq
 
-        items = generate_mcq(settings.mcq_size, config.data.seed)
-        return ReadResult(items, [], "", ""), {"type": "synthetic", "generator": "lib.data.synthetic.generate_mcq",
+        return generate_mcq(track.size, seed)
+    from lib.data.general_facts import generate_general_mcq
+
+    return generate_general_mcq(track.size, seed)
+
+
+def collect(config: Config, track: Track) -> tuple[ReadResult, dict]:
+    """All single-answer items of the track's source, before sampling, and where they came from."""
+    if track.source == "synthetic":
+        items = generated(track, config.data.seed)
+        return ReadResult(items, [], "", ""), {"type": "synthetic", "generator": GENERATORS[track.name],
                                                "count": len(items), "seed": config.data.seed}
-    if settings.mcq_source == "hub":
+    if track.source == "hub":
         from lib.data.hub import origin
 
-        path = download(settings)
-        name = settings.mcq_hub_repo.split("/")[-1]
-        source = origin(settings.mcq_hub_repo, settings.mcq_hub_file, settings.mcq_hub_revision, path)
+        path = download(track)
+        source = origin(track.hub_repo, track.hub_file, track.hub_revision, path)
+        if track.member:
+            read = read_subjects(path, track, config.data.max_bad_fraction)
+            source["subjects"] = list(track.subjects)
+        else:
+            read = read_items(path, track.hub_repo.split("/")[-1], config.data.max_bad_fraction, track.columns)
     else:
-        path = Path(settings.mcq_source)
+        path = Path(track.source)
         if not path.is_file():
-            raise UserError(f"eval.mcq_source: {settings.mcq_source!r} is not hub, synthetic or an existing file")
-        name = path.name.split(".")[0]
+            raise UserError(f"eval.{track.name}_source: {track.source!r} is not hub, synthetic or an existing file")
         source = {"type": "local", "path": shown(path)}
-    read = read_items(path, name, config.data.max_bad_fraction, settings.mcq_columns)
-    source.update({"sha256": sha256_file(path), "fields": read.shape, "columns": settings.mcq_columns,
+        read = read_items(path, path.name.split(".")[0], config.data.max_bad_fraction, track.columns)
+    source.update({"sha256": sha256_file(path), "fields": read.shape, "columns": track.columns,
                    "encoding": read.encoding})
     return read, source
 
 
-def report_of(config: Config, read: ReadResult, source: dict, items: list[dict], content: bytes) -> dict:
+def report_of(config: Config, track: Track, read: ReadResult, source: dict, items: list[dict],
+              content: bytes) -> dict:
     settings = {"eval": dataclasses.asdict(config.eval), "data": {"seed": config.data.seed,
                                                                  "max_bad_fraction": config.data.max_bad_fraction}}
     return {
+        "track": track.name,
         "source": source,
+        "license": source_license(track.source, track.hub_repo, track.hub_license),
         "single_answer_items": len(read.examples),
         "multiple_answer_skipped": len(read.skipped),
         "malformed_lines": len(read.malformed),
@@ -296,17 +384,18 @@ def report_of(config: Config, read: ReadResult, source: dict, items: list[dict],
     }
 
 
-def prepare(config: Config, out: Path) -> dict:
-    """Collect, sample and write the items to `out`, then its report beside it; returns the report.
+def prepare(config: Config, out: Path, track_name: str = "mcq") -> dict:
+    """Collect, sample and write the track's items to `out`, then its report beside it; returns the report.
 
     The items are rewritten only when they change (evaluations that read them are not redone for
     nothing); the report is written every time, last: it is the step's marker for make."""
-    read, source = collect(config)
-    items = sample(read.examples, config.eval.mcq_size, config.data.seed)
+    track = track_of(config.eval, track_name)
+    read, source = collect(config, track)
+    items = sample(read.examples, track.size, config.data.seed)
     content = jsonl_bytes(items)
     write_if_changed(out, content)
-    report = report_of(config, read, source, items, content)
-    write_json(out.with_name(REPORT_NAME), report)
+    report = report_of(config, track, read, source, items, content)
+    write_json(out.with_name(track.report_name), report)
     return report
 
 
@@ -314,17 +403,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lib.arguments import add_config_arguments
 
     add_config_arguments(parser, method=False)
-    parser.add_argument("--out", type=Path, required=True, help="the items file, data/processed/<profile>/mcq.jsonl")
+    parser.add_argument("--track", choices=("mcq", "general"), default="mcq",
+                        help="mcq: the medical knowledge track (eval.mcq_*); general: general ability (eval.general_*)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the items file, data/processed/<profile>/mcq.jsonl (general.jsonl for --track general)")
 
 
 def run(args: argparse.Namespace) -> None:
     from lib.arguments import config_from_args
 
     config = config_from_args(args)
-    with exclusive(args.out.parent / ".mcq.lock", "preparing the multiple-choice items"):
-        report = prepare(config, args.out)
+    with exclusive(args.out.parent / f".{args.track}.lock", "preparing the multiple-choice items"):
+        report = prepare(config, args.out, args.track)
     skipped = f"{report['multiple_answer_skipped']} multiple-answer and {report['malformed_lines']} malformed skipped"
     sources = ", ".join(f"{name} {count}" for name, count in report["per_source"].items())
-    print(f"mcq-data: {report['sampled']} of {report['single_answer_items']} single-answer items ({skipped}) "
-          f"-> {shown(args.out)}")
-    print(f"mcq-data: per source: {sources}")
+    print(f"mcq-data: {args.track}: {report['sampled']} of {report['single_answer_items']} single-answer items "
+          f"({skipped}) -> {shown(args.out)}")
+    print(f"mcq-data: {args.track}: per source: {sources}")
+    print(f"mcq-data: {args.track}: licence: {report['license']}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lib.arguments import add_config_arguments, config_from_args
 from lib.config import Config, DataConfig, load_grid
-from lib.data import id_prefix, write_if_changed
+from lib.data import id_prefix, source_license, write_if_changed
 from lib.data.clean import CleanResult, clean, token_counter
 from lib.data.sources import ReadResult, read_examples
 from lib.data.splits import Splits, check_sizes, cut, write_splits
@@ -123,7 +123,8 @@ def prepare(config: Config, raw_dir: str | Path, out_dir: str | Path, sizes: lis
     write_if_changed(out_dir / "cleaning_report.md", report_markdown(report, source).encode("utf-8"))
     settings = {"data": dataclasses.asdict(config.data), "cleaning": dataclasses.asdict(config.cleaning)}
     manifest = {
-        "source": {**source.manifest, "shape": read.shape, "columns": config.data.columns, "encoding": read.encoding},
+        "source": {**source.manifest, "shape": read.shape, "columns": config.data.columns, "encoding": read.encoding,
+                   "license": source_license(config.data.source, config.data.hub_repo, config.data.hub_license)},
         "config": settings,
         "clean_records": report["kept"],
         "files": {name: {"count": f["count"], "sha256": f["sha256"]} for name, f in files.items()},
@@ -217,4 +218,5 @@ def summary(prepared: Prepared, out_dir: Path) -> str:
         f"(see {shown(out_dir / 'cleaning_report.md')})",
         f"data: {counts}",
         f"data: wrote {', '.join(written) or 'nothing'}; unchanged {', '.join(unchanged) or 'nothing'}",
+        f"data: licence: {manifest['source']['license']}",
     ])

@@ -250,6 +250,15 @@ RECENTRED = "recentred bootstrap over items (lib.stats.recentred_bootstrap)"
 TOKEN_WEIGHTED = "percentile bootstrap over items of sum(NLL) / sum(tokens)"
 
 
+# The multiple-choice tracks (eval.json's keys) and the scorings of each (lib/evaluate/multiple_choice.py):
+# eval.json keeps letter accuracy as <track>.overall, cloze accuracy as <track>.acc and <track>.acc_norm,
+# and each item's right or wrong as <track>.items {id: [letter, acc, acc_norm]}.
+MCQ_TRACKS = {"mcq": ("医学选择题", "medical MCQ"), "general": ("通用选择题", "general MCQ")}
+MCQ_SCORINGS = {"letter": ("overall", "accuracy", "准确率·字母", "accuracy, letter"),
+                "acc": ("acc", "acc", "准确率·完形", "accuracy, cloze (acc)"),
+                "acc_norm": ("acc_norm", "acc_norm", "准确率·完形按字归一", "accuracy, cloze per character (acc_norm)")}
+
+
 @dataclass(frozen=True)
 class Metric:
     """One metric of eval.json and summary.csv, as every stage shows it."""
@@ -266,6 +275,12 @@ class Metric:
     # in the `metrics` of every finished evaluation, with a number: an eval.json without it is damaged
     # (lib.runs); distinct-n is undefined where no answer has n words, MCQ accuracy comes from `mcq`
     always: bool = True
+    from_eval: str | None = None  # where eval.json keeps it outside `metrics` ("mcq.acc_norm"), dotted
+
+
+def track_metric(track: str, scoring: str) -> str:
+    """The registered name of a track's accuracy by a scoring: mcq_accuracy (letter), general_acc_norm, ..."""
+    return f"{track}_{MCQ_SCORINGS[scoring][1]}"
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
@@ -286,8 +301,12 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("empty_rate", "空答案（%）", "empty answers (%)", 1, False, NOT_TOKENISED, MEAN_OVER_ITEMS, empty_rate),
     Metric("truncated_rate", "截断（%）", "answers cut at the token limit (%)", 1, False, MODEL_TOKENS,
            MEAN_OVER_ITEMS, truncated_rate),
-    Metric("mcq_accuracy", "选择题准确率（%）", "MCQ accuracy (%)", 1, True, MODEL_TOKENS, MEAN_OVER_ITEMS,
-           computed_in="lib/evaluate/multiple_choice.py mcq_summary (eval.json mcq.overall)", always=False),
+    *(Metric(track_metric(track, scoring), f"{chinese}{scoring_chinese}（%）", f"{english} {scoring_english} (%)", 1,
+             True, MODEL_TOKENS, MEAN_OVER_ITEMS,
+             computed_in=f"lib/evaluate/multiple_choice.py mcq_summary (eval.json {track}.{statistic})",
+             always=False, from_eval=f"{track}.{statistic}")
+      for track, (chinese, english) in MCQ_TRACKS.items()
+      for scoring, (statistic, _, scoring_chinese, scoring_english) in MCQ_SCORINGS.items()),
     *(Metric(f"judge_{aspect}", f"评审{chinese}（1-5）", f"judge: {aspect} (1-5)", 2, True, NOT_TOKENISED,
              "percentile bootstrap of the mean over the items the judge scored",
              computed_in="lib/evaluate/judge.py judge_predictions", optional=True, always=False)

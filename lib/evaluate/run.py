@@ -1,4 +1,4 @@
-"""Evaluate one run (or the untuned base model) on the whole test set and the knowledge track.
+"""Evaluate one run (or the untuned base model) on the whole test set and the multiple-choice tracks.
 
     python -m lib evaluate --profile demo --method qlora --run-dir results/demo/runs/qlora-100 \\
         --data data/processed/demo                                  (make eval-qlora-100 PROFILE=demo)
@@ -16,7 +16,8 @@ Writes into the run folder:
   predictions.jsonl  one line per test item: id, question, reference, prediction, new_tokens,
                      hit_length_limit, scores (rouge1/2/L, loss, ref_tokens)
   eval.json          every metric with its 95% bootstrap interval over test items, the
-                     knowledge track, generation settings and provenance (written last)
+                     multiple-choice tracks (mcq: medical knowledge, general: general ability;
+                     lib/evaluate/multiple_choice.py), generation settings and provenance (written last)
 
 Generation is the slow part; finished batches are kept in predictions.partial.jsonl, so an
 interrupted evaluation continues where it stopped. eval.json records what the scores were made
@@ -135,11 +136,13 @@ def evaluation_inputs(config, run_dir: Path, data_dir: Path) -> dict:
     """Everything a run's scores depend on: the settings of the model, its loading, decoding and
     scoring (train.max_length cuts the scored answers, data.system_prompt starts the MCQ prompts),
     the sha256 of the test set and the multiple-choice items, and of the adapter's weights."""
+    from lib.evaluate.multiple_choice import TRACKS
+
     settings = config.to_dict()
     return {"settings": {"model": settings["model"], "quantization": settings["quantization"], "eval": settings["eval"],
                          "max_length": config.train.max_length, "system_prompt": config.data.system_prompt},
             "data": {name: sha256_file(data_dir / name) if (data_dir / name).is_file() else None
-                     for name in ("test.jsonl", "mcq.jsonl")},
+                     for name in ("test.jsonl", *(filename for filename, _ in TRACKS.values()))},
             "adapter": adapter_digest(run_dir)}
 
 
@@ -178,10 +181,10 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     tokenizer, model = load_for_inference(config, adapter_dir)
     n_samples = config.eval.bootstrap_samples
 
-    # The likelihoods first (test loss, knowledge track): they need the model's own logits.
+    # The likelihoods first (test loss, multiple choice): they need the model's own logits.
     losses = item_losses(model, tokenizer, [r["messages"] for r in test], config.train.max_length,
                          config.eval.batch_size)
-    knowledge = knowledge_track(config, model, tokenizer, data_dir, run_dir, n_samples)
+    knowledge = multiple_choice(config, model, tokenizer, data_dir, run_dir, n_samples)
     decoding = study_decoding(config, tokenizer, model)
     merged = backend == "transformers" and adapter_dir is not None and not config.quantization.load_in_4bit
     if backend == "vllm":
@@ -228,18 +231,25 @@ def evaluate(config, run_dir: Path, data_dir: Path) -> dict:
     return result
 
 
-def knowledge_track(config, model, tokenizer, data_dir: Path, run_dir: Path, n_samples: int) -> dict:
-    """Multiple-choice accuracy by option-letter likelihood; absent when there is no MCQ set. Each
-    item's answer goes to the run's mcq_predictions.jsonl (the summary's trends resample them)."""
-    from lib.evaluate.multiple_choice import mcq_summary, score_mcq
+def multiple_choice(config, model, tokenizer, data_dir: Path, run_dir: Path, n_samples: int) -> dict:
+    """The multiple-choice tracks (medical knowledge "mcq", general ability "general"), each scored
+    by option letter and by option text; a track whose items file is absent is skipped. Each
+    knowledge-track item's answer goes to the run's mcq_predictions.jsonl (the summary's trends
+    resample them)."""
+    from lib.evaluate.multiple_choice import TRACKS, mcq_summary, score_mcq
 
-    path = data_dir / "mcq.jsonl"
-    if not path.is_file():
-        print(f"evaluate: {shown(path)} not found, the knowledge track is skipped (make data writes it)")
-        return {}
-    per_item = score_mcq(model, tokenizer, list(read_jsonl(path)), config.data.system_prompt, config.eval.batch_size)
-    write_jsonl(run_dir / MCQ_PREDICTIONS, per_item)
-    return {"mcq": mcq_summary(per_item, n_samples=n_samples, seed=BOOTSTRAP_SEED)}
+    results = {}
+    for track, (filename, title) in TRACKS.items():
+        path = data_dir / filename
+        if not path.is_file():
+            print(f"evaluate: {shown(path)} not found, the {title} track is skipped (make data writes it)")
+            continue
+        per_item = score_mcq(model, tokenizer, list(read_jsonl(path)), config.data.system_prompt,
+                             config.eval.batch_size)
+        if track == "mcq":
+            write_jsonl(run_dir / MCQ_PREDICTIONS, per_item)
+        results[track] = mcq_summary(per_item, n_samples=n_samples, seed=BOOTSTRAP_SEED)
+    return results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ expects (what a missing run is) is the profile's (experiments/grid.yaml) narrowe
 Writes into --out, section by section (lib/report/sections/):
 
     tables/*.tex    cleaning, splits, hyperparameters, results, cost, scaling, lora_vs_qlora,
-                    knowledge, examples, reproducibility
+                    knowledge, general, examples, reproducibility
     status.tex      \\ifHave<Section> switches, and what is missing in words
     macros.tex      \\newcommand macros for every number paper/report.tex quotes
     report.done     written last: the provenance of this step

@@ -13,6 +13,7 @@ One module per job; what each file holds is typed in schema.py, which the figure
     fits.py             the power law of the test loss, its residual degrees of freedom and leave-one-size-out
                         check, and the trends of other metrics, with seed-then-item bootstrap intervals
     lora_vs_qlora.py    QLoRA against LoRA at each size: paired differences, cost ratios
+    forgetting.py       each run against its own base row on the multiple-choice tracks (general: forgetting)
     example_answers.py  a few test items with the base model's and the best run's answers
     markdown.py         summary.md
     schema.py           the files' shapes: SummaryRow, Scaling, Examples and their parts
@@ -34,6 +35,7 @@ from lib.io import atomic_write, provenance, shown, write_json
 from lib.stats import BOOTSTRAP_SEED
 from lib.summarize.example_answers import choose_examples
 from lib.summarize.fits import loss_fit, trend
+from lib.summarize.forgetting import changes_from_base, read_track_items
 from lib.summarize.item_scores import check_item_scores, read_item_scores, read_predictions
 from lib.summarize.lora_vs_qlora import compare_methods
 from lib.summarize.markdown import summary_markdown
@@ -42,9 +44,9 @@ from lib.summarize.table import collect_runs, write_summary_csv
 
 
 def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int, item_scores: dict[str, dict],
-                     n_samples: int, profile: str) -> Scaling:
+                     n_samples: int, profile: str, track_items: dict[str, dict[str, dict]]) -> Scaling:
     """The content of scaling.json (lib.summarize.schema.Scaling), without provenance; `item_scores`
-    as read_item_scores returns them."""
+    as read_item_scores returns them, `track_items` as read_track_items does."""
     notes = [f"{row['run']}: {row['status']}: {row['note']}" for row in rows if row.get("note")]
     check_item_scores(rows, item_scores, notes)
     methods = [m for m in dict.fromkeys(row["method"] for row in rows) if m not in (None, BASE_RUN)]
@@ -57,6 +59,7 @@ def scaling_analysis(rows: list[SummaryRow], grid: Grid, default_seed: int, item
         "trends": {metric: {method: trend(rows, method, metric, item_scores, n_samples, notes) for method in methods}
                    for metric in TREND_METRICS},
         "lora_vs_qlora": compare_methods(rows, grid, default_seed, item_scores, n_samples),
+        "forgetting": changes_from_base(rows, track_items, n_samples),
         "notes": notes,
     }
 
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> None:
     rows = collect_runs(args.runs, grid, default_seed, args.data)
     predictions = read_predictions(rows, args.runs)
     item_scores = read_item_scores(rows, args.runs, predictions)
-    scaling = scaling_analysis(rows, grid, default_seed, item_scores, config.eval.bootstrap_samples, args.profile)
+    scaling = scaling_analysis(rows, grid, default_seed, item_scores, config.eval.bootstrap_samples, args.profile,
+                               read_track_items(rows, args.runs))
     record = provenance(config.to_dict(), seed=BOOTSTRAP_SEED)
     write_json(args.out / "examples.json", choose_examples(rows, predictions) | {"provenance": record})
     write_json(args.out / "scaling.json", scaling | {"provenance": record})

@@ -61,8 +61,14 @@ def read_item_scores(rows: list[SummaryRow], runs_dir: Path,
             row |= {"status": "corrupt", "note": f"{err}; {redo_hint(path.name, row['run'])}"}
             continue
         item_scores.setdefault(row["run"], {}).update(
-            {f"mcq/{item}": {"mcq_accuracy": 100.0 * bool(record.get("correct"))} for item, record in answers.items()})
+            {f"mcq/{item}": {"mcq_accuracy": 100.0 * letter_right(record)} for item, record in answers.items()})
     return item_scores
+
+
+def letter_right(record: dict) -> bool:
+    """Whether the option letter was right: the headline scoring of the knowledge track."""
+    correct = record.get("correct")
+    return bool(correct.get("letter")) if isinstance(correct, dict) else False
 
 
 def item_id(record: dict, path: Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from lib.config import BASE_RUN
 from lib.evaluate.metrics import METRICS
+from lib.io import nested_value
 from lib.runs import STATUSES
 from lib.stats import is_missing
 from lib.summarize.schema import (
@@ -144,10 +145,21 @@ def scaling_markdown(scaling: Scaling) -> str:
         "ratios QLoRA / LoRA)",
         markdown_table(["size", "ROUGE-L diff", "loss diff", "time ratio", "memory ratio", "throughput ratio"],
                        comparisons),
+        "## Change from each run's own base row (points of accuracy, paired bootstrap over items)",
+        "Medical (mcq) and general (general) multiple choice, by letter and by cloze per character "
+        "(acc_norm); a run's base row is base for LoRA, base-nf4 for QLoRA. On the general track a fall "
+        "is forgetting.",
+        markdown_table(["run", "base row", *(f"{track} {scoring}" for track, scoring in CHANGE_COLUMNS)],
+                       [[c["run"], c["base_run"], *(interval_text(nested_value(c["changes"], f"{track}.{scoring}"))
+                                                    for track, scoring in CHANGE_COLUMNS)]
+                        for c in scaling.get("forgetting") or []]),
     ]
     if scaling["notes"]:
         parts.append("Notes:\n\n" + "\n".join(f"- {note}" for note in scaling["notes"]))
     return "\n\n".join(parts)
+
+
+CHANGE_COLUMNS = [(track, scoring) for track in ("mcq", "general") for scoring in ("letter", "acc_norm")]
 
 
 def holdout_text(holdout: Holdout | None) -> str:

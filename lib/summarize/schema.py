@@ -5,7 +5,8 @@
                    <metric>, <metric>_ci_low, <metric>_ci_high (mcq_accuracy from its mcq.overall), in
                    the order of the registry lib.evaluate.metrics.METRICS (the judge's only where a
                    run has them; unregistered ones last, sorted); then COST_COLUMNS. Empty = unknown.
-    scaling.json   Scaling: the power-law fits of the test loss, the trends, LoRA vs QLoRA, notes
+    scaling.json   Scaling: the power-law fits of the test loss, the trends, LoRA vs QLoRA, each run's
+                   change from its own base row on the multiple-choice tracks, notes
     examples.json  Examples: a few test items with the base model's and the best run's answers
     summary.md     the table and the scaling analysis in Markdown, for people (lib.summarize.markdown)
 
@@ -146,12 +147,24 @@ class FitGrid(TypedDict):
     sizes: list[int]  # in examples, smallest first
 
 
+class RunChange(TypedDict):
+    """A trained run's accuracy minus its own base row's (base for LoRA, base-nf4 for QLoRA) on the
+    multiple-choice tracks, in points, paired over items (lib.summarize.forgetting)."""
+    run: str
+    method: str
+    examples: int
+    seed: int | None
+    base_run: str
+    changes: dict[str, dict[str, Statistic | None]]  # track (mcq, general) -> scoring (letter, acc, acc_norm)
+
+
 class Scaling(TypedDict):
     resampled: Resampled
     grid: FitGrid
     loss_fits: dict[str, LossFit]  # by method
     trends: dict[str, dict[str, Trend]]  # by metric of TREND_METRICS, then by method
     lora_vs_qlora: list[Comparison]  # one per size where both default-seed runs are done
+    forgetting: list[RunChange]  # each finished trained run against its own base row
     # one line each: a fit whose loss does not fall or whose E or alpha sits on a bound, a run whose
     # predictions.jsonl does not reproduce its eval.json test_loss or rougeL, a fit without per-item
     # losses, and every run's note

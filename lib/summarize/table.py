@@ -74,11 +74,12 @@ def found_run_identity(run_dir: Path, default_seed: int) -> dict:
 
 
 def metric_columns(eval_result: dict) -> dict:
-    """{name: value, name_ci_low: .., name_ci_high: ..} for every metric, mcq_accuracy included."""
+    """{name: value, name_ci_low: .., name_ci_high: ..} for every metric, those eval.json keeps
+    outside `metrics` (the multiple-choice tracks, Metric.from_eval) included."""
     metrics = dict(eval_result.get("metrics", {}))
-    overall = (eval_result.get("mcq") or {}).get("overall")
-    if overall:
-        metrics["mcq_accuracy"] = overall
+    for name, metric in METRICS.items():
+        if metric.from_eval and (stat := nested_value(eval_result, metric.from_eval)):
+            metrics[name] = stat
     columns = {}
     for name, stat in metrics.items():
         columns[name] = stat.get("value")

@@ -205,3 +205,100 @@ def test_the_development_file_reads_as_a_new_user_would(shared_data, tmp_path):
     assert not read.malformed and len(read.examples) + len(read.skipped) == 437
     assert {item["source"] for item in read.examples} == {"cmb-single", "cmexam", "medqa-mcmle", "cmmlu-medical"}
     assert all(item["answer"] in item["options"] and not item["options"]["A"].endswith(".") for item in read.examples)
+
+
+# --- the general-ability track -------------------------------------------------------------------
+
+CMMLU_COMMIT = load_config("paper").eval.general_hub_revision
+
+
+def cmmlu_zip(subjects: dict[str, list[dict]]) -> bytes:
+    """A zip shaped as CMMLU v1.0.1: test/<subject>.csv (,Question,A,B,C,D,Answer) and dev/ beside it."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for subject, rows in subjects.items():
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=list(CMMLU_ROW), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            archive.writestr(f"test/{subject}.csv", text.getvalue())
+            archive.writestr(f"dev/{subject}.csv", "")
+    return buffer.getvalue()
+
+
+def general_row(i: int, **changes) -> dict:
+    return {**CMMLU_ROW, "": str(i), "Question": f"第{i}题：长江注入哪个海？", "A": "东海", "B": "黄海", **changes}
+
+
+def test_the_general_track_reads_cmmlus_subjects_through_HF_ENDPOINT_and_prints_the_licence(tmp_path, run_cli):
+    from builders import hub_mirror
+
+    config = load_config("paper")
+    subjects = {"chinese_history": [general_row(i) for i in range(6)] + [general_row(6, Answer="Z")],
+                "astronomy": [general_row(i) for i in range(4)], "college_medicine": [general_row(0)]}
+    out = tmp_path / "processed" / "general.jsonl"
+    with hub_mirror(config.eval.general_hub_repo, CMMLU_COMMIT, {config.eval.general_hub_file: cmmlu_zip(subjects)},
+                    repo_type="dataset") as (mirror, requests):
+        done = run_cli("mcq-data", "--profile", "paper", "--track", "general", "--set", "eval.general_size=8",
+                       "--set", "eval.general_subjects=[chinese_history, astronomy]",
+                       "--set", "data.max_bad_fraction=0.2",
+                       "--out", out,
+                       env={"HF_ENDPOINT": mirror, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"})
+    assert done.returncode == 0, done.stderr
+    assert requests[-1] == f"GET /datasets/haonan-li/cmmlu/resolve/{CMMLU_COMMIT}/cmmlu_v1_0_1.zip"
+    report = read_json(tmp_path / "processed" / "general_report.json")
+    assert report["track"] == "general" and report["source"]["commit"] == CMMLU_COMMIT
+    assert report["single_answer_items"] == 10 and report["malformed_lines"] == 1  # college_medicine not read
+    assert report["malformed_examples"][0]["why"].startswith("chinese_history: answer 'Z'")
+    assert report["sampled"] == 8 and set(report["per_source"]) == {"chinese_history", "astronomy"}
+    assert report["license"] == "haonan-li/cmmlu: CC BY-NC 4.0 (research use only)"
+    assert "mcq-data: general: licence: haonan-li/cmmlu: CC BY-NC 4.0 (research use only)" in done.stdout
+    assert not (tmp_path / "processed" / "mcq.jsonl").exists()
+
+
+def test_a_subject_the_zip_lacks_is_one_error_naming_it(tmp_path, monkeypatch):
+    config = load_config("paper", overrides=["eval.general_subjects=[astronomy, geology]"])
+    cached, _ = fake_hub_download(monkeypatch, tmp_path, CMMLU_COMMIT, config.eval.general_hub_file)
+    cached.write_bytes(cmmlu_zip({"astronomy": [general_row(0)]}))
+    with pytest.raises(UserError, match=r"no test/geology\.csv for subject 'geology' \(eval\.general_subjects"):
+        mcq_data.prepare(config, tmp_path / "general.jsonl", "general")
+
+
+def test_the_general_track_offline_is_one_line_naming_its_local_file_option(tmp_path, monkeypatch):
+    unreachable_hub(monkeypatch, errors.LocalEntryNotFoundError("cannot find the requested files in the local cache"))
+    with pytest.raises(UserError) as raised:
+        mcq_data.prepare(load_config("paper"), tmp_path / "general.jsonl", "general")
+    message = str(raised.value)
+    assert message.startswith("could not reach the Hugging Face hub") and "\n" not in message
+    assert "make data GENERAL_SOURCE=path" in message and "haonan-li/cmmlu" in message
+
+
+def test_a_local_general_file_replaces_the_hub(tmp_path, run_cli):
+    path = tmp_path / "general.csv"
+    with path.open("w", encoding="gbk", newline="") as handle:  # CMMLU's own CSV shape, in GBK
+        writer = csv.DictWriter(handle, fieldnames=list(CMMLU_ROW), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(general_row(i) for i in range(5))
+    done = run_cli("mcq-data", "--profile", "paper", "--track", "general", "--set", f"eval.general_source={path}",
+                   "--out", tmp_path / "out" / "general.jsonl")
+    assert done.returncode == 0, done.stderr
+    report = read_json(tmp_path / "out" / "general_report.json")
+    assert report["sampled"] == 5 and report["license"] == "a local file: its own licence applies"
+
+
+def test_the_demo_general_items_ask_the_facts_of_the_tiny_bases_pages(tmp_path):
+    from lib.data.general_facts import facts, general_pages, generate_general_mcq
+
+    config = load_config("demo")
+    report = mcq_data.prepare(config, tmp_path / "general.jsonl", "general")
+    items = list(read_jsonl(tmp_path / "general.jsonl"))
+    assert items == generate_general_mcq(config.eval.general_size, config.data.seed)
+    assert report["license"].startswith("generated by this project") and len(items) == 100
+    assert {item["source"] for item in items} == {f"synthetic-general-{d}" for d in ("geography", "history", "science")}
+    pages = "".join(text for _, text in general_pages(len(facts()), seed=0))  # one page per fact
+    for item in items:  # the right option is stated on the pages; the wrong ones are other facts' answers
+        assert item["options"][item["answer"]] in pages
+    assert len({(item["question"], item["answer"], tuple(item["options"].values())) for item in items}) == 100

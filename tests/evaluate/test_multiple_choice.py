@@ -1,5 +1,6 @@
-"""The knowledge track's scoring (lib/evaluate/multiple_choice.py): the option letter's
-log-probability on the tiny Qwen2 (random weights, taught the items by the `taught` fixture)."""
+"""Multiple-choice scoring (lib/evaluate/multiple_choice.py) on the tiny Qwen2 (random weights, taught
+the items by the `taught` fixture): the option letter's log-probability, and the option text's (cloze,
+acc and acc_norm)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,20 @@ import copy
 
 import pytest
 
+from builders import sequence_logprob
 from lib.data.synthetic import generate_mcq
 from lib.errors import UserError
 from lib.evaluate.generate import left_padded
-from lib.evaluate.multiple_choice import letter_token_ids, mcq_summary, render, score_mcq, user_turn
+from lib.evaluate.multiple_choice import (
+    cloze_render,
+    letter_token_ids,
+    mcq_summary,
+    option_logprobs,
+    render,
+    result,
+    score_mcq,
+    user_turn,
+)
 
 SYSTEM_PROMPT = "你是一名专业、严谨的医学助手。"
 
@@ -89,8 +100,8 @@ def test_each_letter_is_one_token_after_the_prompt(tiny):
 def test_the_scorer_picks_the_letter_the_model_was_taught(taught):
     tokenizer, model = taught
     scored = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=8, progress=False)
-    assert [s["predicted"] for s in scored] == [item["answer"] for item in ITEMS] == list("ABBCADDC")
-    assert all(s["correct"] for s in scored) and [s["id"] for s in scored] == [item["id"] for item in ITEMS]
+    assert [s["predicted"]["letter"] for s in scored] == [item["answer"] for item in ITEMS] == list("ABBCADDC")
+    assert all(s["correct"]["letter"] for s in scored) and [s["id"] for s in scored] == [item["id"] for item in ITEMS]
     first = scored[0]["letter_logprobs"]
     assert set(first) == set("ABCD") and first["A"] > -0.5 > max(first["B"], first["C"], first["D"])
 
@@ -102,6 +113,7 @@ def test_batches_with_padding_give_the_answers_of_one_by_one(tiny, taught):
         assert [s["predicted"] for s in together] == [s["predicted"] for s in alone]
         for a, b in zip(together, alone):
             assert a["letter_logprobs"] == pytest.approx(b["letter_logprobs"], abs=1e-4)
+            assert a["option_logprobs"] == pytest.approx(b["option_logprobs"], abs=1e-4)
 
 
 def test_left_padding_ends_rows_together_and_counts_positions_from_the_first_real_token():
@@ -116,7 +128,8 @@ def test_only_the_items_own_letters_compete(taught):
     # ITEMS[3] was taught "C"; with its options cut to A and B, the prediction must be A or B
     cut = {**ITEMS[3], "options": {k: ITEMS[3]["options"][k] for k in "AB"}, "answer": "A"}
     scored = score_mcq(model, tokenizer, [cut], SYSTEM_PROMPT, batch_size=1, progress=False)[0]
-    assert set(scored["letter_logprobs"]) == {"A", "B"} and scored["predicted"] in ("A", "B")
+    assert set(scored["letter_logprobs"]) == {"A", "B"} and scored["predicted"]["letter"] in ("A", "B")
+    assert set(scored["option_logprobs"]) == {"A", "B"} and scored["predicted"]["acc_norm"] in ("A", "B")
 
 
 def test_a_peft_model_is_scored_the_same_way(taught):
@@ -125,14 +138,59 @@ def test_a_peft_model_is_scored_the_same_way(taught):
     tokenizer, model = taught
     wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules="all-linear"))
     scored = score_mcq(wrapped, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=4, progress=False)
-    assert [s["predicted"] for s in scored] == list("ABBCADDC")  # a fresh adapter changes nothing
+    assert [s["predicted"]["letter"] for s in scored] == list("ABBCADDC")  # a fresh adapter changes nothing
+    plain = score_mcq(model, tokenizer, ITEMS, SYSTEM_PROMPT, batch_size=4, progress=False)
+    for a, b in zip(scored, plain):  # its cache is reused for the options as the plain model's is
+        assert a["option_logprobs"] == pytest.approx(b["option_logprobs"], abs=1e-4)
 
 
-def test_summary_is_accuracy_in_percent_overall_and_per_source():
-    per_item = [{"source": "cmexam", "correct": c} for c in (True, True, False, True)] + \
-               [{"source": "cmb", "correct": c} for c in (False, True)]
+def test_cloze_sums_each_options_log_probability_as_a_whole_sequence_pass_does(tiny):
+    tokenizer, model = tiny
+    items = ITEMS[:5]  # prompts of several lengths, options of one to several tokens
+    prompts = [tokenizer(cloze_render(tokenizer, item, SYSTEM_PROMPT), add_special_tokens=False)["input_ids"]
+               for item in items]
+    options = [[tokenizer(text, add_special_tokens=False)["input_ids"] for text in item["options"].values()]
+               for item in items]
+    options[0] = options[0][:2]  # an item with fewer options than the others of its batch
+    assert len({len(p) for p in prompts}) > 1 and len({len(o) for item in options for o in item}) > 1
+    batched = option_logprobs(model, prompts, options, tokenizer.pad_token_id)
+    expected = [[sequence_logprob(model, prompt, option) for option in item_options]
+                for prompt, item_options in zip(prompts, options)]
+    assert [len(values) for values in batched] == [2, 4, 4, 4, 4]
+    for got, want in zip(batched, expected):
+        assert got == pytest.approx(want, abs=1e-3)
+
+
+def test_the_cloze_prompt_is_the_bare_question_in_the_chat_template(tiny):
+    tokenizer, _ = tiny
+    assert cloze_render(tokenizer, ITEMS[0], SYSTEM_PROMPT) == (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{ITEMS[0]['question']}<|im_end|>\n"
+        "<|im_start|>assistant\n")
+
+
+def test_acc_norm_divides_by_the_options_characters_and_can_disagree_with_acc():
+    item = {"id": "x", "source": "s", "question": "q", "options": {"A": "头痛", "B": "头痛伴恶心呕吐"}, "answer": "B"}
+    # A: -4 over 2 characters = -2 per character; B: -6 over 7 = -0.86: acc picks A, acc_norm B
+    scored = result(item, {"A": -0.1, "B": -2.0}, {"A": -4.0, "B": -6.0})
+    assert scored["predicted"] == {"letter": "A", "acc": "A", "acc_norm": "B"}
+    assert scored["correct"] == {"letter": False, "acc": False, "acc_norm": True}
+
+
+def summary_item(source: str, letter: bool, acc: bool = False, acc_norm: bool = False, number: list = [0]) -> dict:  # noqa: B006
+    number[0] += 1
+    return {"id": f"i{number[0]}", "source": source, "options": 4 if source == "cmb" else 5,
+            "correct": {"letter": letter, "acc": acc, "acc_norm": acc_norm}}
+
+
+def test_summary_is_accuracy_in_percent_overall_per_source_and_per_scoring():
+    per_item = [summary_item("cmexam", c, acc=True) for c in (True, True, False, True)] + \
+               [summary_item("cmb", c, acc_norm=True) for c in (False, True)]
     summary = mcq_summary(per_item, n_samples=200, seed=0)
     assert summary["overall"]["value"] == pytest.approx(400 / 6) and summary["overall"]["n"] == 6
     assert list(summary["per_source"]) == ["cmb", "cmexam"]
     assert summary["per_source"]["cmexam"]["value"] == 75.0 and summary["per_source"]["cmb"]["value"] == 50.0
     assert 0 <= summary["overall"]["ci_low"] < summary["overall"]["ci_high"] <= 100
+    assert summary["acc"]["value"] == pytest.approx(400 / 6) and summary["acc_norm"]["value"] == pytest.approx(200 / 6)
+    assert summary["chance"] == pytest.approx((4 * 20 + 2 * 25) / 6)
+    first = per_item[0]["id"]
+    assert summary["items"][first] == [1, 1, 0] and len(summary["items"]) == 6

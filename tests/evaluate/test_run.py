@@ -133,6 +133,12 @@ def test_evaluating_twice_gives_identical_predictions_and_metrics(trained_run, t
     assert (trained_run / "predictions.jsonl").read_bytes() == predictions
     assert first["metrics"] == second["metrics"]
     assert first["mcq"] == second["mcq"] and first["mcq"]["overall"]["n"] == 40
+    # both tracks, each scored by letter and by option text (cloze), every item's results kept
+    for track in ("mcq", "general"):
+        assert {"overall", "acc", "acc_norm", "chance", "items"} <= set(first[track])
+        assert first[track]["acc_norm"]["n"] == 40 and first[track]["chance"] == 25.0
+        assert len(first[track]["items"]) == 40
+    assert first["inputs"]["data"]["general.jsonl"] == sha256_file(demo_data / "general.jsonl")
     # a LoRA run generates with its adapter merged; on a CPU as many at once as eval.batch_size
     assert first["generation"]["merged_adapter"] is True
     assert first["generation"]["batch_size"] == eval_config(tiny_model).eval.batch_size

@@ -91,6 +91,45 @@ def test_macros_hold_the_studys_numbers(tmp_path):
     assert macros["ProfileName"] == PROFILE
 
 
+def test_the_general_track_is_reported_with_each_runs_change_and_sentences_from_the_numbers(tmp_path):
+    out = generate(tmp_path)
+    macros = read_macros(out)
+    grid = load_grid(PROFILE)
+    last = len(grid.sizes) - 1
+    # write_study: base general accuracy 52.5 (letter), +8 by acc_norm; cloze of the medical track 41.25 + 12
+    assert macros["BaseGeneralAccuracy"] == "52.5" and macros["BaseGeneralAccNorm"] == "60.5"
+    assert macros["BaseMcqAccNorm"] == "53.2" and macros["McqChance"] == macros["GeneralChance"] == "25.0"
+    assert macros["NumGeneralSources"] == "1"
+    findings = macros["GeneralFindings"]
+    largest = format_count(parse_count(grid.sizes[-1]))
+    change = format_number(-1.0 - 2.5 * last, 1)  # forgetting_entry: the general change at the largest size
+    assert (f"LoRA 在最大规模（{largest} 条）上相对其起点基座模型："
+            f"通用选择题字母准确率变化 {change} 个百分点") in findings
+    assert "QLoRA 在最大规模" in findings and "起点基座模型（NF4）" in findings
+    assert "区间整体低于 0，是可测的下降" in findings and "区间整体高于 0，是可测的上升" in findings  # general, medical
+    # the smallest size's change -1.0 [-4.0, 2.0] contains 0: 3 of each method's 4 runs lie below 0
+    assert "按字母准确率，8 个运行中区间整体低于 0 的有 6 个" in findings
+    assert "区间含 0 说明这里测不出变化，并不证明没有遗忘" in findings
+    table = (out / "tables" / "general.tex").read_text(encoding="utf-8")
+    assert "完形准确率（按字归一，acc\\_norm）变化" in table and "\\ValueCI{52.5}" in table
+
+
+def test_a_base_row_at_chance_on_the_general_track_is_said_to_have_nothing_to_lose(tmp_path):
+    paths = write_study(tmp_path / "study", PROFILE)
+    at_chance = {"value": 27.0, "ci_low": 19.0, "ci_high": 36.0, "n": 100}
+    for run in ("base", "base-nf4"):
+        result = json.loads((paths["runs"] / run / "eval.json").read_text(encoding="utf-8"))
+        result["general"] |= {"overall": at_chance, "acc_norm": at_chance}
+        (paths["runs"] / run / "eval.json").write_text(json.dumps(result), encoding="utf-8")
+    assert "区间含随机水平" not in read_macros(generate(tmp_path / "healthy"))["GeneralFindings"]
+    out = tmp_path / "generated"
+    write_report(load_study(paths["results"], paths["runs"], paths["data"], PROFILE), out)
+    findings = read_macros(out)["GeneralFindings"]
+    assert findings.startswith("注意：基座模型的字母准确率、基座模型的完形准确率（按字归一，acc\\_norm）、"
+                               "基座模型（NF4）的字母准确率")
+    assert "在通用题上的区间含随机水平（25.0\\%）或低于它，即起点没有可测的通用知识可以失去" in findings
+
+
 def test_each_method_starts_from_the_base_model_as_it_loads_it(tmp_path):
     out = generate(tmp_path)
     macros = read_macros(out)
@@ -131,7 +170,7 @@ def test_tables_escape_user_text_and_show_intervals(tmp_path):
     out = generate(tmp_path)
     tables = {path.stem: path.read_text(encoding="utf-8") for path in (out / "tables").glob("*.tex")}
     assert set(tables) == {"cleaning", "splits", "hyperparameters", "results", "cost", "scaling",
-                           "lora_vs_qlora", "knowledge", "examples", "preference", "reproducibility"}
+                           "lora_vs_qlora", "knowledge", "general", "examples", "preference", "reproducibility"}
     assert r"http://a.b/c\_d?x=1\&y=2" in tables["cleaning"] and r"100\% 广告" in tables["cleaning"]
     assert "0（改写 12）" in tables["cleaning"]  # normalisation rewrites records instead of dropping them
     assert r"\ValueCI{12.3}{11.3}{13.3}" in tables["results"]  # base ROUGE-L with its interval

@@ -25,3 +25,13 @@ def test_summary_md_names_the_grid_of_the_fit_and_its_checks(tmp_path):
     assert ("| residual dof | holdout: largest size predicted vs observed | leave one size out: mean / max error |"
             in text)
     assert re.search(r"\| lora \| ok \|.* \| 1 \| D=8,000: .* \| [0-9.]+ / [0-9.]+ over 4 sizes \|", text)
+
+
+def test_summary_md_lists_each_runs_change_from_its_own_base_row():
+    change = {"value": -5.0, "ci_low": -9.0, "ci_high": -1.0, "n": 100}
+    scaling = {"resampled": "test items", "loss_fits": {}, "trends": {}, "lora_vs_qlora": [], "notes": [],
+               "forgetting": [{"run": "qlora-1k", "method": "qlora", "examples": 1000, "seed": 42,
+                               "base_run": "base-nf4", "changes": {"general": {"acc_norm": change}}}]}
+    text = summary_markdown("demo", [], scaling)
+    assert "| run | base row | mcq letter | mcq acc_norm | general letter | general acc_norm |" in text
+    assert "| qlora-1k | base-nf4 |  |  |  | -5.00 [-9.00, -1.00] |" in text

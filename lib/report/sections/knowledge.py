@@ -1,5 +1,6 @@
-"""Section "Knowledge": multiple-choice accuracy per run, overall and per source (each run's
-eval.json mcq)."""
+"""Section "Knowledge": medical multiple-choice accuracy per run, overall and per source (each
+run's eval.json mcq), scored by letter and by option text (the numbers of both scorings are the
+registry's metrics mcq_accuracy, mcq_acc, mcq_acc_norm: their macros come from the results section)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ SOURCES_PER_TABLE = 5
 
 def knowledge_macros(study: Study) -> dict:
     sources = {source for e in study.evals.values() for source in (nested_value(e, "mcq.per_source") or {})}
-    return {"NumMcqSources": format_count(len(sources)) if sources else MISSING,
-            "McqItems": distinct_values([nested_value(e, "mcq.overall.n") for e in study.evals.values()], format_count)}
+    macros = {"NumMcqSources": format_count(len(sources)) if sources else MISSING}
+    def values(key: str) -> list:
+        return [nested_value(e, f"mcq.{key}") for e in study.evals.values()]
+
+    macros["McqItems"] = distinct_values(values("overall.n"), format_count)
+    macros["McqChance"] = distinct_values(values("chance"), fixed(1))  # accuracy by guessing, %
+    return macros
 
 
 def knowledge_rows(study: Study) -> list[Tabular]:
