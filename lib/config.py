@@ -417,6 +417,8 @@ def _coerce(value, annotation, where: str):
         converted = _try_convert(value, option)
         if converted is not _FAILED:
             return converted
+    if isinstance(value, str) and any(typing.get_origin(option) is list for option in options):
+        return [item for item in re.split(r"[,\s]+", value.strip()) if item]  # the command line's "a,b c"
     wanted = " or ".join("a mapping (key=value,key=value)" if typing.get_origin(o) is dict
                          else getattr(o, "__name__", str(o)) for o in options if o is not type(None))
     raise UserError(f"{where}: expected {wanted}, got {value!r}")
