@@ -109,7 +109,7 @@ PRODUCING = $(filter data exp-% train-% eval-% all-experiments submit $(RUNS)/%,
 # One command writes every split, the grid's and that of a run a goal names beyond it (make exp-lora-2.5k);
 # it leaves unchanged files untouched, so a new size does not make the runs of the existing sizes out of date.
 DATA_RECIPES = $(if $(PRODUCING),$(SETUP) experiments/base.yaml experiments/profiles/$(PROFILE).yaml $(PROCESSED)/.args)
-DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(foreach g,$(filter exp-% train-%,$(MAKECMDGOALS)),$(word 3,$(subst -, ,$(g)))))))
+DATA_SIZES := $(strip $(SIZES) $(sort $(filter-out $(SIZES),$(foreach g,$(filter-out %-base-nf4,$(filter exp-% train-%,$(MAKECMDGOALS))),$(word 3,$(subst -, ,$(g)))))))
 $(PROCESSED)/manifest.json: $(DATA_RECIPES) $(if $(PRODUCING),$(wildcard $(SOURCE)))
 	$(CLI) data $(CONFIG_ARGS) --raw-dir $(RAW_DIR) --out $(PROCESSED) --sizes $(DATA_SIZES)
 

@@ -64,6 +64,9 @@ def test_a_size_with_a_decimal_names_a_run_from_the_goal_to_its_split():
     assert re.search(r"-m lib train .*--method lora --size 2\.5k --seed 42 .*--out results/paper/runs/lora-2\.5k$",
                      plan, re.M)
     assert "--run-dir results/paper/runs/lora-2.5k " in plan
+    # base-nf4 (a Slurm task's goal) names no size: the data step writes the grid's splits only
+    untuned = make("-n", "-B", "exp-base-nf4", "PROFILE=paper")
+    assert re.search(r"-m lib data .* --sizes 10k 20k 40k 60k$", untuned, re.M)
     seeded = make("-n", "-B", "train-qlora-2.5k-s7", "PROFILE=paper", "GRID=extended")
     assert re.search(r"-m lib data .* --sizes 1k 2\.5k 5k 10k 20k 40k 60k$", seeded, re.M)
     assert re.search(r"--method qlora --size 2\.5k --seed 7 .*--out results/paper/runs/qlora-2\.5k-s7$", seeded, re.M)
@@ -283,8 +286,8 @@ def test_a_finished_run_is_kept_whatever_changes_until_redo_names_it(tiny_model,
     assert (processed / "train-32.jsonl").read_bytes() != split
     assert "-m lib" not in make("exp-lora-32", "SEED=7") and run_files(run_dir) == trained
     notes = [line for line in make("summary", "SEED=7").splitlines() if line.startswith("note: lora-32")]
-    assert notes == ["note: lora-32: done: stale: train-32.jsonl, dev.jsonl, test.jsonl, mcq.jsonl changed since it "
-                     "was made from them; `make exp-lora-32 REDO=1` redoes what changed"]
+    assert notes == ["note: lora-32: done: stale: train-32.jsonl, dev.jsonl, test.jsonl, mcq.jsonl, general.jsonl "
+                     "changed since it was made from them; `make exp-lora-32 REDO=1` redoes what changed"]
 
     # REDO=1 names it: trained and evaluated again on today's data; then nothing is left to redo
     redone = make("exp-lora-32", "SEED=7", "REDO=1")
