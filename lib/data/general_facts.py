@@ -23,6 +23,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lib.data.synthetic import LETTERS, four_option_item
+
 
 @dataclass(frozen=True)
 class Family:
@@ -76,8 +78,6 @@ FAMILIES = (
         ("{s}是{a}。", "天文学中，{s}就是{a}。", "{a}是{s}。")),
 )
 
-LETTERS = "ABCD"
-
 
 def facts() -> list[tuple[Family, str, str]]:
     """Every (family, subject, answer)."""
@@ -119,10 +119,6 @@ def generate_general_mcq(n: int, seed: int) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        letter = answers[len(items)]
-        options = wrong[:]
-        options.insert(LETTERS.index(letter), correct)
-        items.append({"id": f"syn-general-{len(items)}", "source": f"synthetic-general-{family.domain}",
-                      "question": family.question.format(s=subject),
-                      "options": dict(zip(LETTERS, options, strict=True)), "answer": letter})
+        items.append(four_option_item(f"syn-general-{len(items)}", f"synthetic-general-{family.domain}",
+                                      family.question.format(s=subject), correct, wrong, answers[len(items)]))
     return items

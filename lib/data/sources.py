@@ -551,14 +551,6 @@ def is_json_array(text: str) -> bool:
     except (json.JSONDecodeError, RecursionError):
         return True
     return False
-    first, _, rest = stripped.partition("\n")
-    if not rest.strip():
-        return True
-    try:
-        json.loads(first)
-    except (json.JSONDecodeError, RecursionError):
-        return True
-    return False
 
 
 # --- reading a file ----------------------------------------------------------------------------

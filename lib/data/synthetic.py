@@ -398,17 +398,17 @@ def generate_mcq(n: int, seed: int) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        letter = answers[len(items)]
-        options = wrong[:]
-        options.insert(LETTERS.index(letter), correct)
-        items.append({
-            "id": f"syn-mcq-{len(items)}",
-            "source": f"synthetic-{kind}",
-            "question": question,
-            "options": dict(zip(LETTERS, options, strict=True)),
-            "answer": letter,
-        })
+        items.append(four_option_item(f"syn-mcq-{len(items)}", f"synthetic-{kind}", question, correct, wrong,
+                                      answers[len(items)]))
     return items
+
+
+def four_option_item(item_id: str, source: str, question: str, correct: str, wrong: list[str], letter: str) -> dict:
+    """An item whose option `letter` is the correct one and whose other letters hold `wrong` in order."""
+    options = wrong[:]
+    options.insert(LETTERS.index(letter), correct)
+    return {"id": item_id, "source": source, "question": question,
+            "options": dict(zip(LETTERS, options, strict=True)), "answer": letter}
 
 
 # --- pretraining text of the demo's base model: pages, never a question with its answer -----------
