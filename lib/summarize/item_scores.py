@@ -56,19 +56,22 @@ def read_item_scores(rows: list[SummaryRow], runs_dir: Path,
         if row["status"] != "done" or not path.is_file():
             continue
         try:
-            answers = {item_id(record, path): record for record in read_jsonl(path)}
+            right = {item_id(record, path): letter_right(record, path) for record in read_jsonl(path)}
         except UserError as err:
             row |= {"status": "corrupt", "note": f"{err}; {redo_hint(path.name, row['run'])}"}
             continue
         item_scores.setdefault(row["run"], {}).update(
-            {f"mcq/{item}": {"mcq_accuracy": 100.0 * letter_right(record)} for item, record in answers.items()})
+            {f"mcq/{item}": {"mcq_accuracy": 100.0 * answered_right} for item, answered_right in right.items()})
     return item_scores
 
 
-def letter_right(record: dict) -> bool:
-    """Whether the option letter was right: the headline scoring of the knowledge track."""
+def letter_right(record: dict, path: Path) -> bool:
+    """Whether the option letter was right (the knowledge track's headline scoring); a record
+    without it is damaged, never counted as a wrong answer."""
     correct = record.get("correct")
-    return bool(correct.get("letter")) if isinstance(correct, dict) else False
+    if not isinstance(correct, dict) or not isinstance(correct.get("letter"), bool):
+        raise UserError(f"{shown(path)}: a record without correct.letter ({str(record)[:60]}...)")
+    return correct["letter"]
 
 
 def item_id(record: dict, path: Path) -> str:

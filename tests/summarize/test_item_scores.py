@@ -57,7 +57,8 @@ def test_knowledge_track_answers_are_per_item_scores_and_a_damaged_file_makes_it
     runs = tmp_path / "runs"
     write_run(runs, "lora-1k", [2.0] * 3, mcq_correct=[True, False, True, True])
     write_run(runs, "lora-2k", [1.0] * 3, mcq_correct=[True, True, True, False])
-    (runs / "lora-2k" / MCQ_PREDICTIONS).write_text('{"id": "m0", "correct": true}\n{cut', encoding="utf-8")
+    (runs / "lora-2k" / MCQ_PREDICTIONS).write_text('{"id": "m0", "correct": {"letter": true}}\n{cut',
+                                                       encoding="utf-8")
     rows = collect_runs(runs, Grid(methods=("lora",), sizes=("1k", "2k"), seeds=(42,)), 42)
     scores = read_item_scores(rows, runs, read_predictions(rows, runs))
     # the two sets' ids kept apart: t0.. the test items, mcq/m0.. the knowledge track's
@@ -67,3 +68,9 @@ def test_knowledge_track_answers_are_per_item_scores_and_a_damaged_file_makes_it
     assert row["status"] == "corrupt" and "mcq/" not in str(scores.get("lora-2k", {}))
     assert f"lora-2k/{MCQ_PREDICTIONS}:2: not valid JSON" in row["note"]
     assert row["note"].endswith("`make eval-lora-2k REDO=1` evaluates it again")
+    # a record without its letter result is damaged, not a wrong answer
+    (runs / "lora-2k" / MCQ_PREDICTIONS).write_text('{"id": "m0", "correct": true}\n', encoding="utf-8")
+    rows = collect_runs(runs, Grid(methods=("lora",), sizes=("1k", "2k"), seeds=(42,)), 42)
+    read_item_scores(rows, runs, read_predictions(rows, runs))
+    row = next(row for row in rows if row["run"] == "lora-2k")
+    assert row["status"] == "corrupt" and "without correct.letter" in row["note"]
